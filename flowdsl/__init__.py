@@ -1,0 +1,56 @@
+"""flowdsl: parallel, streaming dataflow pipelines from a small decorator DSL.
+
+Decorate functions or classes with :func:`source`, :func:`transform` and
+:func:`sink`, wire them with ``>>`` (lists zip or broadcast, :func:`merge`
+interleaves, :func:`loop` makes cycles), then ``run()``, ``collect()`` or iterate
+the flow.  Every stage runs in its own worker process(es) by default.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ._flow import Flow, merge
+from ._report import RunReport, StageStats
+from ._stages import Regulator, Sink, Source, Stage, Transform, sink, source, transform
+from .errors import FlowError, FlowTimeout, GraphError, StageError, StopFlow, WorkerDied
+from .executors import Executor, ProcessExecutor, SerialExecutor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Executor",
+    "Flow",
+    "FlowError",
+    "FlowTimeout",
+    "GraphError",
+    "ProcessExecutor",
+    "Regulator",
+    "RunReport",
+    "SerialExecutor",
+    "Sink",
+    "Source",
+    "Stage",
+    "StageError",
+    "StageStats",
+    "StopFlow",
+    "Transform",
+    "WorkerDied",
+    "merge",
+    "sink",
+    "source",
+    "transform",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+def _fix_module(names: list[str]) -> None:
+    """Public objects report their public home (``flowdsl.Transform``)."""
+    for name in names:
+        obj = globals()[name]
+        if getattr(obj, "__module__", "").startswith("flowdsl.") and not name[0].islower():
+            obj.__module__ = __name__
+
+
+_fix_module(__all__)

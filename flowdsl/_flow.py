@@ -1,0 +1,250 @@
+"""Flows: stages wired together, as plain immutable data.
+
+A :class:`Flow` is a set of nodes (each wraps one stage) and edges between their
+ports.  Composition never mutates its operands: ``a >> b`` returns a new flow, and
+two flows built from a common flow share its nodes, so diamonds and fan-outs can be
+written as expressions.  A bare stage used as an operand becomes a fresh node each
+time, so ``square >> square`` has two stages.
+
+``Flow.outlets`` is a tuple of *groups* of output ports: connecting a flow to a
+stage connects group *i* to the stage's input *i*.  ``[a, b] >> c`` makes two groups
+(a zip); ``merge(a, b) >> c`` one group holding both (an interleave).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import GraphError
+
+if TYPE_CHECKING:
+    from ._report import RunReport
+    from ._stages import Stage
+
+__all__ = ["Composable", "Edge", "Flow", "Node", "as_flow", "merge"]
+
+_ids = itertools.count()
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    """One occurrence of a stage in a graph (compared by identity)."""
+
+    stage: Stage
+    uid: int = field(default_factory=lambda: next(_ids))
+    loop: Any = None  # the Loop this node is the gate of, if any
+
+    def __repr__(self) -> str:
+        return f"Node({self.stage.name!r})"
+
+
+@dataclass(frozen=True)
+class Edge:
+    """Output ``src_port`` of ``src`` feeds input ``dst_port`` of ``dst``.
+
+    ``stream`` is the explicit :class:`~flowdsl.Stream` carrying it, if any: edges
+    sharing a stream share one channel (the explicit API's merge and competition).
+    ``back`` marks the feedback edge of a loop.
+    """
+
+    src: Node
+    src_port: int
+    dst: Node
+    dst_port: int
+    stream: Any = None
+    back: bool = False
+
+
+Port = tuple[Node, int]
+
+
+class Composable:
+    """Anything that can stand on either side of ``>>`` and be run."""
+
+    def _as_flow(self) -> Flow:
+        raise NotImplementedError
+
+    def __rshift__(self, other: Any) -> Flow:
+        if not _composable(other):
+            return NotImplemented
+        return connect(self, other)
+
+    def __rrshift__(self, other: Any) -> Flow:
+        if not _composable(other):
+            return NotImplemented
+        return connect(other, self)
+
+    # -- running (all delegate to the executor layer) --------------------------------
+    def run(self, *, executor: Any = "process", timeout: float | None = None,
+            progress: bool = False) -> RunReport:
+        """Run the flow to completion and return a :class:`RunReport`.
+
+        Results of stages that are not sinks are discarded; iterate the flow or
+        call :meth:`collect` to get them.  Raises :class:`StageError`,
+        :class:`WorkerDied` or :class:`FlowTimeout` on failure.
+        """
+        from .executors import execute
+
+        with execute(self._as_flow(), executor=executor, timeout=timeout,
+                     progress=progress, want_results=False) as execution:
+            for _ in execution:
+                pass
+            return execution.report
+
+    def collect(self, **options: Any) -> list[Any]:
+        """Run the flow and return the items that reach its end, as a list."""
+        return list(self.iterate(**options))
+
+    def iterate(self, *, executor: Any = "process", timeout: float | None = None,
+                progress: bool = False) -> Iterator[Any]:
+        """Run the flow, yielding the items that reach its end as they arrive.
+
+        Leaving the loop early (``break``, an exception, or dropping the iterator)
+        stops the flow and its workers.
+        """
+        from .executors import execute
+
+        with execute(self._as_flow(), executor=executor, timeout=timeout,
+                     progress=progress, want_results=True) as execution:
+            yield from execution
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.iterate()
+
+    def diagram(self, draw_streams: bool = False) -> Any:
+        """A ``graphviz.Digraph`` of the flow (stable node ids, loops as back edges)."""
+        from ._diagram import diagram
+
+        return diagram(self._as_flow(), draw_streams=draw_streams)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        from ._diagram import mimebundle
+
+        return mimebundle(self._as_flow())
+
+
+class Flow(Composable):
+    """A graph of stages.  Build it with ``>>``, ``merge`` and ``loop``."""
+
+    def __init__(self, nodes: tuple[Node, ...], edges: tuple[Edge, ...],
+                 inlets: tuple[Node, ...], outlets: tuple[tuple[Port, ...], ...]) -> None:
+        self.nodes = nodes
+        self.edges = edges
+        self.inlets = inlets
+        self.outlets = outlets
+
+    def _as_flow(self) -> Flow:
+        return self
+
+    @property
+    def stages(self) -> list[Stage]:
+        return [n.stage for n in self.nodes]
+
+    def __repr__(self) -> str:
+        names = " , ".join(n.stage.name for n in self.nodes)
+        return f"<Flow of {len(self.nodes)} stages: {names}>"
+
+    @staticmethod
+    def union(flows: list[Flow], inlets: tuple[Node, ...],
+              outlets: tuple[tuple[Port, ...], ...], edges: tuple[Edge, ...] = ()) -> Flow:
+        nodes = _unique(n for f in flows for n in f.nodes)
+        all_edges = _unique(itertools.chain((e for f in flows for e in f.edges), edges))
+        return Flow(tuple(nodes), tuple(all_edges), inlets, outlets)
+
+
+def as_flow(obj: Any) -> Flow:
+    """The flow for an operand of ``>>``: stages become one-node flows."""
+    from ._stages import as_stage
+
+    if isinstance(obj, Composable):
+        return obj._as_flow()
+    if isinstance(obj, (list, tuple)):
+        raise GraphError(f"a list can only stand on one side of '>>': {obj!r}")
+    try:
+        return as_stage(obj)._as_flow()
+    except TypeError as exc:
+        raise GraphError(str(exc)) from None
+
+
+def _composable(obj: Any) -> bool:
+    return isinstance(obj, (Composable, list, tuple)) or callable(obj) or hasattr(obj, "run")
+
+
+def _bundle(obj: Any) -> Flow:
+    """A list on the left of ``>>``: each element's output becomes one input (zip)."""
+    if not isinstance(obj, (list, tuple)):
+        return as_flow(obj)
+    if not obj:
+        raise GraphError("an empty list cannot be connected")
+    flows = [as_flow(o) for o in obj]
+    groups: list[tuple[Port, ...]] = []
+    for f in flows:
+        if len(f.outlets) != 1:
+            raise GraphError(
+                f"each element of a zip list needs exactly one output, but {f!r} has "
+                f"{len(f.outlets)}; use merge(...) to interleave several outputs")
+        groups.append(f.outlets[0])
+    return Flow.union(flows, _unique_t(n for f in flows for n in f.inlets), tuple(groups))
+
+
+def _fanout(obj: Any) -> Flow:
+    """A list on the right of ``>>``: every element receives every item (broadcast)."""
+    if not isinstance(obj, (list, tuple)):
+        return as_flow(obj)
+    if not obj:
+        raise GraphError("an empty list cannot be connected")
+    flows = [as_flow(o) for o in obj]
+    return Flow.union(flows, _unique_t(n for f in flows for n in f.inlets),
+                      tuple(g for f in flows for g in f.outlets))
+
+
+def connect(left: Any, right: Any) -> Flow:
+    """``left >> right``."""
+    lf, rf = _bundle(left), _fanout(right)
+    if not lf.outlets:
+        raise GraphError(f"{_names(lf.nodes[-1:])} has no output to connect to {rf!r} "
+                         f"(a sink cannot have a downstream)")
+    if not rf.inlets:
+        raise GraphError(f"{rf!r} has no input to connect to: "
+                         f"a source cannot have an upstream")
+    edges: list[Edge] = []
+    if len(rf.inlets) == 1:
+        (target,) = rf.inlets
+        for i, group in enumerate(lf.outlets):
+            edges += [Edge(n, p, target, i) for n, p in group]
+    elif len(lf.outlets) == 1:
+        edges += [Edge(n, p, t, 0) for t in rf.inlets for n, p in lf.outlets[0]]
+    else:
+        raise GraphError(f"cannot zip {len(lf.outlets)} outputs into several stages "
+                         f"({_names(rf.inlets)}): connect each one explicitly")
+    return Flow.union([lf, rf], lf.inlets, rf.outlets, tuple(edges))
+
+
+def merge(*items: Any) -> Flow:
+    """Interleave the outputs of several stages or flows: ``merge(a, b) >> c`` calls
+    ``c`` once per item of ``a`` or ``b``, in arrival order."""
+    if not items:
+        raise GraphError("merge() needs at least one stage or flow")
+    flows = [as_flow(o) for o in items]
+    group = tuple(p for f in flows for g in f.outlets for p in g)
+    if not group:
+        raise GraphError("merge(): none of the arguments has an output (sinks cannot merge)")
+    return Flow.union(flows, _unique_t(n for f in flows for n in f.inlets), (group,))
+
+
+def _unique(items: Any) -> list[Any]:
+    seen: dict[Any, None] = {}
+    for x in items:
+        seen.setdefault(x, None)
+    return list(seen)
+
+
+def _unique_t(items: Any) -> tuple[Any, ...]:
+    return tuple(_unique(items))
+
+
+def _names(nodes: Any) -> str:
+    return ", ".join(repr(n.stage.name) for n in nodes)

@@ -1,0 +1,236 @@
+"""Validate a flow and lower it to a plan: numbered nodes and channels.
+
+The plan is what executors interpret.  A *channel* is a queue: every item put in
+it goes to exactly one of its consumers (they compete), and it ends when all of
+its producers have ended.  Broadcast is one producer port feeding several
+channels; merge is several producers sharing one channel; zip is a node with
+several input ports, one channel each.  Items that leave the flow go to the
+*result channel*, whose consumer is the driver.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._flow import Edge, Flow, Node
+from ._stages import Stage
+from .errors import GraphError
+
+__all__ = ["DEFAULT_BUFFER", "ChannelSpec", "NodeSpec", "Plan", "compile_flow"]
+
+DEFAULT_BUFFER = 256
+DRIVER = -1  # the consumer id of the result channel
+
+
+@dataclass
+class ChannelSpec:
+    id: int
+    name: str
+    buffer: int
+    producers: list[tuple[int, int]] = field(default_factory=list)  # (node, port)
+    consumers: list[tuple[int, int]] = field(default_factory=list)  # (node, port)
+    seeds: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class NodeSpec:
+    id: int
+    name: str
+    stage: Stage
+    inputs: list[int]  # channel per input port
+    outputs: list[list[int]]  # channels per output port
+    arity: int = 1  # arguments per call: items of a zip arrive as tuples
+    hidden: bool = False  # added by the planner, not in reports
+
+    @property
+    def kind(self) -> str:
+        return self.stage.kind
+
+    @property
+    def workers(self) -> int:
+        return self.stage.workers
+
+
+@dataclass
+class Plan:
+    nodes: list[NodeSpec]
+    channels: list[ChannelSpec]
+    result: int | None  # the result channel id, if the flow has open outputs
+
+    def producer_workers(self, channel: int) -> int:
+        return sum(self.nodes[n].workers for n, _ in self.channels[channel].producers)
+
+    def consumer_workers(self, channel: int) -> int:
+        return sum(1 if n == DRIVER else self.nodes[n].workers
+                   for n, _ in self.channels[channel].consumers)
+
+
+def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
+    """Validate ``flow`` and return its plan; raise :class:`GraphError` if invalid."""
+    nodes = list(flow.nodes)
+    index = {n: i for i, n in enumerate(nodes)}
+    names = _unique_names(n.stage.name for n in nodes)
+    _check_cycles(nodes, flow.edges)
+
+    channels: list[ChannelSpec] = []
+    by_key: dict[Any, ChannelSpec] = {}
+    inputs: dict[int, dict[int, int]] = defaultdict(dict)
+    outputs: dict[int, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+
+    def channel_for(key: Any, name: str, buffer: int) -> ChannelSpec:
+        if key not in by_key:
+            by_key[key] = ChannelSpec(len(channels), name, buffer)
+            channels.append(by_key[key])
+        return by_key[key]
+
+    def link(src: tuple[int, int], dst: tuple[int, int], ch: ChannelSpec) -> None:
+        if src not in ch.producers:
+            ch.producers.append(src)
+        if dst not in ch.consumers:
+            ch.consumers.append(dst)
+        if ch.id not in outputs[src[0]][src[1]]:
+            outputs[src[0]][src[1]].append(ch.id)
+        if dst[0] != DRIVER:
+            if inputs[dst[0]].setdefault(dst[1], ch.id) != ch.id:
+                raise GraphError(f"input {dst[1]} of stage {names[dst[0]]!r} is fed by two "
+                                 f"different streams; share one stream to merge them")
+
+    for e in flow.edges:
+        s, d = index[e.src], index[e.dst]
+        stage = e.dst.stage
+        key = e.stream if e.stream is not None else (d, e.dst_port)
+        name = getattr(e.stream, "name", None) or f"{names[d]}:in{e.dst_port}"
+        ch = channel_for(key, name, _buffer_of(e.stream, stage))
+        if e.stream is not None:
+            ch.seeds = e.stream.seeds
+        link((s, e.src_port), (d, e.dst_port), ch)
+
+    result = None
+    open_ports = [p for group in flow.outlets for p in group]
+    if open_ports and want_results:
+        ch = channel_for("result", "result", DEFAULT_BUFFER)
+        result = ch.id
+        for n, p in open_ports:
+            link((index[n], p), (DRIVER, 0), ch)
+
+    specs = []
+    for i, node in enumerate(nodes):
+        n_in = max(inputs[i], default=-1) + 1
+        if sorted(inputs[i]) != list(range(n_in)):
+            missing = sorted(set(range(n_in)) - set(inputs[i]))
+            raise GraphError(f"stage {names[i]!r} has no upstream for input {missing[0]}")
+        n_out = max(outputs[i], default=-1) + 1
+        specs.append(NodeSpec(i, names[i], node.stage, [inputs[i][k] for k in range(n_in)],
+                              [outputs[i].get(k, []) for k in range(n_out)]))
+    plan = Plan(specs, channels, result)
+    for spec in specs:
+        _check_node(spec, plan)
+        spec.arity = max(1, len(spec.inputs))
+    for spec in list(specs):
+        if len(spec.inputs) > 1 and spec.workers > 1:
+            _lower_zip(plan, spec)
+    return plan
+
+
+def _pack(*items: Any) -> tuple[Any, ...]:
+    return items
+
+
+def _lower_zip(plan: Plan, spec: NodeSpec) -> None:
+    """Pair a zip in one hidden stage so that the workers of ``spec`` can compete
+    for whole argument tuples."""
+    from ._stages import Transform
+
+    zid, cid = len(plan.nodes), len(plan.channels)
+    ch = ChannelSpec(cid, f"{spec.name}:zip", spec.stage.buffer or DEFAULT_BUFFER,
+                     producers=[(zid, 0)], consumers=[(spec.id, 0)])
+    zipper = NodeSpec(zid, f"{spec.name}:zip", Transform(_pack, name=f"{spec.name}:zip"),
+                      spec.inputs, [[cid]], arity=spec.arity, hidden=True)
+    for port, c in enumerate(spec.inputs):
+        consumers = plan.channels[c].consumers
+        consumers[consumers.index((spec.id, port))] = (zid, port)
+    spec.inputs = [cid]
+    plan.nodes.append(zipper)
+    plan.channels.append(ch)
+
+
+def _buffer_of(stream: Any, stage: Stage) -> int:
+    if stream is not None:
+        return int(stream.buffer_size)
+    return stage.buffer or DEFAULT_BUFFER
+
+
+def _check_node(spec: NodeSpec, plan: Plan) -> None:
+    stage, name = spec.stage, spec.name
+    n_in = len(spec.inputs)
+    if stage.kind == "source":
+        if n_in:
+            raise GraphError(f"source {name!r} cannot have an upstream")
+        if not (callable(stage.functor_obj) or inspect.isgenerator(stage.functor_obj)
+                or isinstance(stage.functor_obj, Iterable)):
+            raise GraphError(f"source {name!r}: {stage.functor_obj!r} is neither callable "
+                             f"nor iterable")
+    else:
+        if not n_in:
+            raise GraphError(f"{stage.kind} {name!r} has no upstream: connect a source to "
+                             f"it, e.g. my_source >> {name}")
+        if not callable(stage.callable):
+            raise GraphError(f"{stage.kind} {name!r}: {stage.functor_obj!r} is not callable")
+    if stage.kind == "sink" and any(spec.outputs):
+        raise GraphError(f"sink {name!r} cannot have a downstream")
+    if type(stage).__name__ == "Regulator":
+        return
+    problem = stage.bind_error(None if stage.kind == "source" else n_in)
+    if problem:
+        hint = ""
+        if n_in > 1:
+            hint = f" (it is fed by a zip of {n_in} upstreams, one argument each)"
+        raise GraphError(problem + hint)
+
+
+def _unique_names(names: Iterable[str]) -> list[str]:
+    names = list(names)
+    counts = Counter(names)
+    seen: Counter[str] = Counter()
+    out = []
+    for name in names:
+        if counts[name] > 1:
+            out.append(f"{name}_{seen[name]}")
+            seen[name] += 1
+        else:
+            out.append(name)
+    return out
+
+
+def _check_cycles(nodes: list[Node], edges: tuple[Edge, ...]) -> None:
+    """Cycles are allowed only through loop back edges or explicit streams."""
+    succ: dict[Node, list[Node]] = defaultdict(list)
+    for e in edges:
+        if not e.back and e.stream is None:
+            succ[e.src].append(e.dst)
+    state: dict[Node, int] = {}
+    for root in nodes:
+        if root in state:
+            continue
+        stack = [(root, iter(succ[root]))]
+        path = [root]
+        state[root] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[node] = 2
+                stack.pop()
+                path.pop()
+            elif state.get(nxt) == 1:
+                cycle = path[path.index(nxt):] + [nxt]
+                raise GraphError("cycle not made with loop(): "
+                                 + " >> ".join(repr(n.stage.name) for n in cycle))
+            elif nxt not in state:
+                state[nxt] = 1
+                stack.append((nxt, iter(succ[nxt])))
+                path.append(nxt)

@@ -1,0 +1,240 @@
+"""Runners: one stage's user code inside one worker.
+
+A runner applies the call rules that every executor shares: hooks run once,
+``None`` means no output, a generator transform emits everything it yields,
+several output ports split a returned tuple by position, ``ignore_exceptions``
+skips an item with a warning.  Executors only move batches between runners.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+from ._stages import Regulator, Stage
+from .errors import StageError, StopFlow
+
+__all__ = ["Cancelled", "Runner"]
+
+log = logging.getLogger("flowdsl")
+
+
+class Cancelled(BaseException):  # noqa: N818 - a control-flow signal
+    """Raised in a worker that the driver is stopping; never user-visible."""
+
+
+_PASS = (StopFlow, KeyboardInterrupt, SystemExit, Cancelled)
+
+
+class Runner:
+    """Runs the user code of stage ``name`` in worker ``worker``."""
+
+    def __init__(self, stage: Stage, name: str, arity: int, n_outputs: int,
+                 worker: int = 0, copy_functor: bool = False) -> None:
+        self.stage = stage
+        self.name = name
+        self.worker = worker
+        self.arity = arity
+        self.n_outputs = n_outputs
+        functor = stage.functor_obj
+        if copy_functor and not (inspect.isfunction(functor) or inspect.isgenerator(functor)
+                                 or inspect.isbuiltin(functor) or inspect.ismethod(functor)):
+            functor = copy.deepcopy(functor)  # every worker has its own instance
+        self.functor = functor
+        self.args = stage.args
+        self.kwargs = stage.kwargs
+        self.opened = False
+        self.items_in = 0
+        self.items_out = 0
+        self.errors = 0
+        self.ignore = stage.ignore_exceptions
+        self._coroutine: Any = None
+
+    # -- hooks -----------------------------------------------------------------------
+    def open(self) -> None:
+        """Run ``local_init`` (once, in the worker)."""
+        self.opened = True
+        hook = _hook(self.functor, "local_init")
+        if hook is not None:
+            self._guard(hook, None, **self.stage.init_kwargs)
+        self.call = _callable(self.functor)
+        if isinstance(self.stage, Regulator):
+            self._coroutine = self._new_coroutine()
+
+    def close(self) -> None:
+        """Run ``local_term`` (once, after the last item), and flush a Regulator."""
+        if not self.opened:
+            return
+        self.opened = False
+        hook = _hook(self.functor, "local_term")
+        if hook is not None:
+            self._guard(hook, None)
+        log.info("Local termination", extra={"stage": self.name, "worker": self.worker})
+
+    # -- sources ---------------------------------------------------------------------
+    def iterate(self) -> Iterator[Any]:
+        """The items of a source, ``None`` skipped, errors wrapped."""
+        functor = self.functor
+        if inspect.isgenerator(functor) or (
+                not callable(functor) and not hasattr(functor, "run")):
+            it = iter(functor)
+        else:
+            it = iter(self._guard(self.call, None, *self.args, **self.kwargs))
+        nxt = it.__next__
+        while True:
+            try:
+                x = nxt()
+            except StopIteration:
+                log.info("End of stream", extra={"stage": self.name, "worker": self.worker})
+                return
+            except _PASS:
+                raise
+            except BaseException as exc:
+                if self._ignored(exc, None):
+                    continue
+                raise self._error(exc, None) from exc
+            if x is not None:
+                yield x
+
+    # -- transforms and sinks ----------------------------------------------------------
+    def process(self, batch: list[Any], out: list[list[Any]]) -> None:
+        """Apply the stage to every item of ``batch``, appending results to ``out``
+        (one list per output port).  With several inputs, items are argument tuples."""
+        self.items_in += len(batch)
+        start = 0
+        while start < len(batch):
+            start = self._process_from(batch, start, out)
+
+    def _process_from(self, batch: list[Any], start: int, out: list[list[Any]]) -> int:
+        f, args, kwargs = self.call, self.args, self.kwargs
+        zipped = self.arity > 1
+        i = start
+        try:
+            if self._coroutine is not None:
+                for i in range(start, len(batch)):
+                    self._regulate(batch[i], out)
+            elif self.stage.kind == "sink":
+                for i in range(start, len(batch)):
+                    x = batch[i]
+                    f(*x, *args, **kwargs) if zipped else f(x, *args, **kwargs)
+            elif self.n_outputs <= 1 and not self.stage.is_generator:
+                append = out[0].append if out else _discard
+                for i in range(start, len(batch)):
+                    x = batch[i]
+                    r = f(*x, *args, **kwargs) if zipped else f(x, *args, **kwargs)
+                    if r is not None:
+                        append(r)
+            else:
+                for i in range(start, len(batch)):
+                    x = batch[i]
+                    r = f(*x, *args, **kwargs) if zipped else f(x, *args, **kwargs)
+                    if self.stage.is_generator:
+                        for y in r:
+                            self._emit(y, out)
+                    elif r is not None:
+                        self._emit(r, out)
+        except _PASS:
+            raise
+        except BaseException as exc:
+            if not self._ignored(exc, batch[i]):
+                raise self._error(exc, batch[i]) from exc
+        else:
+            return len(batch)
+        return i + 1
+
+    def _emit(self, r: Any, out: list[list[Any]]) -> None:
+        if self.n_outputs <= 1:
+            if r is not None and out:
+                out[0].append(r)
+            return
+        for port, value in zip(out, r):  # split a tuple by position
+            if value is not None:
+                port.append(value)
+
+    def _regulate(self, x: Any, out: list[list[Any]]) -> None:
+        y = self._coroutine.send(x)
+        while y is not None:
+            self._emit(y, out)
+            try:
+                y = next(self._coroutine)
+            except StopIteration:
+                self._coroutine = self._new_coroutine()
+                return
+
+    def _new_coroutine(self) -> Any:
+        coroutine = self.call(**self.stage.init_kwargs)
+        next(coroutine)
+        return coroutine
+
+    def finish(self, out: list[list[Any]]) -> None:
+        """At end of input: log it, and let a Regulator flush what it buffers."""
+        log.info("End of stream", extra={"stage": self.name, "worker": self.worker})
+        if self._coroutine is None:
+            return
+        from ._minipipe import Sentinel
+
+        try:
+            y = self._coroutine.throw(Sentinel())
+            while y is not None:
+                self._emit(y, out)
+                y = next(self._coroutine)
+        except (StopIteration, Sentinel):
+            pass
+        except BaseException as exc:
+            raise self._error(exc, None) from exc
+
+    # -- errors ----------------------------------------------------------------------
+    def _guard(self, f: Any, item: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except _PASS:
+            raise
+        except BaseException as exc:
+            raise self._error(exc, item, hook=getattr(f, "__name__", None)) from exc
+
+    def _ignored(self, exc: BaseException, item: Any) -> bool:
+        if self.ignore and isinstance(exc, self.ignore):
+            self.errors += 1
+            log.warning("ignored %s on item %s: %s", type(exc).__name__, _repr(item), exc,
+                        extra={"stage": self.name, "worker": self.worker})
+            return True
+        return False
+
+    def _error(self, exc: BaseException, item: Any, hook: str | None = None) -> StageError:
+        self.errors += 1
+        where = f" in {hook}()" if hook in ("local_init", "local_term") else ""
+        return StageError(
+            self.name, None if item is None else _repr(item), self.worker,
+            "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+            f"{type(exc).__name__}{where}: {exc}",
+        )
+
+
+def _callable(functor: Any) -> Any:
+    run = getattr(functor, "run", None)
+    if run is not None and callable(run) and not inspect.isfunction(functor):
+        return run
+    return functor
+
+
+def _hook(functor: Any, name: str) -> Any:
+    if inspect.isfunction(functor) or inspect.isgenerator(functor):
+        return None
+    hook = getattr(functor, name, None)
+    return hook if callable(hook) else None
+
+
+def _discard(_: Any) -> None:
+    pass
+
+
+def _repr(item: Any, limit: int = 200) -> str:
+    try:
+        text = repr(item)
+    except Exception as exc:  # a broken __repr__ must not hide the real error
+        text = f"<unrepresentable {type(item).__name__}: {exc}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,377 @@
+"""Stages: the nodes of a flow, as plain configuration.
+
+A stage holds *what* to run (a function, a generator, or an object with a ``run``
+method) and *how* (name, workers, buffer, ordering).  It never runs anything
+itself: executors turn stages into runners (see ``_runner.py``).
+
+The three kinds share one class hierarchy with the minipipe-style explicit API:
+``Source``, ``Transform`` and ``Sink`` accept minipipe's positional arguments
+(``functor_obj, name, upstreams, downstreams, ...``) and the DSL's keyword
+options alike; the decorators ``source``, ``transform`` and ``sink`` make them.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, TypeVar, overload
+
+from ._flow import Composable, Flow, Node
+
+__all__ = ["Regulator", "Sink", "Source", "Stage", "StageClass", "Transform", "sink", "source",
+           "transform", "as_stage"]
+
+F = TypeVar("F")
+
+
+class Stage(Composable):
+    """A node of a flow: user code plus how to run it.
+
+    Calling a stage returns a configured copy: for a source the call binds the
+    generator's arguments, for a transform or sink it binds extra arguments passed
+    after the item(s).  The binding is checked against the signature at once.
+    """
+
+    kind: ClassVar[str] = "stage"
+    _default_name: ClassVar[str] = "Stage"
+
+    def __init__(
+        self,
+        functor_obj: Any,
+        name: str | None = None,
+        upstreams: list[Any] | None = None,
+        downstreams: list[Any] | None = None,
+        ignore_exceptions: Iterable[type[BaseException]] | None = None,
+        init_kwargs: dict[str, Any] | None = None,
+        *,
+        workers: int = 1,
+        buffer: int | None = None,
+        ordered: bool = True,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if isinstance(functor_obj, Stage):
+            raise TypeError(f"{functor_obj!r} is already a stage; it cannot be wrapped again")
+        if isinstance(functor_obj, StageClass):
+            raise TypeError(
+                f"{functor_obj.name!r} is a stage class: call it to build a stage, "
+                f"e.g. {functor_obj.name}(...)"
+            )
+        self.functor_obj = functor_obj
+        self.name = name or _name_of(functor_obj) or self._default_name
+        self.upstreams = list(upstreams or [])
+        self.downstreams = list(downstreams or [])
+        self.ignore_exceptions = tuple(ignore_exceptions or ())
+        self.init_kwargs = dict(init_kwargs or {})
+        self.workers = _check_workers(self.name, workers)
+        self.buffer = _check_buffer(self.name, buffer)
+        self.ordered = bool(ordered)
+        self.args = tuple(args)
+        self.kwargs = dict(kwargs or {})
+        self.term_flag: Any = None
+        if self.kind == "source" and self.workers != 1:
+            raise ValueError(f"source {self.name!r}: a source runs in exactly one worker")
+
+    # -- introspection -------------------------------------------------------------
+    @property
+    def func(self) -> Any:
+        """The user's original function (or object), for unit tests."""
+        return self.functor_obj
+
+    @property
+    def callable(self) -> Callable[..., Any]:
+        """What is called per item: ``run`` of an object, else the object itself."""
+        run = getattr(self.functor_obj, "run", None)
+        if run is not None and not inspect.isfunction(self.functor_obj):
+            return run
+        return self.functor_obj
+
+    def hook(self, name: str) -> Callable[..., Any] | None:
+        """``local_init`` / ``local_term`` of an object functor, if it has them."""
+        if inspect.isfunction(self.functor_obj) or inspect.isgenerator(self.functor_obj):
+            return None
+        hook = getattr(self.functor_obj, name, None)
+        return hook if callable(hook) else None
+
+    @property
+    def is_generator(self) -> bool:
+        """True when the callable is a generator function (a flat-map transform)."""
+        return inspect.isgeneratorfunction(_unwrap(self.callable))
+
+    def signature(self) -> inspect.Signature | None:
+        try:
+            return inspect.signature(self.callable)
+        except (TypeError, ValueError):
+            return None
+
+    def _as_flow(self) -> Flow:
+        node = Node(self)
+        inlets = () if self.kind == "source" else (node,)
+        outlets = () if self.kind == "sink" else (((node, 0),),)
+        return Flow((node,), (), inlets, outlets)
+
+    # -- configuration -------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Stage:
+        """Return a copy of this stage with ``args``/``kwargs`` bound."""
+        new = self.options()
+        new.args = self.args + args
+        new.kwargs = {**self.kwargs, **kwargs}
+        new._check_binding()
+        return new
+
+    def options(self, **changes: Any) -> Stage:
+        """Return a copy with options changed, e.g. ``square.options(workers=4)``."""
+        new = copy.copy(self)
+        new.upstreams, new.downstreams = list(self.upstreams), list(self.downstreams)
+        for key, value in changes.items():
+            if key not in _OPTIONS:
+                raise TypeError(f"stage {self.name!r}: unknown option {key!r}")
+            setattr(new, key, value)
+        new.workers = _check_workers(new.name, new.workers)
+        new.buffer = _check_buffer(new.name, new.buffer)
+        return new
+
+    def _check_binding(self) -> None:
+        """Raise ``TypeError`` naming the stage if the bound arguments cannot fit."""
+        if self.bind_error(None) is not None:
+            raise TypeError(self.bind_error(None))
+
+    def bind_error(self, n_items: int | None) -> str | None:
+        """Why the stage cannot be called with ``n_items`` items (any count if None)."""
+        sig = self.signature()
+        if sig is None:
+            return None
+        counts = [0] if self.kind == "source" else (
+            [n_items] if n_items is not None else range(1, _max_positional(sig) + 1))
+        last = ""
+        for n in counts:
+            try:
+                sig.bind(*([None] * n), *self.args, **self.kwargs)
+                return None
+            except TypeError as exc:
+                last = str(exc)
+        what = "" if self.kind == "source" else (
+            f" with {n_items} item argument(s)" if n_items is not None else " with an item")
+        return f"{self.kind} {self.name!r} cannot be called{what}: {last}"
+
+    # -- data model ----------------------------------------------------------------
+    def __repr__(self) -> str:
+        extra = f", workers={self.workers}" if self.workers != 1 else ""
+        return f"{type(self).__name__}({self.name!r}{extra})"
+
+    def __reduce__(self) -> Any:
+        # A decorated module-level stage pickles by reference, like a function.
+        module = getattr(self.functor_obj, "__module__", None)
+        qualname = getattr(self.functor_obj, "__qualname__", None)
+        if module and qualname and module != "__main__" and _lookup(module, qualname) is self:
+            return _lookup, (module, qualname)
+        return super().__reduce__()
+
+    # minipipe API ---------------------------------------------------------------
+    def set_term_flag(self, term_flag: Any) -> None:
+        """Stop this stage when ``term_flag`` (an ``Event``) is set."""
+        self.term_flag = term_flag
+
+    def set_upstreams(self, upstreams: list[Any]) -> None:
+        self.upstreams = list(upstreams)
+
+    def set_downstreams(self, downstreams: list[Any]) -> None:
+        self.downstreams = list(downstreams)
+
+    def get_upstreams(self) -> list[Any]:
+        return self.upstreams
+
+    def get_downstreams(self) -> list[Any]:
+        return self.downstreams
+
+
+class Source(Stage):
+    """A stage that produces items: a generator, an iterable, or an object whose
+    ``run()`` returns one."""
+
+    kind = "source"
+    _default_name = "Source"
+
+    def __init__(
+        self,
+        functor_obj: Any,
+        name: str | None = None,
+        downstreams: list[Any] | None = None,
+        ignore_exceptions: Iterable[type[BaseException]] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(functor_obj, name, None, downstreams, ignore_exceptions, **options)
+
+
+class Transform(Stage):
+    """A stage that maps each item to zero, one or many items."""
+
+    kind = "transform"
+    _default_name = "Transform"
+
+
+class Sink(Stage):
+    """A stage that consumes items; its return value is ignored."""
+
+    kind = "sink"
+    _default_name = "Sink"
+
+    def __init__(
+        self,
+        functor_obj: Any,
+        name: str | None = None,
+        upstreams: list[Any] | None = None,
+        ignore_exceptions: Iterable[type[BaseException]] | None = None,
+        init_kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(functor_obj, name, upstreams, None, ignore_exceptions, init_kwargs,
+                         **options)
+
+
+class Regulator(Transform):
+    """A transform driven by a coroutine, for batching or splitting items.
+
+    The coroutine function is called with ``init_kwargs`` in the worker; each item
+    is sent to it and everything it yields until it next waits is emitted.  At end
+    of stream the coroutine is closed with :class:`Sentinel` thrown in, so one that
+    buffers can flush by catching it and yielding what it holds.
+    """
+
+    kind = "transform"
+    _default_name = "Regulator"
+
+    @property
+    def is_generator(self) -> bool:
+        return False
+
+
+_OPTIONS = {"name", "workers", "buffer", "ordered", "ignore_exceptions", "init_kwargs"}
+
+
+class StageClass:
+    """What a stage decorator returns for a class: calling it constructs the
+    instance (in the driver) and returns a stage wrapping it."""
+
+    def __init__(self, stage_type: type[Stage], cls: type, options: dict[str, Any]) -> None:
+        if not callable(getattr(cls, "run", None)):
+            raise TypeError(f"{stage_type.kind} class {cls.__name__!r} needs a run() method")
+        self.stage_type, self.cls, self.options = stage_type, cls, options
+        self.name = options.get("name") or cls.__name__
+        functools.update_wrapper(self, cls, updated=())  # type: ignore[arg-type]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Stage:
+        try:
+            instance = self.cls(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.stage_type.kind} {self.name!r}: {exc}") from exc
+        return self.stage_type(instance, **{"name": self.name, **self.options})
+
+    def __repr__(self) -> str:
+        return f"<{self.stage_type.kind} class {self.name}>"
+
+
+def _decorator(stage_type: type[Stage]) -> Callable[..., Any]:
+    kind = stage_type.kind
+
+    @overload
+    def decorate(obj: None = None, **options: Any) -> Callable[[Any], Any]: ...
+    @overload
+    def decorate(obj: Any, **options: Any) -> Any: ...
+
+    def decorate(obj: Any = None, *, name: str | None = None, workers: int = 1,
+                 buffer: int | None = None, ordered: bool = True) -> Any:
+        options: dict[str, Any] = {"workers": workers, "buffer": buffer, "ordered": ordered}
+        if name is not None:
+            options["name"] = name
+        if obj is None:
+            return lambda o: decorate(o, **options)
+        if inspect.isclass(obj):
+            return StageClass(stage_type, obj, options)
+        if not callable(obj):
+            raise TypeError(f"@{kind} needs a function or a class, got {obj!r}")
+        stage = stage_type(obj, **options)
+        functools.update_wrapper(stage, obj, updated=())
+        return stage
+
+    decorate.__name__ = decorate.__qualname__ = kind
+    decorate.__doc__ = (
+        f"Make a {kind} stage from a function or a class, bare (``@{kind}``) or with\n"
+        f"options (``@{kind}(name=..., workers=..., buffer=..., ordered=...)``)."
+    )
+    return decorate
+
+
+source = _decorator(Source)
+transform = _decorator(Transform)
+sink = _decorator(Sink)
+
+
+def as_stage(obj: Any) -> Stage:
+    """Wrap an undecorated thing met inside a flow: functions and objects with a
+    ``run`` method become transforms."""
+    if isinstance(obj, Stage):
+        return obj
+    if isinstance(obj, StageClass):
+        raise TypeError(
+            f"{obj.name!r} is a stage class, not a stage: call it to build one, "
+            f"e.g. {obj.name}(...)")
+    if inspect.isclass(obj):
+        raise TypeError(
+            f"class {obj.__name__!r} was given where a stage is needed: pass an instance "
+            f"({obj.__name__}(...)) or decorate the class")
+    if inspect.isgenerator(obj):
+        raise TypeError(
+            f"generator object {obj.__name__!r} was given where a stage is needed: pass the "
+            f"generator function and decorate it with @source")
+    if callable(getattr(obj, "run", None)) or callable(obj):
+        return Transform(obj)
+    raise TypeError(f"{obj!r} is not a stage, a function or an object with a run() method")
+
+
+# -- helpers -------------------------------------------------------------------------
+
+def _name_of(obj: Any) -> str | None:
+    name = getattr(obj, "__name__", None)
+    if name is None and not inspect.isfunction(obj):
+        name = type(obj).__name__ if hasattr(obj, "run") else None
+    if name == "<lambda>":
+        return "lambda"
+    return name
+
+
+def _unwrap(func: Any) -> Any:
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.unwrap(func) if callable(func) else func
+
+
+def _max_positional(sig: inspect.Signature) -> int:
+    kinds = [p.kind for p in sig.parameters.values()]
+    if inspect.Parameter.VAR_POSITIONAL in kinds:
+        return max(1, len(kinds))
+    return max(1, sum(k in (inspect.Parameter.POSITIONAL_ONLY,
+                            inspect.Parameter.POSITIONAL_OR_KEYWORD) for k in kinds))
+
+
+def _check_workers(name: str, workers: Any) -> int:
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"stage {name!r}: workers must be an integer >= 1, got {workers!r}")
+    return workers
+
+
+def _check_buffer(name: str, buffer: Any) -> int | None:
+    if buffer is not None and (not isinstance(buffer, int) or buffer < 1):
+        raise ValueError(f"stage {name!r}: buffer must be an integer >= 1, got {buffer!r}")
+    return buffer
+
+
+def _lookup(module: str, qualname: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+

@@ -1,0 +1,84 @@
+"""Exceptions raised by flowdsl.
+
+Every error the library raises derives from :class:`FlowError`, so ``except
+FlowError`` catches them all.  Builtin mixins are added where they fit, so code
+that expects a ``ValueError`` for bad input or a ``TimeoutError`` keeps working.
+All of them pickle, because they cross process boundaries.
+"""
+
+from __future__ import annotations
+
+__all__ = ["FlowError", "FlowTimeout", "GraphError", "StageError", "StopFlow", "WorkerDied"]
+
+
+class FlowError(Exception):
+    """Root of every error raised by flowdsl."""
+
+
+class GraphError(FlowError, ValueError):
+    """Raised while building or validating a flow, before any process starts.
+
+    The message names the stage at fault and says how to fix it.
+    """
+
+
+class StageError(FlowError):
+    """User code raised inside a stage.
+
+    Raised in the driver.  ``stage`` is the stage name, ``item`` a ``repr`` of the
+    item being processed (``None`` in hooks and sources), ``worker`` the index of
+    the worker inside its stage, ``remote_traceback`` the formatted traceback from
+    the worker.  The original exception is ``__cause__`` when it could be rebuilt.
+    """
+
+    def __init__(
+        self,
+        stage: str,
+        item: str | None = None,
+        worker: int = 0,
+        remote_traceback: str = "",
+        message: str = "",
+    ) -> None:
+        self.stage = stage
+        self.item = item
+        self.worker = worker
+        self.remote_traceback = remote_traceback
+        self.message = message
+        super().__init__(stage, item, worker, remote_traceback, message)
+
+    def __str__(self) -> str:
+        where = f"stage {self.stage!r} (worker {self.worker})"
+        if self.item is not None:
+            where += f" on item {self.item}"
+        text = f"{where} failed: {self.message}"
+        if self.remote_traceback:
+            text += "\n\nRemote traceback:\n" + self.remote_traceback.rstrip()
+        return text
+
+
+class WorkerDied(FlowError):
+    """A worker process vanished without reporting (killed, crashed, ``os._exit``)."""
+
+    def __init__(self, stage: str, worker: int = 0, exitcode: int | None = None) -> None:
+        self.stage = stage
+        self.worker = worker
+        self.exitcode = exitcode
+        super().__init__(stage, worker, exitcode)
+
+    def __str__(self) -> str:
+        return (
+            f"worker {self.worker} of stage {self.stage!r} died unexpectedly "
+            f"(exit code {self.exitcode})"
+        )
+
+
+class FlowTimeout(FlowError, TimeoutError):
+    """The flow did not finish within the ``timeout`` given to ``run``."""
+
+
+class StopFlow(Exception):  # noqa: N818 - a signal, not an error
+    """Raise inside a stage to end the whole flow cleanly.
+
+    Not an error: the run ends as if every source were exhausted, and items
+    already in flight are dropped.
+    """

@@ -1,0 +1,42 @@
+"""Executors interpret flows: ``"process"`` (the default) and ``"serial"``."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any
+
+from .._flow import Flow
+from .._plan import compile_flow
+from ._base import Execution, Executor
+from .process import ProcessExecutor
+from .serial import SerialExecutor
+
+__all__ = ["Execution", "Executor", "ProcessExecutor", "SerialExecutor", "execute",
+           "resolve_executor"]
+
+_NAMED = {"process": ProcessExecutor, "serial": SerialExecutor}
+
+
+def resolve_executor(executor: Any) -> Executor:
+    """An executor object for a name or an executor."""
+    if isinstance(executor, Executor):
+        return executor
+    if isinstance(executor, str) and executor in _NAMED:
+        return _NAMED[executor]()
+    raise ValueError(f"unknown executor {executor!r}: use one of {sorted(_NAMED)} "
+                     f"or an Executor instance")
+
+
+@contextmanager
+def execute(flow: Flow, *, executor: Any = "process", timeout: float | None = None,
+            progress: bool = False, want_results: bool = True) -> Any:
+    """Compile ``flow``, start it on ``executor`` and yield the execution."""
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"timeout must be positive, got {timeout!r}")
+    runner = resolve_executor(executor)
+    plan = compile_flow(flow, want_results=want_results)
+    execution: Execution = runner.start(plan, timeout=timeout)
+    try:
+        yield execution
+    finally:
+        execution.close()

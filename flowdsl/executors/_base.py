@@ -1,0 +1,63 @@
+"""The executor interface: how a plan is run.
+
+An executor turns a :class:`~flowdsl._plan.Plan` into an :class:`Execution`: an
+iterator over the items that leave the flow, which raises on failure and which
+``close()`` cancels.  The DSL never sees more than this, so new executors (another
+process model, a cluster) plug in without touching it.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from .._plan import Plan
+from .._report import RunReport, StageStats
+
+__all__ = ["Execution", "Executor"]
+
+
+class Executor(abc.ABC):
+    """Runs plans.  Subclass it and implement :meth:`start`."""
+
+    name: str = "executor"
+
+    @abc.abstractmethod
+    def start(self, plan: Plan, *, timeout: float | None = None) -> Execution:
+        """Start running ``plan``; return the execution that streams its results."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Execution(abc.ABC):
+    """One run of a plan.
+
+    Iterating yields the items that reach the result channel and ends when the run
+    is done; it raises the run's error.  ``close()`` stops the run and frees every
+    resource; it is idempotent and called by the context manager.
+    """
+
+    def __init__(self, plan: Plan, executor_name: str) -> None:
+        self.plan = plan
+        self.report = RunReport(
+            {n.name: StageStats(n.name, n.kind, n.workers) for n in plan.nodes},
+            executor=executor_name)
+        self._started = time.perf_counter()
+
+    @abc.abstractmethod
+    def __iter__(self) -> Iterator[Any]: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def _finish_report(self) -> None:
+        self.report.seconds = time.perf_counter() - self._started
+
+    def __enter__(self) -> Execution:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,78 @@
+"""Channels: bounded, multi-producer, multi-consumer byte queues between processes.
+
+A channel is an OS pipe guarded by two locks, with a semaphore counting free
+slots.  Producers write whole messages themselves (no feeder thread: a put that
+returns has really been handed over), consumers compete for messages.  The end of
+stream is counted: each producer worker calls :meth:`producer_done`, and the last
+one puts one end-of-stream marker per consumer worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._codec import EOS
+
+__all__ = ["Channel", "ControlPipe"]
+
+
+class Channel:
+    def __init__(self, ctx: Any, name: str, buffer: int, producers: int,
+                 consumers: int, max_batch: int) -> None:
+        self.name = name
+        # ``buffer`` bounds the items waiting: batches of at most ``batch_limit``
+        # items, at most ``capacity`` batches.
+        self.batch_limit = max(1, min(max_batch, buffer))
+        self.capacity = max(1, buffer // self.batch_limit)
+        self.consumers = consumers
+        # seconds per item measured by the consumers; producers size batches by it
+        self.cost = ctx.Value("d", 1.0, lock=False)
+        self.reader, self.writer = ctx.Pipe(duplex=False)
+        self._rlock = ctx.Lock()
+        self._wlock = ctx.Lock()
+        self._slots = ctx.Semaphore(self.capacity)
+        self._live = ctx.Value("i", producers)
+
+    def put(self, data: bytes) -> None:
+        self._slots.acquire()
+        with self._wlock:
+            self.writer.send_bytes(data)
+
+    def get(self) -> bytes:
+        with self._rlock:
+            data = self.reader.recv_bytes()
+        self._slots.release()
+        return data
+
+    def ready(self) -> bool:
+        """True if a message is waiting (a hint: another consumer may take it)."""
+        return self.reader.poll(0)
+
+    def producer_done(self) -> None:
+        """One producer worker has ended; the last one ends the stream."""
+        with self._live.get_lock():
+            self._live.value -= 1
+            last = self._live.value == 0
+        if last:
+            for _ in range(self.consumers):
+                self.put(EOS)
+
+    def close(self) -> None:
+        self.reader.close()
+        self.writer.close()
+
+
+class ControlPipe:
+    """Messages from workers to the driver: errors, logs, completion."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.reader, self.writer = ctx.Pipe(duplex=False)
+        self._wlock = ctx.Lock()
+
+    def send(self, data: bytes) -> None:
+        with self._wlock:
+            self.writer.send_bytes(data)
+
+    def close(self) -> None:
+        self.reader.close()
+        self.writer.close()

@@ -1,0 +1,346 @@
+"""The body of a worker process: read batches, run the stage, write batches.
+
+Batches adapt on both sides.  A worker processes its input in chunks sized so one
+chunk takes about a millisecond, and flushes an output batch when it is full,
+when an item would otherwise wait longer than ``LINGER`` seconds, or before it
+blocks on input.  Each channel carries the measured per-item cost of its
+consumers, and producers size batches so one batch is a few milliseconds of the
+consumer's work: cheap stages get big batches, slow ones get items one by one and
+spread over all their workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._plan import NodeSpec
+from .._runner import Cancelled, Runner
+from ..errors import StageError, StopFlow
+from ._channel import Channel, ControlPipe
+from ._codec import EOS, decode, encode, find_unpicklable
+
+__all__ = ["LINGER", "Job", "Ordering", "worker_main"]
+
+LINGER = 0.005  # seconds an item may wait in a batch
+BATCH_WORK = 0.002  # seconds of consumer work one batch should hold
+MAX_BATCH = 256
+_CHUNK_TIME = 0.001
+
+
+@dataclass
+class Ordering:
+    """Shared state that lets the workers of one ordered stage emit in input order."""
+
+    lock: Any  # taken to read a batch and number it
+    seq: Any  # Value: number of the next batch read
+    turn: Any  # Condition over next_emit
+    next_emit: Any  # Value: number of the batch whose outputs go out next
+
+
+@dataclass
+class Job:
+    """Everything a worker needs; pickled for spawn, inherited under fork."""
+
+    node: NodeSpec
+    worker: int
+    inputs: list[Channel]
+    outputs: list[list[Channel]]
+    control: ControlPipe
+    ordering: Ordering | None
+    log_levels: dict[str, int] = field(default_factory=dict)
+
+
+def worker_main(job: Job) -> None:
+    """Entry point of a worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C
+    signal.signal(signal.SIGTERM, _cancel)
+    _die_with_parent()
+    _forward_logging(job)
+    _Worker(job).run()
+
+
+def _cancel(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Cancelled()
+
+
+class _Worker:
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        node = job.node
+        self.node = node
+        self.runner = Runner(node.stage, node.name, node.arity, len(node.outputs), job.worker)
+        self.out: list[list[Any]] = [[] for _ in node.outputs]
+        self.since: list[float | None] = [None] * len(node.outputs)
+        self.per_item = 0.0
+        self.chunk = 1
+        self.busy = 0.0
+        self.flag = node.stage.term_flag
+
+    # -- lifecycle -------------------------------------------------------------------
+    def run(self) -> None:
+        status = "ok"
+        try:
+            self.runner.open()
+            if self.node.kind == "source":
+                self._run_source()
+            else:
+                self._run_consumer()
+            self.runner.finish(self.out)
+            self._flush_all()
+            for chans in self.job.outputs:
+                for ch in chans:
+                    ch.producer_done()
+        except Cancelled:
+            status = "cancelled"
+        except StopFlow:
+            status = "stop"
+            self._send("stop", None)
+        except StageError as exc:
+            status = "error"
+            self._send("error", exc)
+        except BaseException as exc:  # a bug of ours: report it like user code
+            status = "error"
+            self._send("error", StageError(
+                self.node.name, None, self.job.worker, traceback.format_exc(),
+                f"internal error: {type(exc).__name__}: {exc}"))
+        try:
+            self.runner.close()
+        except StageError as exc:
+            if status == "ok":
+                self._send("error", exc)
+        except Cancelled:
+            pass
+        r = self.runner
+        self._send("done", (r.items_in, r.items_out, r.errors, self.busy))
+
+    def _send(self, kind: str, payload: Any) -> None:
+        if isinstance(payload, StageError):  # exceptions pickle without their cause
+            cause = payload.__cause__
+            try:
+                pickle.loads(pickle.dumps(cause))
+            except Exception:
+                cause = None  # cannot be rebuilt: the traceback text still travels
+            payload = (payload, cause)
+        self.job.control.send(pickle.dumps((kind, self.node.id, self.job.worker, payload)))
+
+    # -- sources ---------------------------------------------------------------------
+    def _run_source(self) -> None:
+        out0 = self.out[0] if self.out else []
+        items = self.runner.iterate()
+        flag = self.flag
+        while True:
+            k = self.chunk
+            t = time.perf_counter()
+            n = 0
+            for x in items:
+                out0.append(x)
+                n += 1
+                if n >= k:
+                    break
+            dt = time.perf_counter() - t
+            self.busy += dt
+            self._adapt(n or 1, dt)
+            if n < k or (flag is not None and flag.is_set()):
+                return
+            self._maybe_flush(t)
+
+    # -- transforms and sinks ----------------------------------------------------------
+    def _run_consumer(self) -> None:
+        if len(self.job.inputs) > 1:
+            self._run_zip()
+            return
+        (ch,) = self.job.inputs
+        shared = ch.consumers > 1
+        ordering = self.job.ordering
+        flag = self.flag
+        while True:
+            if any(self.out) and (shared or not ch.ready()):
+                self._flush_all()
+            if ordering is None:
+                data, seq = ch.get(), None
+            else:
+                with ordering.lock:
+                    data = ch.get()
+                    seq = ordering.seq.value
+                    if data != EOS:
+                        ordering.seq.value = seq + 1
+            if data == EOS:
+                return
+            if flag is not None and flag.is_set():
+                self._drain(ch)
+                return
+            self._process(decode(data), seq, ch)
+
+    def _run_zip(self) -> None:
+        """One worker pairs items from several inputs, in lock-step."""
+        from collections import deque
+
+        chans = self.job.inputs
+        pending: list[deque[Any]] = [deque() for _ in chans]
+        while True:
+            for i, ch in enumerate(chans):
+                if not pending[i]:
+                    if any(self.out) and not ch.ready():
+                        self._flush_all()
+                    data = ch.get()
+                    if data == EOS:
+                        self._end_zip(i, pending)
+                        return
+                    pending[i].extend(decode(data))
+            n = min(map(len, pending))
+            batch = [tuple(q.popleft() for q in pending) for _ in range(n)]
+            self._process(batch, None, None)
+            if self.flag is not None and self.flag.is_set():
+                self._end_zip(-1, pending)
+                return
+
+    def _end_zip(self, ended: int, pending: list[Any]) -> None:
+        left = sum(map(len, pending))
+        for i, ch in enumerate(self.job.inputs):
+            if i != ended:
+                left += self._drain(ch)
+        if left:
+            logging.getLogger("flowdsl").warning(
+                "zip into %r ended with %d item(s) left over in its other inputs",
+                self.node.name, left, extra={"stage": self.node.name, "worker": self.job.worker})
+
+    def _drain(self, ch: Channel) -> int:
+        """Read ``ch`` to its end, discarding; return how many items were dropped."""
+        dropped = 0
+        while (data := ch.get()) != EOS:
+            dropped += len(decode(data))
+        return dropped
+
+    def _process(self, batch: list[Any], seq: int | None, ch: Channel | None) -> None:
+        i, n = 0, len(batch)
+        process, out = self.runner.process, self.out
+        while i < n:
+            k = self.chunk
+            t = time.perf_counter()
+            process(batch if (i == 0 and k >= n) else batch[i:i + k], out)
+            dt = time.perf_counter() - t
+            self.busy += dt
+            self._adapt(min(k, n - i), dt)
+            i += k
+            if seq is None:
+                self._maybe_flush(t)
+            elif self.job.ordering.next_emit.value == seq:  # type: ignore[union-attr]
+                self._flush_all()
+        if ch is not None:
+            ch.cost.value = self.per_item
+        if seq is not None:
+            self._emit_in_turn(seq)
+
+    def _emit_in_turn(self, seq: int) -> None:
+        ordering = self.job.ordering
+        assert ordering is not None
+        with ordering.turn:
+            while ordering.next_emit.value != seq:
+                ordering.turn.wait()
+            self._flush_all()
+            ordering.next_emit.value = seq + 1
+            ordering.turn.notify_all()
+
+    # -- batching ----------------------------------------------------------------------
+    def _adapt(self, n: int, dt: float) -> None:
+        self.per_item = dt / n
+        if dt < _CHUNK_TIME / 2 and self.chunk < MAX_BATCH:
+            self.chunk *= 2
+        elif dt > _CHUNK_TIME * 4 and self.chunk > 1:
+            self.chunk //= 2
+
+    def _maybe_flush(self, chunk_start: float) -> None:
+        now = time.perf_counter()
+        for port, items in enumerate(self.out):
+            if not items:
+                continue
+            if self.since[port] is None:
+                self.since[port] = chunk_start
+            limit = self._batch_limit(port)
+            if len(items) >= limit or now - self.since[port] + self.per_item >= LINGER:
+                self._flush(port)
+
+    def _batch_limit(self, port: int) -> int:
+        limit = MAX_BATCH
+        for ch in self.job.outputs[port]:
+            cost = ch.cost.value
+            by_cost = int(BATCH_WORK / cost) if cost > 0 else MAX_BATCH
+            limit = min(limit, ch.batch_limit, max(1, by_cost))
+        return limit
+
+    def _flush_all(self) -> None:
+        for port in range(len(self.out)):
+            if self.out[port]:
+                self._flush(port)
+
+    def _flush(self, port: int) -> None:
+        items = self.out[port]
+        self.since[port] = None
+        try:
+            data = encode(items)
+        except Exception as exc:
+            bad = find_unpicklable(items)
+            raise StageError(
+                self.node.name, repr(bad)[:200], self.job.worker, traceback.format_exc(),
+                f"output cannot be serialised to send downstream: {type(exc).__name__}: {exc}",
+            ) from exc
+        self.runner.items_out += len(items)
+        items.clear()
+        for ch in self.job.outputs[port]:
+            ch.put(data)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send SIGTERM if the driver dies without cleaning up."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # not Linux: the driver's teardown is the only guard
+        pass
+
+
+class _ForwardHandler(logging.Handler):
+    """Sends log records to the driver, which hands them to its own handlers."""
+
+    def __init__(self, control: ControlPipe, node: int, worker: int) -> None:
+        super().__init__()
+        self.control, self.node, self.worker = control, node, worker
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if record.args:
+                record.msg = record.getMessage()
+                record.args = None
+            record.exc_info = None
+            record.processName = f"{getattr(record, 'stage', '')}-{self.worker}"
+            data = pickle.dumps(("log", self.node, self.worker, record))
+            self.control.send(data)
+        except Cancelled:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+def _forward_logging(job: Job) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_ForwardHandler(job.control, job.node.id, job.worker))
+    root.setLevel(job.log_levels.get("", logging.WARNING))
+    lib = logging.getLogger("flowdsl")
+    lib.setLevel(job.log_levels.get("flowdsl", logging.WARNING))
+    for handler in list(lib.handlers):
+        if not isinstance(handler, logging.NullHandler):
+            lib.removeHandler(handler)
+    lib.propagate = True
+    os.environ.setdefault("FLOWDSL_WORKER", f"{job.node.name}:{job.worker}")

@@ -1,0 +1,215 @@
+"""The process executor: every stage in its own worker process(es).
+
+The driver starts the workers, then only supervises: it waits on the control pipe
+(errors, logs, completion), the result channel and the process sentinels at once,
+so it notices a failure, a dead worker or a timeout as soon as it happens.  One
+teardown path serves success, error, timeout, early exit and Ctrl-C: SIGTERM to
+the workers (each runs ``local_term`` and exits), SIGKILL after a grace period,
+then join and close everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import dill
+import multiprocess
+from multiprocess.connection import wait
+
+from .._plan import Plan
+from ..errors import FlowTimeout, GraphError, StageError, WorkerDied
+from ._base import Execution, Executor
+from ._channel import Channel, ControlPipe
+from ._codec import EOS, decode, encode
+from ._worker import MAX_BATCH, Job, Ordering, worker_main
+
+__all__ = ["ProcessExecutor"]
+
+log = logging.getLogger("flowdsl")
+START_METHODS = ("fork", "spawn", "forkserver")
+
+
+class ProcessExecutor(Executor):
+    """Run each stage in ``workers`` processes of package ``multiprocess``.
+
+    ``start_method`` is ``"fork"``, ``"spawn"`` or ``"forkserver"`` (default: the
+    platform's).  ``grace`` is how long a stopped worker may spend in
+    ``local_term`` before it is killed.
+    """
+
+    name = "process"
+
+    def __init__(self, start_method: str | None = None, *, grace: float = 1.0) -> None:
+        if start_method is not None and start_method not in START_METHODS:
+            raise ValueError(f"start_method must be one of {START_METHODS}, "
+                             f"got {start_method!r}")
+        self.start_method = start_method
+        self.grace = grace
+
+    def start(self, plan: Plan, *, timeout: float | None = None) -> Execution:
+        return _ProcessExecution(plan, self, timeout)
+
+    def __repr__(self) -> str:
+        return f"ProcessExecutor(start_method={self.start_method!r})"
+
+
+class _ProcessExecution(Execution):
+    def __init__(self, plan: Plan, executor: ProcessExecutor, timeout: float | None) -> None:
+        super().__init__(plan, "process")
+        self.ctx = multiprocess.get_context(executor.start_method)
+        self.grace = executor.grace
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.closed = False
+        self.error: BaseException | None = None
+        self.done: set[tuple[int, int]] = set()
+        self.procs: dict[Any, tuple[int, int, Any]] = {}  # sentinel -> (node, worker, proc)
+        if self.ctx.get_start_method() != "fork":
+            _check_serialisable(plan, self.ctx.get_start_method())
+        self.control = ControlPipe(self.ctx)
+        self.channels = [
+            Channel(self.ctx, c.name, c.buffer, plan.producer_workers(c.id),
+                    plan.consumer_workers(c.id), MAX_BATCH) for c in plan.channels]
+        for c in plan.channels:
+            if c.seeds:
+                self.channels[c.id].put(encode(list(c.seeds)))
+        try:
+            self._start_workers()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_workers(self) -> None:
+        levels = {"": logging.getLogger().getEffectiveLevel(),
+                  "flowdsl": log.getEffectiveLevel()}
+        for node in self.plan.nodes:
+            ordering = None
+            if node.workers > 1 and node.stage.ordered and node.kind != "sink":
+                ordering = Ordering(self.ctx.Lock(), self.ctx.Value("q", 0, lock=False),
+                                    self.ctx.Condition(),
+                                    self.ctx.Value("q", 0, lock=False))
+            for w in range(node.workers):
+                job = Job(node, w, [self.channels[c] for c in node.inputs],
+                          [[self.channels[c] for c in port] for port in node.outputs],
+                          self.control, ordering, levels)
+                proc = self.ctx.Process(target=worker_main, args=(job,),
+                                        name=f"flowdsl:{node.name}:{w}")
+                proc.start()
+                self.procs[proc.sentinel] = (node.id, w, proc)
+
+    # -- supervision -----------------------------------------------------------------
+    def __iter__(self) -> Iterator[Any]:
+        result = None if self.plan.result is None else self.channels[self.plan.result]
+        alive = dict(self.procs)
+        while alive or result is not None:
+            waitables = [self.control.reader, *alive]
+            if result is not None:
+                waitables.append(result.reader)
+            ready = wait(waitables, self._remaining())
+            if not ready:
+                raise FlowTimeout(f"the flow did not finish within {self.timeout} s")
+            if self.control.reader in ready:
+                self._read_control()
+            if self.report.stopped:
+                return
+            if result is not None and result.reader in ready:
+                data = result.get()
+                if data == EOS:
+                    result = None
+                else:
+                    yield from decode(data)
+            for sentinel in ready:
+                if sentinel in alive:
+                    del alive[sentinel]
+                    self._reap(sentinel)
+
+    def _remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+    def _read_control(self, raising: bool = True) -> None:
+        reader = self.control.reader
+        while reader.poll(0):
+            kind, node_id, worker, payload = pickle.loads(reader.recv_bytes())
+            if kind == "log":
+                logging.getLogger(payload.name).handle(payload)
+            elif kind == "done":
+                self.done.add((node_id, worker))
+                node = self.plan.nodes[node_id]
+                if not node.hidden:
+                    self.report.stages[node.name].add(*payload)
+            elif kind == "stop":
+                self.report.stopped = True
+            elif kind == "error" and raising and self.error is None:
+                error, cause = payload
+                error.__cause__ = cause
+                self.error = error
+                raise error
+
+    def _reap(self, sentinel: Any) -> None:
+        node_id, worker, proc = self.procs[sentinel]
+        proc.join()
+        self._read_control()  # a worker reports before it exits
+        if (node_id, worker) not in self.done:
+            raise WorkerDied(self.plan.nodes[node_id].name, worker, proc.exitcode)
+
+    # -- teardown ----------------------------------------------------------------------
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._stop_workers()
+        except KeyboardInterrupt:  # a second Ctrl-C: no more grace
+            self._kill_all()
+            raise
+        finally:
+            for ch in self.channels:
+                ch.close()
+            self.control.close()
+            self._finish_report()
+
+    def _stop_workers(self) -> None:
+        procs = [p for _, _, p in self.procs.values()]
+        live = [p for p in procs if p.exitcode is None]
+        for p in live:
+            _signal(p, signal.SIGTERM)
+        end = time.monotonic() + self.grace
+        while live and time.monotonic() < end:
+            wait([self.control.reader, *(p.sentinel for p in live)], end - time.monotonic())
+            self._read_control(raising=False)  # keep workers from blocking on the pipe
+            live = [p for p in live if p.is_alive()]
+        self._kill_all()
+
+    def _kill_all(self) -> None:
+        for _, _, p in self.procs.values():
+            if p.exitcode is None:
+                _signal(p, signal.SIGKILL)
+        for _, _, p in self.procs.values():
+            p.join()
+
+
+def _signal(proc: Any, sig: int) -> None:
+    try:
+        os.kill(proc.pid, sig)
+    except (ProcessLookupError, TypeError):
+        pass
+
+
+def _check_serialisable(plan: Plan, method: str) -> None:
+    for node in plan.nodes:
+        try:
+            dill.dumps(node.stage)
+        except Exception as exc:
+            raise GraphError(
+                f"stage {node.name!r} cannot be sent to a worker process under the "
+                f"{method!r} start method: {type(exc).__name__}: {exc}. Use the 'fork' "
+                f"start method, or make the stage's function and arguments picklable"
+            ) from exc

@@ -1,0 +1,183 @@
+"""The serial executor: the reference semantics, in the calling process.
+
+Items are pushed one at a time through a FIFO work list, sources are pulled in
+turn, and everything is deterministic.  It is the oracle the process executor is
+tested against, and the mode to debug a flow in (breakpoints work).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+from .._plan import DRIVER, Plan
+from .._runner import Runner
+from ..errors import FlowTimeout, StopFlow
+from ._base import Execution, Executor
+
+__all__ = ["SerialExecutor"]
+
+log = logging.getLogger("flowdsl")
+_EOS = object()
+
+
+class SerialExecutor(Executor):
+    """Run every stage in the calling process, one item at a time."""
+
+    name = "serial"
+
+    def start(self, plan: Plan, *, timeout: float | None = None) -> Execution:
+        return _SerialExecution(plan, timeout)
+
+
+class _SerialExecution(Execution):
+    def __init__(self, plan: Plan, timeout: float | None) -> None:
+        super().__init__(plan, "serial")
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.runners = [Runner(n.stage, n.name, n.arity, len(n.outputs),
+                               copy_functor=True) for n in plan.nodes]
+        self.work: deque[tuple[int, int, Any]] = deque()
+        self.pending = [[deque() for _ in n.inputs] for n in plan.nodes]
+        self.ports_open = [len(n.inputs) for n in plan.nodes]
+        self.leftovers = [0] * len(plan.nodes)
+        self.live = [len(c.producers) for c in plan.channels]
+        self.turn = [0] * len(plan.channels)
+        self.ended = [False] * len(plan.nodes)
+        self.busy = [0.0] * len(plan.nodes)
+        self.results: deque[Any] = deque()
+        self.closed = False
+
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            for r in self.runners:
+                r.open()
+            for ch in self.plan.channels:
+                for x in ch.seeds:
+                    self._deliver(ch.id, x)
+            yield from self._drain()
+            sources = {n.id: self.runners[n.id].iterate()
+                       for n in self.plan.nodes if n.kind == "source"}
+            while sources:
+                for nid, it in list(sources.items()):
+                    if self._flagged(nid):
+                        x = _EOS
+                    else:
+                        t = time.perf_counter()
+                        x = next(it, _EOS)
+                        self.busy[nid] += time.perf_counter() - t
+                    if x is _EOS:
+                        del sources[nid]
+                        self._end(nid)
+                    else:
+                        self._emit(nid, [[x]])
+                    yield from self._drain()
+            for nid, ended in enumerate(self.ended):  # cycles fed only by seeds
+                if not ended:
+                    self._end(nid)
+            yield from self._drain()
+        except StopFlow:
+            self.report.stopped = True
+        finally:
+            self.close()
+
+    def _drain(self) -> Iterator[Any]:
+        work, results = self.work, self.results
+        while work or results:
+            while results:
+                yield results.popleft()
+            if work:
+                self._check_deadline()
+                self._step(*work.popleft())
+
+    def _step(self, nid: int, port: int, x: Any) -> None:
+        node = self.plan.nodes[nid]
+        if x is _EOS:
+            self.ports_open[nid] -= 1
+            if len(node.inputs) == 1 or not self.ended[nid]:
+                self._end(nid)
+            if self.ports_open[nid] == 0 and self.leftovers[nid]:
+                _warn_leftovers(node.name, self.leftovers[nid])
+            return
+        if self.ended[nid]:
+            self.leftovers[nid] += 1
+            return
+        if self._flagged(nid):
+            self._end(nid)
+            return
+        if len(node.inputs) > 1:
+            pending = self.pending[nid]
+            pending[port].append(x)
+            if not all(pending):
+                return
+            x = tuple(q.popleft() for q in pending)
+        out: list[list[Any]] = [[] for _ in node.outputs]
+        t = time.perf_counter()
+        self.runners[nid].process([x], out)
+        self.busy[nid] += time.perf_counter() - t
+        self._emit(nid, out)
+
+    def _emit(self, nid: int, out: list[list[Any]]) -> None:
+        node = self.plan.nodes[nid]
+        for port, items in enumerate(out):
+            for ch in node.outputs[port]:
+                for y in items:
+                    self._deliver(ch, y)
+        self.runners[nid].items_out += sum(map(len, out))
+
+    def _deliver(self, ch: int, x: Any) -> None:
+        consumers = self.plan.channels[ch].consumers
+        nid, port = consumers[self.turn[ch] % len(consumers)]
+        self.turn[ch] += 1
+        if nid == DRIVER:
+            self.results.append(x)
+        else:
+            self.work.append((nid, port, x))
+
+    def _end(self, nid: int) -> None:
+        if self.ended[nid]:
+            return
+        self.ended[nid] = True
+        node, runner = self.plan.nodes[nid], self.runners[nid]
+        self.leftovers[nid] += sum(map(len, self.pending[nid]))
+        if node.kind != "source":
+            out: list[list[Any]] = [[] for _ in node.outputs]
+            runner.finish(out)
+            self._emit(nid, out)
+        runner.close()
+        for chans in node.outputs:
+            for ch in chans:
+                self.live[ch] -= 1
+                if self.live[ch] == 0:
+                    for cid, port in self.plan.channels[ch].consumers:
+                        if cid != DRIVER:
+                            self.work.append((cid, port, _EOS))
+
+    def _flagged(self, nid: int) -> bool:
+        flag = self.plan.nodes[nid].stage.term_flag
+        return flag is not None and flag.is_set()
+
+    def _check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise FlowTimeout(f"the flow did not finish within {self.timeout} s")
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            for r in self.runners:
+                r.close()  # local_term runs on success, error and cancel alike
+        finally:
+            for node, r in zip(self.plan.nodes, self.runners):
+                self.report.stages[node.name].add(r.items_in, r.items_out, r.errors,
+                                                  self.busy[node.id])
+            self._finish_report()
+
+
+def _warn_leftovers(name: str, count: int) -> None:
+    log.warning("zip into %r ended with %d item(s) left over in its other inputs",
+                name, count, extra={"stage": name, "worker": 0})
