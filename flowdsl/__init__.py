@@ -6,9 +6,7 @@ interleaves, :func:`loop` makes cycles), then ``run()``, ``collect()`` or iterat
 the flow.  Every stage runs in its own worker process(es) by default.
 """
 
-from __future__ import annotations
-
-import logging
+import logging as _logging
 
 from ._flow import Flow, merge
 from ._report import RunReport, StageStats
@@ -42,7 +40,7 @@ __all__ = [
     "transform",
 ]
 
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 
 def _fix_module(names: list[str]) -> None:

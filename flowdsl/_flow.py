@@ -13,6 +13,7 @@ stage connects group *i* to the stage's input *i*.  ``[a, b] >> c`` makes two gr
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -170,7 +171,8 @@ def as_flow(obj: Any) -> Flow:
 
 
 def _composable(obj: Any) -> bool:
-    return isinstance(obj, (Composable, list, tuple)) or callable(obj) or hasattr(obj, "run")
+    return (isinstance(obj, (Composable, list, tuple)) or callable(obj)
+            or hasattr(obj, "run") or inspect.isgenerator(obj))
 
 
 def _bundle(obj: Any) -> Flow:

@@ -116,6 +116,8 @@ def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
         result = ch.id
         for n, p in open_ports:
             link((index[n], p), (DRIVER, 0), ch)
+    for n, p in open_ports:  # without a result channel, outputs are counted and dropped
+        outputs[index[n]][p]  # noqa: B018 - creates the port
 
     specs = []
     for i, node in enumerate(nodes):

@@ -162,12 +162,16 @@ class Stage(Composable):
         extra = f", workers={self.workers}" if self.workers != 1 else ""
         return f"{type(self).__name__}({self.name!r}{extra})"
 
+    def __copy__(self) -> Stage:
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
     def __reduce__(self) -> Any:
         # A decorated module-level stage pickles by reference, like a function.
-        module = getattr(self.functor_obj, "__module__", None)
-        qualname = getattr(self.functor_obj, "__qualname__", None)
-        if module and qualname and module != "__main__" and _lookup(module, qualname) is self:
-            return _lookup, (module, qualname)
+        ref = self.__dict__.get("_ref")
+        if ref is not None and _lookup(*ref) is self:
+            return _lookup, ref
         return super().__reduce__()
 
     # minipipe API ---------------------------------------------------------------
@@ -262,6 +266,12 @@ class StageClass:
         self.stage_type, self.cls, self.options = stage_type, cls, options
         self.name = options.get("name") or cls.__name__
         functools.update_wrapper(self, cls, updated=())  # type: ignore[arg-type]
+        self._ref = _reroute(cls, "cls")
+
+    def __reduce__(self) -> Any:
+        if self._ref is not None and _lookup(*self._ref) is self:
+            return _lookup, self._ref
+        return super().__reduce__()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Stage:
         try:
@@ -295,6 +305,7 @@ def _decorator(stage_type: type[Stage]) -> Callable[..., Any]:
             raise TypeError(f"@{kind} needs a function or a class, got {obj!r}")
         stage = stage_type(obj, **options)
         functools.update_wrapper(stage, obj, updated=())
+        stage._ref = _reroute(obj, "func")
         return stage
 
     decorate.__name__ = decorate.__qualname__ = kind
@@ -369,8 +380,26 @@ def _check_buffer(name: str, buffer: Any) -> int | None:
     return buffer
 
 
+def _reroute(obj: Any, attr: str) -> tuple[str, str] | None:
+    """Keep a decorated module-level function or class picklable by reference.
+
+    The module name now refers to the stage, so pickle could no longer find the
+    original under its own name; pointing its ``__qualname__`` through the stage
+    (``numbers.func``) lets the standard pickle find it again.  Returns where the
+    stage itself lives, or None when it is not at module level.
+    """
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
+    if not module or "<locals>" in qualname:
+        return None
+    obj.__qualname__ = f"{qualname}.{attr}"
+    return module, qualname
+
+
 def _lookup(module: str, qualname: str) -> Any:
-    obj: Any = importlib.import_module(module)
+    try:
+        obj: Any = importlib.import_module(module)
+    except ImportError:
+        return None
     for part in qualname.split("."):
         obj = getattr(obj, part, None)
     return obj

@@ -284,6 +284,10 @@ class _Worker:
     def _flush(self, port: int) -> None:
         items = self.out[port]
         self.since[port] = None
+        if not self.job.outputs[port]:
+            self.runner.items_out += len(items)
+            items.clear()
+            return
         try:
             data = encode(items)
         except Exception as exc:

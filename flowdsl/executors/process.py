@@ -70,6 +70,7 @@ class _ProcessExecution(Execution):
         self.error: BaseException | None = None
         self.done: set[tuple[int, int]] = set()
         self.procs: dict[Any, tuple[int, int, Any]] = {}  # sentinel -> (node, worker, proc)
+        self.shared: list[Any] = []
         if self.ctx.get_start_method() != "fork":
             _check_serialisable(plan, self.ctx.get_start_method())
         self.control = ControlPipe(self.ctx)
@@ -94,6 +95,8 @@ class _ProcessExecution(Execution):
                 ordering = Ordering(self.ctx.Lock(), self.ctx.Value("q", 0, lock=False),
                                     self.ctx.Condition(),
                                     self.ctx.Value("q", 0, lock=False))
+                # keep it alive: a spawned child opens its semaphores after start()
+                self.shared.append(ordering)
             for w in range(node.workers):
                 job = Job(node, w, [self.channels[c] for c in node.inputs],
                           [[self.channels[c] for c in port] for port in node.outputs],

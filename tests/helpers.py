@@ -1,0 +1,73 @@
+"""Stages shared by the tests (module level, so spawn can import them)."""
+
+import os
+
+from flowdsl import sink, source, transform
+
+
+@source
+def numbers(n=10):
+    yield from range(n)
+
+
+@source
+def listed(items):
+    return list(items)
+
+
+@transform
+def inc(x):
+    return x + 1
+
+
+@transform
+def double(x):
+    return 2 * x
+
+
+@transform
+def evens(x):
+    return x if x % 2 == 0 else None
+
+
+@transform
+def twice(x):
+    yield x
+    yield x
+
+
+@transform
+def scale(x, factor=1):
+    return x * factor
+
+
+@transform
+def add(a, b):
+    return a + b
+
+
+@sink
+def ignore(x):
+    pass
+
+
+@transform
+def fail_on(x, bad=3):
+    if x == bad:
+        raise ValueError(f"bad item {x}")
+    return x
+
+
+@transform
+def pid_of(x):
+    return os.getpid()
+
+
+class Unpicklable:
+    """Neither pickle nor dill can serialise it."""
+
+    def __reduce__(self):
+        raise TypeError("Unpicklable objects cannot be pickled")
+
+    def __repr__(self):
+        return "<Unpicklable>"

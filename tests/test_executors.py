@@ -1,0 +1,303 @@
+"""Behaviour every executor shares: the serial executor is the reference."""
+
+import logging
+import os
+import time
+
+import pytest
+from helpers import (
+    Unpicklable,
+    add,
+    double,
+    evens,
+    fail_on,
+    ignore,
+    inc,
+    listed,
+    numbers,
+    scale,
+    twice,
+)
+
+from flowdsl import (
+    FlowTimeout,
+    ProcessExecutor,
+    RunReport,
+    StageError,
+    StopFlow,
+    merge,
+    sink,
+    source,
+    transform,
+)
+
+
+def test_map_chain(executor):
+    assert (numbers(50) >> inc >> double).collect(executor=executor) == [
+        2 * (x + 1) for x in range(50)]
+
+
+def test_none_filters(executor):
+    assert (numbers(20) >> evens).collect(executor=executor) == list(range(0, 20, 2))
+
+
+def test_generator_transform_flat_maps(executor):
+    assert (numbers(3) >> twice).collect(executor=executor) == [0, 0, 1, 1, 2, 2]
+
+
+def test_bound_arguments_follow_the_item(executor):
+    assert (numbers(4) >> scale(factor=3)).collect(executor=executor) == [0, 3, 6, 9]
+    assert (numbers(4) >> scale(5)).collect(executor=executor) == [0, 5, 10, 15]
+
+
+def test_source_returning_an_iterable(executor):
+    assert (listed("abc") >> transform(str.upper)).collect(executor=executor) == ["A", "B", "C"]
+
+
+def test_zip_calls_with_one_argument_per_upstream(executor):
+    flow = [numbers(5), numbers(5) >> double] >> add
+    assert flow.collect(executor=executor) == [3 * x for x in range(5)]
+
+
+def test_zip_leftovers_are_reported(executor, caplog):
+    caplog.set_level(logging.WARNING, logger="flowdsl")
+    flow = [numbers(3), numbers(7)] >> add
+    assert flow.collect(executor=executor) == [0, 2, 4]
+    assert any("4 item(s) left over" in r.getMessage() for r in caplog.records)
+
+
+def test_merge_interleaves_every_item(executor):
+    flow = merge(numbers(5), numbers(7) >> double) >> inc
+    assert sorted(flow.collect(executor=executor)) == sorted(
+        [x + 1 for x in range(5)] + [2 * x + 1 for x in range(7)])
+
+
+def test_broadcast_sends_every_item_to_every_branch(executor):
+    got = (numbers(4) >> [inc, double]).collect(executor=executor)
+    assert sorted(got) == sorted([1, 2, 3, 4, 0, 2, 4, 6])
+
+
+def test_diamond(executor):
+    assert (numbers(30) >> [inc, double] >> add).collect(executor=executor) == [
+        3 * x + 1 for x in range(30)]
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_workers_keep_order_by_default(executor, workers):
+    flow = numbers(300) >> inc.options(workers=workers) >> double
+    assert flow.collect(executor=executor) == [2 * (x + 1) for x in range(300)]
+
+
+def test_unordered_workers_give_same_multiset(executor):
+    flow = numbers(300) >> twice.options(workers=2, ordered=False)
+    assert sorted(flow.collect(executor=executor)) == sorted(2 * list(range(300)))
+
+
+def test_zip_into_stage_with_workers(executor):
+    flow = [numbers(100), numbers(100)] >> add.options(workers=2)
+    assert flow.collect(executor=executor) == [2 * x for x in range(100)]
+
+
+def test_workers_really_run_in_parallel_processes():
+    @transform(workers=2, ordered=False)
+    def where(x):
+        time.sleep(0.01)  # long enough for both workers to take items
+        return os.getpid()
+
+    pids = set((numbers(40) >> where).collect())
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
+def test_run_returns_report(executor):
+    report = (numbers(10) >> evens >> ignore).run(executor=executor)
+    assert isinstance(report, RunReport)
+    assert report["numbers"].items_out == 10
+    assert (report["evens"].items_in, report["evens"].items_out) == (10, 5)
+    assert report["ignore"].items_in == 5
+    assert report.seconds > 0 and "evens" in repr(report)
+
+
+def test_run_discards_results_of_open_flows(executor):
+    report = (numbers(10) >> inc).run(executor=executor)
+    assert report["inc"].items_out == 10
+
+
+def test_iteration_streams_results(executor):
+    it = iter((numbers(10 ** 9) >> inc).iterate(executor=executor))
+    assert [next(it) for _ in range(5)] == [1, 2, 3, 4, 5]
+    it.close()  # leaving early stops the workers (checked by the fixture)
+
+
+def test_breaking_out_of_for_loop_stops_flow(executor):
+    seen = []
+    for x in (numbers(10 ** 9) >> inc).iterate(executor=executor):
+        seen.append(x)
+        if len(seen) == 3:
+            break
+    assert seen == [1, 2, 3]
+
+
+@sink
+class Recorder:
+    """Writes what each worker saw to a file, at local_term."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.seen = None
+
+    def local_init(self):
+        assert self.seen is None  # a fresh copy in every worker
+        self.seen = []
+
+    def run(self, x):
+        self.seen.append(x)
+
+    def local_term(self):
+        path = os.path.join(self.folder, f"{os.getpid()}-{id(self)}.txt")
+        with open(path, "w") as f:
+            f.write(",".join(map(str, self.seen)))
+
+
+def _recorded(folder):
+    files = sorted(os.listdir(folder))
+    values = []
+    for name in files:
+        with open(os.path.join(folder, name)) as f:
+            text = f.read()
+        values += [int(v) for v in text.split(",") if v]
+    return files, values
+
+
+def test_class_hooks_run_once_per_worker(executor, tmp_path):
+    (numbers(100) >> Recorder(str(tmp_path)).options(workers=2)).run(executor=executor)
+    files, values = _recorded(tmp_path)
+    assert len(files) == (2 if executor == "process" else 1)
+    assert sorted(values) == list(range(100))
+
+
+def test_state_never_flows_back_to_driver(executor, tmp_path):
+    stage = Recorder(str(tmp_path))
+    (numbers(5) >> stage).run(executor=executor)
+    assert stage.func.seen is None
+
+
+def test_stage_error_names_stage_item_and_cause(executor):
+    with pytest.raises(StageError) as info:
+        (numbers(10) >> fail_on(bad=4) >> ignore).run(executor=executor)
+    err = info.value
+    assert err.stage == "fail_on" and err.item == "4" and err.worker == 0
+    assert isinstance(err.__cause__, ValueError) and "bad item 4" in str(err.__cause__)
+    assert "ValueError: bad item 4" in err.remote_traceback
+    assert "'fail_on'" in str(err)
+
+
+def test_error_in_source(executor):
+    @source
+    def broken():
+        yield 1
+        raise KeyError("gone")
+
+    with pytest.raises(StageError, match="KeyError") as info:
+        (broken >> inc).collect(executor=executor)
+    assert info.value.stage == "broken"
+
+
+def test_error_in_local_init(executor):
+    @transform
+    class BadInit:
+        def local_init(self):
+            raise RuntimeError("no init")
+
+        def run(self, x):
+            return x
+
+    with pytest.raises(StageError, match="local_init") as info:
+        (numbers(3) >> BadInit()).collect(executor=executor)
+    assert info.value.stage == "BadInit"
+
+
+def test_ignore_exceptions_skips_items(executor, caplog):
+    from flowdsl import Transform
+
+    caplog.set_level(logging.WARNING, logger="flowdsl")
+    stage = Transform(fail_on.func, "skip", ignore_exceptions=[ValueError])
+    assert (numbers(6) >> stage).collect(executor=executor) == [0, 1, 2, 4, 5]
+    assert any("ignored ValueError" in r.getMessage() for r in caplog.records)
+
+
+def test_unpicklable_output_is_an_error_of_the_producing_stage():
+    @transform
+    def make_bad(x):
+        return Unpicklable()
+
+    with pytest.raises(StageError, match="cannot be serialised") as info:
+        (numbers(3) >> make_bad >> inc).collect()
+    assert info.value.stage == "make_bad" and info.value.item == "<Unpicklable>"
+
+
+def test_stop_flow_ends_cleanly(executor):
+    @transform
+    def until_five(x):
+        if x == 5:
+            raise StopFlow
+        return x
+
+    report = (numbers(10 ** 9) >> until_five >> ignore).run(executor=executor)
+    assert report.stopped
+
+
+def test_timeout(executor):
+    @transform
+    def slow(x):
+        time.sleep(0.05)
+        return x
+
+    start = time.monotonic()
+    with pytest.raises(FlowTimeout):
+        (numbers(10 ** 6) >> slow >> ignore).run(executor=executor, timeout=0.3)
+    assert time.monotonic() - start < 3
+
+
+def test_worker_records_reach_driver_handlers(executor, caplog):
+    caplog.set_level(logging.INFO, logger="flowdsl")
+    (numbers(3) >> ignore).run(executor=executor)
+    messages = [(r.getMessage(), getattr(r, "stage", None)) for r in caplog.records]
+    assert ("End of stream", "numbers") in messages
+    assert ("Local termination", "ignore") in messages
+
+
+def test_user_logging_in_workers_reaches_driver(executor, caplog):
+    @transform
+    def chatty(x):
+        logging.getLogger("myapp").warning("saw %s", x)
+        return x
+
+    caplog.set_level(logging.WARNING)
+    (numbers(2) >> chatty >> ignore).run(executor=executor)
+    assert sorted(r.getMessage() for r in caplog.records if r.name == "myapp") == [
+        "saw 0", "saw 1"]
+
+
+def test_unknown_executor():
+    with pytest.raises(ValueError, match="unknown executor"):
+        (numbers(1) >> inc).collect(executor="threads")
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_start_methods_run_lambdas_and_closures(method):
+    k = 7
+    flow = numbers(20) >> transform(lambda x: x + k) >> scale(factor=2).options(workers=2)
+    assert flow.collect(executor=ProcessExecutor(method)) == [2 * (x + k) for x in range(20)]
+
+
+def test_spawn_rejects_stage_that_cannot_be_sent():
+    from flowdsl import GraphError
+
+    bad = Unpicklable()
+
+    @transform
+    def uses_bad(x):
+        return bad and x
+
+    with pytest.raises(GraphError, match="'uses_bad' cannot be sent"):
+        (numbers(2) >> uses_bad).collect(executor=ProcessExecutor("spawn"))
