@@ -1,0 +1,126 @@
+"""Failures end the run promptly, raise in the driver, and leave nothing behind."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from helpers import ignore, inc, numbers
+
+from flowdsl import StageError, WorkerDied, transform
+
+
+@transform
+def exit_at_five(x):
+    if x == 5:
+        os._exit(3)
+    return x
+
+
+@transform
+def kill_self_at_five(x):
+    if x == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+@pytest.mark.parametrize("stage, code", [(exit_at_five, 3), (kill_self_at_five, -9)])
+def test_vanished_worker_raises_worker_died(stage, code):
+    start = time.monotonic()
+    with pytest.raises(WorkerDied) as info:
+        (numbers(10 ** 6) >> stage >> inc >> ignore).run()
+    assert info.value.stage == stage.name and info.value.exitcode == code
+    assert time.monotonic() - start < 2
+
+
+def test_error_in_one_worker_stops_a_long_flow_promptly():
+    @transform(workers=2)
+    def fail_late(x):
+        if x == 5000:
+            raise ValueError("late")
+        return x
+
+    start = time.monotonic()
+    with pytest.raises(StageError):
+        (numbers(10 ** 9) >> fail_late >> inc >> ignore).run()
+    assert time.monotonic() - start < 2
+
+
+def test_local_term_runs_on_every_worker_on_error(tmp_path):
+    @transform(workers=2)
+    class Marked:
+        def __init__(self, folder):
+            self.folder = folder
+
+        def run(self, x):
+            if x == 100:
+                raise RuntimeError("boom")
+            return x
+
+        def local_term(self):
+            open(os.path.join(self.folder, str(os.getpid())), "w").close()
+
+    with pytest.raises(StageError):
+        (numbers(10 ** 9) >> Marked(str(tmp_path)) >> ignore).run()
+    assert len(os.listdir(tmp_path)) == 2
+
+
+CTRL_C = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, {tests!r})
+    from helpers import numbers, ignore
+    from flowdsl import transform
+
+    @transform(workers=2)
+    class Slow:
+        def local_init(self):
+            print("running", flush=True)  # the test waits for both workers
+
+        def run(self, x):
+            time.sleep(0.01)
+            return x
+
+    try:
+        (numbers(10 ** 9) >> Slow() >> ignore).run()
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+""")
+
+
+def test_ctrl_c_to_process_group_ends_run_with_keyboard_interrupt():
+    code = CTRL_C.format(tests=os.path.dirname(__file__))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        assert [proc.stdout.readline().strip() for _ in range(2)] == ["running"] * 2
+        start = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole group
+        out, _ = proc.communicate(timeout=10)
+        assert time.monotonic() - start < 2
+        assert "interrupted" in out
+    finally:
+        _kill_group(proc)
+    assert _group_is_empty(proc.pid)
+
+
+def _kill_group(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _group_is_empty(pgid):
+    import psutil
+
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == pgid:
+                return False
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return True
