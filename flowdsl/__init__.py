@@ -9,6 +9,7 @@ the flow.  Every stage runs in its own worker process(es) by default.
 import logging as _logging
 
 from ._flow import Flow, merge
+from ._loop import loop
 from ._report import RunReport, StageStats
 from ._stages import Regulator, Sink, Source, Stage, Transform, sink, source, transform
 from .errors import FlowError, FlowTimeout, GraphError, StageError, StopFlow, WorkerDied
@@ -34,6 +35,7 @@ __all__ = [
     "StopFlow",
     "Transform",
     "WorkerDied",
+    "loop",
     "merge",
     "sink",
     "source",

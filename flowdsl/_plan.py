@@ -37,6 +37,12 @@ class ChannelSpec:
 
 
 @dataclass
+class LoopSpec:
+    upstream: int | None  # channel from upstream, if any
+    feedback: int  # channel from the body back to the gate
+
+
+@dataclass
 class NodeSpec:
     id: int
     name: str
@@ -45,6 +51,10 @@ class NodeSpec:
     outputs: list[list[int]]  # channels per output port
     arity: int = 1  # arguments per call: items of a zip arrive as tuples
     hidden: bool = False  # added by the planner, not in reports
+    loop: LoopSpec | None = None  # set on the gate of a loop
+    regions: tuple[int, ...] = ()  # gates of the loops this node is inside
+    envelope: bool = False  # items inside a max_iterations loop are (passes, item)
+
 
     @property
     def kind(self) -> str:
@@ -122,6 +132,9 @@ def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
     specs = []
     for i, node in enumerate(nodes):
         n_in = max(inputs[i], default=-1) + 1
+        if node.stage.kind == "loop":
+            specs.append(_gate_spec(i, names[i], node, inputs[i], outputs[i]))
+            continue
         if sorted(inputs[i]) != list(range(n_in)):
             missing = sorted(set(range(n_in)) - set(inputs[i]))
             raise GraphError(f"stage {names[i]!r} has no upstream for input {missing[0]}")
@@ -129,13 +142,54 @@ def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
         specs.append(NodeSpec(i, names[i], node.stage, [inputs[i][k] for k in range(n_in)],
                               [outputs[i].get(k, []) for k in range(n_out)]))
     plan = Plan(specs, channels, result)
+    _mark_regions(plan, nodes, index)
     for spec in specs:
         _check_node(spec, plan)
-        spec.arity = max(1, len(spec.inputs))
+        spec.arity = _arity(spec, plan)
     for spec in list(specs):
         if len(spec.inputs) > 1 and spec.workers > 1:
             _lower_zip(plan, spec)
     return plan
+
+
+def _gate_spec(i: int, name: str, node: Node, inputs: dict[int, int],
+               outputs: dict[int, list[int]]) -> NodeSpec:
+    if 1 not in inputs:
+        raise GraphError(f"loop {name!r} has no body output feeding back into it")
+    spec = NodeSpec(i, name, node.stage, [c for c in (inputs.get(0), inputs[1]) if c is not None],
+                    [outputs.get(0, []), outputs.get(1, [])])
+    spec.loop = LoopSpec(inputs.get(0), inputs[1])
+    return spec
+
+
+def _mark_regions(plan: Plan, nodes: list[Node], index: dict[Node, int]) -> None:
+    """Tell every node which loops it is inside (nested loops: several)."""
+    for gate in nodes:
+        if gate.loop is None:
+            continue
+        g = index[gate]
+        for member in gate.loop:
+            spec = plan.nodes[index[member]]
+            spec.regions += (g,)
+            if gate.stage.enveloped:
+                if spec.envelope or spec.kind == "loop":
+                    raise GraphError(f"loop {plan.nodes[g].name!r}: max_iterations is not "
+                                     f"supported around a nested loop")
+                spec.envelope = True
+
+
+def _arity(spec: NodeSpec, plan: Plan) -> int:
+    """Arguments per call: the zip width, or for a loop body's first stage the
+    number of parameters its function needs (tuples are unpacked)."""
+    if len(spec.inputs) != 1 or spec.kind not in ("transform", "sink"):
+        return max(1, len(spec.inputs))
+    producers = plan.channels[spec.inputs[0]].producers
+    if not any(plan.nodes[n].kind == "loop" for n, _ in producers):
+        return 1
+    for n in range(1, 9):
+        if spec.stage.bind_error(n) is None:
+            return n
+    return 1
 
 
 def _pack(*items: Any) -> tuple[Any, ...]:
@@ -169,6 +223,8 @@ def _buffer_of(stream: Any, stage: Stage) -> int:
 def _check_node(spec: NodeSpec, plan: Plan) -> None:
     stage, name = spec.stage, spec.name
     n_in = len(spec.inputs)
+    if stage.kind == "loop":
+        return
     if stage.kind == "source":
         if n_in:
             raise GraphError(f"source {name!r} cannot have an upstream")
@@ -186,6 +242,8 @@ def _check_node(spec: NodeSpec, plan: Plan) -> None:
         raise GraphError(f"sink {name!r} cannot have a downstream")
     if type(stage).__name__ == "Regulator":
         return
+    if spec.regions and n_in == 1 and _arity(spec, plan) > 1:
+        return  # a loop body fed tuples: checked by _arity
     problem = stage.bind_error(None if stage.kind == "source" else n_in)
     if problem:
         hint = ""

@@ -34,7 +34,7 @@ class Runner:
     """Runs the user code of stage ``name`` in worker ``worker``."""
 
     def __init__(self, stage: Stage, name: str, arity: int, n_outputs: int,
-                 worker: int = 0, copy_functor: bool = False) -> None:
+                 worker: int = 0, copy_functor: bool = False, envelope: bool = False) -> None:
         self.stage = stage
         self.name = name
         self.worker = worker
@@ -52,6 +52,7 @@ class Runner:
         self.items_out = 0
         self.errors = 0
         self.ignore = stage.ignore_exceptions
+        self.envelope = envelope
         self._coroutine: Any = None
 
     # -- hooks -----------------------------------------------------------------------
@@ -105,6 +106,13 @@ class Runner:
         """Apply the stage to every item of ``batch``, appending results to ``out``
         (one list per output port).  With several inputs, items are argument tuples."""
         self.items_in += len(batch)
+        if self.envelope:  # inside a max_iterations loop: keep each item's pass count
+            for tag, x in batch:
+                tmp: list[list[Any]] = [[] for _ in out]
+                self._process_from([x], 0, tmp)
+                for port, items in zip(out, tmp):
+                    port.extend((tag, y) for y in items)
+            return
         start = 0
         while start < len(batch):
             start = self._process_from(batch, start, out)
@@ -187,6 +195,17 @@ class Runner:
         except BaseException as exc:
             raise self._error(exc, None) from exc
 
+    # -- loop gates --------------------------------------------------------------------
+    def route(self, items: list[Any]) -> tuple[list[Any], list[Any]]:
+        """A loop gate's decision for body outputs: (back into the body, out)."""
+        try:
+            return self.stage.route(items)  # type: ignore[attr-defined]
+        except _PASS:
+            raise
+        except BaseException as exc:
+            bad = _first_failing(self.stage, items)
+            raise self._error(exc, bad, hook="until") from exc
+
     # -- errors ----------------------------------------------------------------------
     def _guard(self, f: Any, item: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -206,12 +225,21 @@ class Runner:
 
     def _error(self, exc: BaseException, item: Any, hook: str | None = None) -> StageError:
         self.errors += 1
-        where = f" in {hook}()" if hook in ("local_init", "local_term") else ""
+        where = f" in {hook}()" if hook in ("local_init", "local_term", "until") else ""
         return StageError(
             self.name, None if item is None else _repr(item), self.worker,
             "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
             f"{type(exc).__name__}{where}: {exc}",
         )
+
+
+def _first_failing(gate: Any, items: list[Any]) -> Any:
+    for x in items:
+        try:
+            gate.route([x])
+        except Exception:
+            return x[1] if gate.enveloped else x
+    return None
 
 
 def _callable(functor: Any) -> Any:

@@ -55,6 +55,10 @@ class Job:
     control: ControlPipe
     ordering: Ordering | None
     log_levels: dict[str, int] = field(default_factory=dict)
+    # loops: the in-flight counter of each loop this node is inside, and the
+    # feedback channel of that loop's gate (to wake it when the count hits zero)
+    regions: list[tuple[Any, Channel]] = field(default_factory=list)
+    counter: Any = None  # a gate's own in-flight counter
 
 
 def worker_main(job: Job) -> None:
@@ -76,13 +80,15 @@ class _Worker:
         self.job = job
         node = job.node
         self.node = node
-        self.runner = Runner(node.stage, node.name, node.arity, len(node.outputs), job.worker)
+        self.runner = Runner(node.stage, node.name, node.arity, len(node.outputs), job.worker,
+                             envelope=node.envelope)
         self.out: list[list[Any]] = [[] for _ in node.outputs]
         self.since: list[float | None] = [None] * len(node.outputs)
         self.per_item = 0.0
         self.chunk = 1
         self.busy = 0.0
         self.flag = node.stage.term_flag
+        self.closed_ports: set[int] = set()
 
     # -- lifecycle -------------------------------------------------------------------
     def run(self) -> None:
@@ -91,13 +97,14 @@ class _Worker:
             self.runner.open()
             if self.node.kind == "source":
                 self._run_source()
+            elif self.node.loop is not None:
+                self._run_gate()
             else:
                 self._run_consumer()
-            self.runner.finish(self.out)
+                self.runner.finish(self.out)
             self._flush_all()
-            for chans in self.job.outputs:
-                for ch in chans:
-                    ch.producer_done()
+            for port in range(len(self.out)):
+                self._close_port(port)
         except Cancelled:
             status = "cancelled"
         except StopFlow:
@@ -151,6 +158,81 @@ class _Worker:
             if n < k or (flag is not None and flag.is_set()):
                 return
             self._maybe_flush(t)
+
+    def _close_port(self, port: int) -> None:
+        """End the stream of one output port (once)."""
+        if port not in self.closed_ports:
+            self.closed_ports.add(port)
+            for ch in self.job.outputs[port]:
+                ch.producer_done()
+
+    # -- loop gates --------------------------------------------------------------------
+    def _run_gate(self) -> None:
+        """Feed upstream items and seeds into the body, route what comes back.
+
+        Two threads read the upstream and feedback channels into one event queue,
+        so the gate never blocks the body: feedback is always drained (the only
+        unbounded buffer of a flow: what is in flight inside a loop), upstream is
+        read one batch ahead.
+        """
+        import queue
+        import threading
+
+        spec, gate, counter = self.node.loop, self.node.stage, self.job.counter
+        assert spec is not None
+        upstream = self.job.inputs[0] if spec.upstream is not None else None
+        feedback = self.job.inputs[-1]
+        events: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        credit = threading.Semaphore(1)
+        self._enter(gate.seed, counter)
+        if upstream is not None:
+            _pump(upstream, "up", events, credit)
+        _pump(feedback, "back", events, None)
+        upstream_done = upstream is None
+        while True:
+            if upstream_done and 0 not in self.closed_ports and counter.value == 0:
+                self._flush_all()
+                self._close_port(0)  # nothing in flight: end the body's input
+            if any(self.out) and events.empty():
+                self._flush_all()
+            tag, data = events.get()
+            if data == EOS:
+                if tag == "back":
+                    return  # the body has ended
+                upstream_done = True
+            elif tag == "up":
+                self._enter(decode(data), counter)
+                credit.release()
+            else:
+                items = decode(data)
+                t = time.perf_counter()
+                self.runner.items_in += len(items)
+                back, out = self.runner.route(items)
+                self.busy += time.perf_counter() - t
+                self.out[0].extend(back)
+                self.out[1].extend(out)
+                self._flush_all()
+                with counter.get_lock():
+                    counter.value += len(back) - len(items)
+
+    def _enter(self, items: list[Any], counter: Any) -> None:
+        items = self.node.stage.enter(list(items))
+        if items:
+            with counter.get_lock():
+                counter.value += len(items)
+            self.out[0].extend(items)
+
+    def _count(self, produced: int, consumed: int) -> None:
+        """Report to every enclosing loop what this batch changed in flight."""
+        delta = produced - consumed
+        if not delta:
+            return
+        for counter, wake in self.job.regions:
+            with counter.get_lock():
+                counter.value += delta
+                idle = counter.value == 0
+            if idle:
+                wake.put(encode([]))  # an empty batch: the gate re-checks the count
 
     # -- transforms and sinks ----------------------------------------------------------
     def _run_consumer(self) -> None:
@@ -216,17 +298,25 @@ class _Worker:
         """Read ``ch`` to its end, discarding; return how many items were dropped."""
         dropped = 0
         while (data := ch.get()) != EOS:
-            dropped += len(decode(data))
+            n = len(decode(data))
+            dropped += n
+            self._count(0, n)
         return dropped
 
     def _process(self, batch: list[Any], seq: int | None, ch: Channel | None) -> None:
         i, n = 0, len(batch)
         process, out = self.runner.process, self.out
+        counting = bool(self.job.regions)
+        produced = 0
         while i < n:
             k = self.chunk
+            if counting:
+                before = sum(map(len, out))
             t = time.perf_counter()
             process(batch if (i == 0 and k >= n) else batch[i:i + k], out)
             dt = time.perf_counter() - t
+            if counting:
+                produced += sum(map(len, out)) - before
             self.busy += dt
             self._adapt(min(k, n - i), dt)
             i += k
@@ -234,6 +324,8 @@ class _Worker:
                 self._maybe_flush(t)
             elif self.job.ordering.next_emit.value == seq:  # type: ignore[union-attr]
                 self._flush_all()
+        if counting:
+            self._count(produced, n * len(self.job.inputs))
         if ch is not None:
             ch.cost.value = self.per_item
         if seq is not None:
@@ -311,6 +403,22 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except Exception:  # not Linux: the driver's teardown is the only guard
         pass
+
+
+def _pump(ch: Channel, tag: str, events: Any, credit: Any) -> None:
+    """Read ``ch`` into ``events`` from a thread, up to and including its end."""
+    import threading
+
+    def run() -> None:
+        while True:
+            if credit is not None:
+                credit.acquire()
+            data = ch.get()
+            events.put((tag, data))
+            if data == EOS:
+                return
+
+    threading.Thread(target=run, name=f"flowdsl-{tag}", daemon=True).start()
 
 
 class _ForwardHandler(logging.Handler):

@@ -89,6 +89,8 @@ class _ProcessExecution(Execution):
     def _start_workers(self) -> None:
         levels = {"": logging.getLogger().getEffectiveLevel(),
                   "flowdsl": log.getEffectiveLevel()}
+        counters = {n.id: self.ctx.Value("q", 0) for n in self.plan.nodes if n.loop}
+        self.shared.append(counters)
         for node in self.plan.nodes:
             ordering = None
             if node.workers > 1 and node.stage.ordered and node.kind != "sink":
@@ -100,7 +102,10 @@ class _ProcessExecution(Execution):
             for w in range(node.workers):
                 job = Job(node, w, [self.channels[c] for c in node.inputs],
                           [[self.channels[c] for c in port] for port in node.outputs],
-                          self.control, ordering, levels)
+                          self.control, ordering, levels,
+                          [(counters[g], self.channels[self.plan.nodes[g].loop.feedback])
+                           for g in node.regions],
+                          counters.get(node.id))
                 proc = self.ctx.Process(target=worker_main, args=(job,),
                                         name=f"flowdsl:{node.name}:{w}")
                 proc.start()

@@ -39,7 +39,7 @@ class _SerialExecution(Execution):
         self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.runners = [Runner(n.stage, n.name, n.arity, len(n.outputs),
-                               copy_functor=True) for n in plan.nodes]
+                               copy_functor=True, envelope=n.envelope) for n in plan.nodes]
         self.work: deque[tuple[int, int, Any]] = deque()
         self.pending = [[deque() for _ in n.inputs] for n in plan.nodes]
         self.ports_open = [len(n.inputs) for n in plan.nodes]
@@ -50,6 +50,10 @@ class _SerialExecution(Execution):
         self.busy = [0.0] * len(plan.nodes)
         self.results: deque[Any] = deque()
         self.closed = False
+        self.port_closed = [[False] * len(n.outputs) for n in plan.nodes]
+        self.in_flight = [0] * len(plan.nodes)  # per loop gate
+        self.upstream_done = [n.loop is not None and n.loop.upstream is None
+                              for n in plan.nodes]
 
     def __iter__(self) -> Iterator[Any]:
         try:
@@ -58,6 +62,9 @@ class _SerialExecution(Execution):
             for ch in self.plan.channels:
                 for x in ch.seeds:
                     self._deliver(ch.id, x)
+            for node in self.plan.nodes:
+                if node.loop is not None:
+                    self._enter(node.id, node.stage.seed)
             yield from self._drain()
             sources = {n.id: self.runners[n.id].iterate()
                        for n in self.plan.nodes if n.kind == "source"}
@@ -95,6 +102,9 @@ class _SerialExecution(Execution):
 
     def _step(self, nid: int, port: int, x: Any) -> None:
         node = self.plan.nodes[nid]
+        if node.loop is not None:
+            self._gate_step(nid, port, x)
+            return
         if x is _EOS:
             self.ports_open[nid] -= 1
             if len(node.inputs) == 1 or not self.ended[nid]:
@@ -104,6 +114,7 @@ class _SerialExecution(Execution):
             return
         if self.ended[nid]:
             self.leftovers[nid] += 1
+            self._count(node, 0, 1)
             return
         if self._flagged(nid):
             self._end(nid)
@@ -119,6 +130,40 @@ class _SerialExecution(Execution):
         self.runners[nid].process([x], out)
         self.busy[nid] += time.perf_counter() - t
         self._emit(nid, out)
+        self._count(node, sum(map(len, out)), node.arity if len(node.inputs) > 1 else 1)
+
+    # -- loops -------------------------------------------------------------------------
+    def _gate_step(self, gid: int, port: int, x: Any) -> None:
+        if x is _EOS:
+            if port == 0:
+                self.upstream_done[gid] = True
+            else:
+                self._end(gid)  # the body has ended: so does the loop
+                return
+        elif port == 0:
+            self._enter(gid, [x])
+        else:
+            runner = self.runners[gid]
+            runner.items_in += 1
+            back, out = runner.route([x])
+            self._emit(gid, [back, out])
+            self.in_flight[gid] += len(back) - 1
+        self._maybe_close_loop(gid)
+
+    def _enter(self, gid: int, items: Any) -> None:
+        items = self.plan.nodes[gid].stage.enter(list(items))
+        self.in_flight[gid] += len(items)
+        self._emit(gid, [items, []])
+        self._maybe_close_loop(gid)
+
+    def _count(self, node: Any, produced: int, consumed: int) -> None:
+        for gid in node.regions:
+            self.in_flight[gid] += produced - consumed
+            self._maybe_close_loop(gid)
+
+    def _maybe_close_loop(self, gid: int) -> None:
+        if self.upstream_done[gid] and self.in_flight[gid] == 0:
+            self._close_port(gid, 0)  # nothing left inside: end the body's input
 
     def _emit(self, nid: int, out: list[list[Any]]) -> None:
         node = self.plan.nodes[nid]
@@ -143,18 +188,24 @@ class _SerialExecution(Execution):
         self.ended[nid] = True
         node, runner = self.plan.nodes[nid], self.runners[nid]
         self.leftovers[nid] += sum(map(len, self.pending[nid]))
-        if node.kind != "source":
+        if node.kind not in ("source", "loop"):
             out: list[list[Any]] = [[] for _ in node.outputs]
             runner.finish(out)
             self._emit(nid, out)
         runner.close()
-        for chans in node.outputs:
-            for ch in chans:
-                self.live[ch] -= 1
-                if self.live[ch] == 0:
-                    for cid, port in self.plan.channels[ch].consumers:
-                        if cid != DRIVER:
-                            self.work.append((cid, port, _EOS))
+        for port in range(len(node.outputs)):
+            self._close_port(nid, port)
+
+    def _close_port(self, nid: int, port: int) -> None:
+        if self.port_closed[nid][port]:
+            return
+        self.port_closed[nid][port] = True
+        for ch in self.plan.nodes[nid].outputs[port]:
+            self.live[ch] -= 1
+            if self.live[ch] == 0:
+                for cid, cport in self.plan.channels[ch].consumers:
+                    if cid != DRIVER:
+                        self.work.append((cid, cport, _EOS))
 
     def _flagged(self, nid: int) -> bool:
         flag = self.plan.nodes[nid].stage.term_flag

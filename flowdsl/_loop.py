@@ -1,0 +1,110 @@
+"""Loops: the one sanctioned way to build a cycle.
+
+``loop(body, ...)`` puts a *gate* in front of ``body``.  Items from upstream and
+the seeds enter the body through the gate; every output of the body comes back
+to the gate, which sends it downstream when ``until(output)`` is true and back
+into the body otherwise.
+
+An end-of-stream marker cannot end a cycle (it would have to pass itself), so
+loops count instead: every stage inside a loop adds what it produced minus what
+it consumed to the loop's in-flight counter, after its outputs are on their way.
+The counter therefore only reaches zero when nothing is left inside the loop;
+then, once its upstream has ended, the gate closes the body's input and the
+ordinary end of stream takes over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ._flow import Edge, Flow, Node, as_flow
+from ._stages import Stage
+from .errors import GraphError
+
+__all__ = ["LoopGate", "loop"]
+
+
+class LoopGate(Stage):
+    """The gate of a loop (made by :func:`loop`, not by users)."""
+
+    kind = "loop"
+    _default_name = "loop"
+
+    def __init__(self, until: Callable[[Any], bool] | None, max_iterations: int | None,
+                 seed: Iterable[Any], name: str | None = None) -> None:
+        super().__init__(until or _never, name or "loop")
+        self.until = until
+        self.max_iterations = max_iterations
+        self.seed = list(seed)
+
+    def route(self, items: list[Any]) -> tuple[list[Any], list[Any]]:
+        """Split body outputs into (back into the body, out of the loop).
+
+        With ``max_iterations``, items travel as ``(passes, item)`` envelopes and an
+        item leaves once it has made that many passes.
+        """
+        back, out = [], []
+        until, limit = self.until, self.max_iterations
+        for x in items:
+            if limit is not None:
+                passes, value = x
+                if (until is not None and until(value)) or passes + 1 >= limit:
+                    out.append(value)
+                else:
+                    back.append((passes + 1, value))
+            elif until is not None and until(x):
+                out.append(x)
+            else:
+                back.append(x)
+        return back, out
+
+    def enter(self, items: list[Any]) -> list[Any]:
+        """Items entering the body from upstream or the seed."""
+        if self.max_iterations is None:
+            return items
+        return [(0, x) for x in items]
+
+    @property
+    def enveloped(self) -> bool:
+        return self.max_iterations is not None
+
+
+def _never(_: Any) -> bool:
+    return False
+
+
+def loop(body: Any, *, seed: Iterable[Any] = (), until: Callable[[Any], bool] | None = None,
+         max_iterations: int | None = None, name: str | None = None) -> Flow:
+    """A cycle: every output of ``body`` is fed back into it until ``until(output)``.
+
+    Items from upstream (if any) and the ``seed`` items enter ``body``; outputs for
+    which ``until`` is true leave the loop downstream.  A body whose function takes
+    N > 1 parameters receives each tuple unpacked.  The loop ends when its upstream
+    has ended and nothing is in flight inside it, when a stage raises
+    :class:`~flowdsl.StopFlow`, or when items have made ``max_iterations`` passes
+    (they then leave the loop whatever ``until`` says).
+    """
+    if until is not None and not callable(until):
+        raise GraphError(f"loop: until must be callable, got {until!r}")
+    if max_iterations is not None and (not isinstance(max_iterations, int)
+                                       or max_iterations < 1):
+        raise GraphError(f"loop: max_iterations must be an integer >= 1, "
+                         f"got {max_iterations!r}")
+    flow = as_flow(body)
+    for node in flow.nodes:
+        if node.stage.kind not in ("transform", "loop"):
+            raise GraphError(f"loop body stage {node.stage.name!r} is a {node.stage.kind}: "
+                             f"a loop body is made of transforms only")
+    if len(flow.inlets) != 1:
+        raise GraphError(f"a loop body needs exactly one input stage, got "
+                         f"{[n.stage.name for n in flow.inlets]}")
+    if len(flow.outlets) != 1:
+        raise GraphError("a loop body needs exactly one output (use merge(...) to "
+                         "join several)")
+    gate = Node(LoopGate(until, max_iterations, seed, name), loop=frozenset(flow.nodes))
+    (head,) = flow.inlets
+    edges = [Edge(gate, 0, head, 0)]
+    edges += [Edge(n, p, gate, 1, back=True) for n, p in flow.outlets[0]]
+    return Flow.union([Flow((gate,), (), (gate,), ()), flow], (gate,), (((gate, 1),),),
+                      tuple(edges))

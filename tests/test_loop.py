@@ -1,0 +1,146 @@
+"""loop(): cycles that end on their own, with nothing lost."""
+
+import pytest
+from helpers import ignore, inc, listed, numbers
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowdsl import GraphError, StageError, StopFlow, loop, transform
+
+
+@transform
+def fib(a, b):
+    if b >= 1000:
+        raise StopFlow
+    return b, a + b
+
+
+@transform
+def halve(x):
+    return x // 2
+
+
+@transform
+def countdown(x):
+    """(label, n) -> (label, n - 1)."""
+    label, n = x
+    return label, n - 1
+
+
+@transform
+def drop_at_zero(x):
+    return x - 1 if x > 0 else None
+
+
+def test_spec_fibonacci_prints_until_stop_flow(executor, capfd):
+    @transform
+    def fib_print(a, b):
+        print(a, flush=True)
+        if b >= 1000:
+            raise StopFlow
+        return b, a + b
+
+    report = loop(fib_print, seed=[(0, 1)]).run(executor=executor)
+    printed = capfd.readouterr().out.split()
+    assert printed == [str(x) for x in (0, 1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233,
+                                        377, 610, 987)]
+    assert report.stopped
+
+
+def test_until_sends_items_downstream(executor):
+    flow = numbers(20) >> loop(halve, until=lambda x: x < 2)
+    assert sorted(flow.collect(executor=executor)) == sorted(
+        _halve_until(x) for x in range(20))
+
+
+def _halve_until(x):
+    x //= 2
+    while not x < 2:
+        x //= 2
+    return x
+
+
+def test_max_iterations_bounds_passes(executor):
+    flow = numbers(10) >> loop(halve, max_iterations=2)
+    assert sorted(flow.collect(executor=executor)) == sorted(x // 4 for x in range(10))
+
+
+def test_loop_ends_when_body_filters_everything(executor):
+    assert (numbers(10) >> loop(drop_at_zero)).collect(executor=executor) == []
+
+
+def test_seed_and_upstream_both_enter(executor):
+    flow = listed([(1, 3)]) >> loop(countdown, seed=[(0, 2)], until=lambda x: x[1] == 0)
+    assert sorted(flow.collect(executor=executor)) == [(0, 0), (1, 0)]
+
+
+def test_body_flow_with_workers(executor):
+    body = transform(lambda x: x - 1).options(workers=2) >> inc.options(workers=2) >> halve
+    flow = numbers(50) >> loop(body, until=lambda x: x < 3)
+    expected = []
+    for x in range(50):
+        x = x // 2
+        while not x < 3:
+            x = x // 2
+        expected.append(x)
+    assert sorted(flow.collect(executor=executor)) == sorted(expected)
+
+
+def test_loop_then_downstream_stages(executor):
+    flow = numbers(10) >> loop(halve, until=lambda x: x == 0) >> inc >> ignore
+    report = flow.run(executor=executor)
+    assert report["inc"].items_in == 10
+
+
+def test_error_in_until_names_the_loop(executor):
+    def until(x):
+        raise ValueError("no")
+
+    with pytest.raises(StageError, match="until") as info:
+        (numbers(3) >> loop(halve, until=until, name="halver")).collect(executor=executor)
+    assert info.value.stage == "halver"
+
+
+def test_error_in_body(executor):
+    @transform
+    def bad(x):
+        raise KeyError(x)
+
+    with pytest.raises(StageError) as info:
+        (numbers(3) >> loop(bad)).collect(executor=executor)
+    assert info.value.stage == "bad"
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: loop(numbers), "transforms only"),
+        (lambda: loop(halve, until=3), "until must be callable"),
+        (lambda: loop(halve, max_iterations=0), "max_iterations"),
+        (lambda: loop([halve, inc]), "a list can only"),
+    ],
+)
+def test_invalid_loops(build, message):
+    with pytest.raises(GraphError, match=message):
+        build()
+
+
+@given(
+    counts=st.lists(st.integers(min_value=0, max_value=6), max_size=30),
+    workers=st.integers(min_value=1, max_value=2),
+)
+def test_every_item_leaves_exactly_once(executor, counts, workers):
+    items = [(i, n) for i, n in enumerate(counts)]
+    body = countdown.options(workers=workers)
+    flow = listed(items) >> loop(body, until=lambda x: x[1] <= 0)
+    got = flow.collect(executor=executor)
+    assert sorted(got) == sorted((i, -1 if n == 0 else 0) for i, n in items)
+
+
+@given(counts=st.lists(st.integers(min_value=0, max_value=5), max_size=20),
+       limit=st.integers(min_value=1, max_value=4))
+def test_max_iterations_property(executor, counts, limit):
+    items = [(i, n) for i, n in enumerate(counts)]
+    flow = listed(items) >> loop(countdown, until=lambda x: x[1] <= 0, max_iterations=limit)
+    expected = [(i, max(n - limit, 0) if n > 0 else -1) for i, n in items]
+    assert sorted(flow.collect(executor=executor)) == sorted(expected)
