@@ -15,10 +15,11 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
+from ._sentinel import Sentinel, is_sentinel
 from ._stages import Regulator, Stage
 from .errors import StageError, StopFlow
 
-__all__ = ["Cancelled", "Runner"]
+__all__ = ["Cancelled", "Runner", "StageDone"]
 
 log = logging.getLogger("flowdsl")
 
@@ -27,7 +28,12 @@ class Cancelled(BaseException):  # noqa: N818 - a control-flow signal
     """Raised in a worker that the driver is stopping; never user-visible."""
 
 
-_PASS = (StopFlow, KeyboardInterrupt, SystemExit, Cancelled)
+class StageDone(Exception):  # noqa: N818 - a control-flow signal
+    """This stage stops early (it returned a Sentinel): its outputs end, its
+    inputs are drained."""
+
+
+_PASS = (StopFlow, KeyboardInterrupt, SystemExit, Cancelled, StageDone)
 
 
 class Runner:
@@ -99,6 +105,9 @@ class Runner:
                     continue
                 raise self._error(exc, None) from exc
             if x is not None:
+                if x is Sentinel or type(x) is Sentinel:
+                    log.info("End of stream", extra={"stage": self.name, "worker": self.worker})
+                    return
                 yield x
 
     # -- transforms and sinks ----------------------------------------------------------
@@ -135,6 +144,8 @@ class Runner:
                     x = batch[i]
                     r = f(*x, *args, **kwargs) if zipped else f(x, *args, **kwargs)
                     if r is not None:
+                        if r is Sentinel:
+                            raise StageDone
                         append(r)
             else:
                 for i in range(start, len(batch)):
@@ -155,6 +166,8 @@ class Runner:
         return i + 1
 
     def _emit(self, r: Any, out: list[list[Any]]) -> None:
+        if is_sentinel(r):
+            raise StageDone
         if self.n_outputs <= 1:
             if r is not None and out:
                 out[0].append(r)
@@ -183,8 +196,6 @@ class Runner:
         log.info("End of stream", extra={"stage": self.name, "worker": self.worker})
         if self._coroutine is None:
             return
-        from ._minipipe import Sentinel
-
         try:
             y = self._coroutine.throw(Sentinel())
             while y is not None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._plan import NodeSpec
-from .._runner import Cancelled, Runner
+from .._runner import Cancelled, Runner, StageDone
 from ..errors import StageError, StopFlow
 from ._channel import Channel, ControlPipe
 from ._codec import EOS, decode, encode, find_unpicklable
@@ -64,10 +64,14 @@ class Job:
 def worker_main(job: Job) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     signal.signal(signal.SIGTERM, _cancel)
-    _die_with_parent()
-    _forward_logging(job)
-    _Worker(job).run()
+    try:
+        _die_with_parent()
+        _forward_logging(job)
+        _Worker(job).run()
+    except Cancelled:  # stopped before it could start: nothing to clean up
+        pass
 
 
 def _cancel(signum: int, frame: Any) -> None:
@@ -100,8 +104,11 @@ class _Worker:
             elif self.node.loop is not None:
                 self._run_gate()
             else:
-                self._run_consumer()
-                self.runner.finish(self.out)
+                try:
+                    self._run_consumer()
+                    self.runner.finish(self.out)
+                except StageDone:
+                    self._stop_early()
             self._flush_all()
             for port in range(len(self.out)):
                 self._close_port(port)
@@ -257,8 +264,8 @@ class _Worker:
             if data == EOS:
                 return
             if flag is not None and flag.is_set():
-                self._drain(ch)
-                return
+                self._count(0, len(decode(data)))
+                raise StageDone
             self._process(decode(data), seq, ch)
 
     def _run_zip(self) -> None:
@@ -281,8 +288,8 @@ class _Worker:
             batch = [tuple(q.popleft() for q in pending) for _ in range(n)]
             self._process(batch, None, None)
             if self.flag is not None and self.flag.is_set():
-                self._end_zip(-1, pending)
-                return
+                self._count(0, sum(map(len, pending)))
+                raise StageDone
 
     def _end_zip(self, ended: int, pending: list[Any]) -> None:
         left = sum(map(len, pending))
@@ -293,6 +300,23 @@ class _Worker:
             logging.getLogger("flowdsl").warning(
                 "zip into %r ended with %d item(s) left over in its other inputs",
                 self.node.name, left, extra={"stage": self.node.name, "worker": self.job.worker})
+
+    def _stop_early(self) -> None:
+        """Stop before the end of input (term flag or Sentinel): end the outputs
+        first (a stage may feed itself), then read the inputs to their end so no
+        producer is left blocked."""
+        self._flush_all()
+        for port in range(len(self.out)):
+            self._close_port(port)
+        ordering = self.job.ordering
+        if ordering is not None:  # let the other workers emit without waiting for us
+            with ordering.turn:
+                ordering.next_emit.value = 1 << 62
+                ordering.turn.notify_all()
+        dropped = sum(self._drain(ch) for ch in self.job.inputs)
+        logging.getLogger("flowdsl").info(
+            "stopped early; %d item(s) left in its inputs were dropped", dropped,
+            extra={"stage": self.node.name, "worker": self.job.worker})
 
     def _drain(self, ch: Channel) -> int:
         """Read ``ch`` to its end, discarding; return how many items were dropped."""

@@ -10,11 +10,13 @@ then join and close everything.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import pickle
 import signal
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -80,9 +82,16 @@ class _ProcessExecution(Execution):
         for c in plan.channels:
             if c.seeds:
                 self.channels[c.id].put(encode(list(c.seeds)))
+        # Ctrl-C must not land between a fork and our record of the child: hold
+        # SIGINT until every worker is started (the workers inherit the mask and
+        # ignore it), then let a pending one through to the normal teardown.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        _live.add(self)
         try:
             self._start_workers()
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending Ctrl-C lands here
         except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             self.close()
             raise
 
@@ -202,6 +211,17 @@ class _ProcessExecution(Execution):
                 _signal(p, signal.SIGKILL)
         for _, _, p in self.procs.values():
             p.join()
+
+
+_live: weakref.WeakSet[_ProcessExecution] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_abandoned() -> None:
+    """At interpreter exit, stop runs nobody closed (registered after the
+    multiprocess exit hook, so it runs before that joins the workers)."""
+    for execution in list(_live):
+        execution.close()
 
 
 def _signal(proc: Any, sig: int) -> None:

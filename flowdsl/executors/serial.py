@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .._plan import DRIVER, Plan
-from .._runner import Runner
+from .._runner import Runner, StageDone
 from ..errors import FlowTimeout, StopFlow
 from ._base import Execution, Executor
 
@@ -51,6 +51,8 @@ class _SerialExecution(Execution):
         self.results: deque[Any] = deque()
         self.closed = False
         self.port_closed = [[False] * len(n.outputs) for n in plan.nodes]
+        self.stopped = [False] * len(plan.nodes)  # ended early by a flag or Sentinel
+        self.dropped = [0] * len(plan.nodes)
         self.in_flight = [0] * len(plan.nodes)  # per loop gate
         self.upstream_done = [n.loop is not None and n.loop.upstream is None
                               for n in plan.nodes]
@@ -109,15 +111,22 @@ class _SerialExecution(Execution):
             self.ports_open[nid] -= 1
             if len(node.inputs) == 1 or not self.ended[nid]:
                 self._end(nid)
-            if self.ports_open[nid] == 0 and self.leftovers[nid]:
-                _warn_leftovers(node.name, self.leftovers[nid])
+            if self.ports_open[nid] == 0:
+                if self.leftovers[nid]:
+                    _warn_leftovers(node.name, self.leftovers[nid])
+                if self.stopped[nid]:
+                    log.info("stopped early; %d item(s) left in its inputs were dropped",
+                             self.dropped[nid], extra={"stage": node.name, "worker": 0})
             return
         if self.ended[nid]:
-            self.leftovers[nid] += 1
+            if self.stopped[nid]:
+                self.dropped[nid] += 1
+            else:
+                self.leftovers[nid] += 1
             self._count(node, 0, 1)
             return
         if self._flagged(nid):
-            self._end(nid)
+            self._stop(nid)
             return
         if len(node.inputs) > 1:
             pending = self.pending[nid]
@@ -127,8 +136,14 @@ class _SerialExecution(Execution):
             x = tuple(q.popleft() for q in pending)
         out: list[list[Any]] = [[] for _ in node.outputs]
         t = time.perf_counter()
-        self.runners[nid].process([x], out)
-        self.busy[nid] += time.perf_counter() - t
+        try:
+            self.runners[nid].process([x], out)
+        except StageDone:
+            self._emit(nid, out)
+            self._stop(nid)
+            return
+        finally:
+            self.busy[nid] += time.perf_counter() - t
         self._emit(nid, out)
         self._count(node, sum(map(len, out)), node.arity if len(node.inputs) > 1 else 1)
 
@@ -206,6 +221,14 @@ class _SerialExecution(Execution):
                 for cid, cport in self.plan.channels[ch].consumers:
                     if cid != DRIVER:
                         self.work.append((cid, cport, _EOS))
+
+    def _stop(self, nid: int) -> None:
+        """End a stage before the end of its input (term flag or Sentinel)."""
+        self.stopped[nid] = True
+        self.dropped[nid] += sum(map(len, self.pending[nid]))
+        for q in self.pending[nid]:
+            q.clear()
+        self._end(nid)
 
     def _flagged(self, nid: int) -> bool:
         flag = self.plan.nodes[nid].stage.term_flag

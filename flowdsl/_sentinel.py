@@ -1,0 +1,26 @@
+"""The end-of-stream marker of the explicit API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Sentinel", "is_sentinel"]
+
+
+class Sentinel(Exception):  # noqa: N818 - minipipe's name
+    """Marks the end of a stream.
+
+    A source that yields ``Sentinel`` ends its stream; a transform that returns it
+    (alone or in a tuple) stops.  It is also thrown into a Regulator's coroutine at
+    end of stream, so a coroutine that buffers can catch it and flush.
+    """
+
+    def __repr__(self) -> str:
+        return "sentinel"
+
+
+def is_sentinel(x: Any) -> bool:
+    if x is Sentinel or isinstance(x, Sentinel):
+        return True
+    return isinstance(x, (tuple, list)) and any(
+        y is Sentinel or isinstance(y, Sentinel) for y in x)
