@@ -10,6 +10,8 @@ import logging as _logging
 
 from ._flow import Flow, merge
 from ._loop import loop
+from ._minipipe import PipeLine, PipeSystem, Stream
+from ._sentinel import Sentinel
 from ._report import RunReport, StageStats
 from ._stages import Regulator, Sink, Source, Stage, Transform, sink, source, transform
 from .errors import FlowError, FlowTimeout, GraphError, StageError, StopFlow, WorkerDied
@@ -23,9 +25,12 @@ __all__ = [
     "FlowError",
     "FlowTimeout",
     "GraphError",
+    "PipeLine",
+    "PipeSystem",
     "ProcessExecutor",
     "Regulator",
     "RunReport",
+    "Sentinel",
     "SerialExecutor",
     "Sink",
     "Source",
@@ -33,6 +38,7 @@ __all__ = [
     "StageError",
     "StageStats",
     "StopFlow",
+    "Stream",
     "Transform",
     "WorkerDied",
     "loop",

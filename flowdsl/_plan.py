@@ -97,12 +97,12 @@ def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
             channels.append(by_key[key])
         return by_key[key]
 
-    def link(src: tuple[int, int], dst: tuple[int, int], ch: ChannelSpec) -> None:
-        if src not in ch.producers:
+    def link(src: tuple[int, int] | None, dst: tuple[int, int], ch: ChannelSpec) -> None:
+        if src is not None and src not in ch.producers:
             ch.producers.append(src)
         if dst not in ch.consumers:
             ch.consumers.append(dst)
-        if ch.id not in outputs[src[0]][src[1]]:
+        if src is not None and ch.id not in outputs[src[0]][src[1]]:
             outputs[src[0]][src[1]].append(ch.id)
         if dst[0] != DRIVER:
             if inputs[dst[0]].setdefault(dst[1], ch.id) != ch.id:
@@ -110,14 +110,15 @@ def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
                                  f"different streams; share one stream to merge them")
 
     for e in flow.edges:
-        s, d = index[e.src], index[e.dst]
+        d = index[e.dst]
         stage = e.dst.stage
         key = e.stream if e.stream is not None else (d, e.dst_port)
         name = getattr(e.stream, "name", None) or f"{names[d]}:in{e.dst_port}"
         ch = channel_for(key, name, _buffer_of(e.stream, stage))
         if e.stream is not None:
             ch.seeds = e.stream.seeds
-        link((s, e.src_port), (d, e.dst_port), ch)
+        src = None if e.src is None else (index[e.src], e.src_port)  # None: seeds only
+        link(src, (d, e.dst_port), ch)
 
     result = None
     open_ports = [p for group in flow.outlets for p in group]
@@ -138,7 +139,7 @@ def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
         if sorted(inputs[i]) != list(range(n_in)):
             missing = sorted(set(range(n_in)) - set(inputs[i]))
             raise GraphError(f"stage {names[i]!r} has no upstream for input {missing[0]}")
-        n_out = max(outputs[i], default=-1) + 1
+        n_out = max(max(outputs[i], default=-1) + 1, len(node.stage.downstreams))
         specs.append(NodeSpec(i, names[i], node.stage, [inputs[i][k] for k in range(n_in)],
                               [outputs[i].get(k, []) for k in range(n_out)]))
     plan = Plan(specs, channels, result)
@@ -228,8 +229,7 @@ def _check_node(spec: NodeSpec, plan: Plan) -> None:
     if stage.kind == "source":
         if n_in:
             raise GraphError(f"source {name!r} cannot have an upstream")
-        if not (callable(stage.functor_obj) or inspect.isgenerator(stage.functor_obj)
-                or isinstance(stage.functor_obj, Iterable)):
+        if not (callable(stage.callable) or isinstance(stage.functor_obj, Iterable)):
             raise GraphError(f"source {name!r}: {stage.functor_obj!r} is neither callable "
                              f"nor iterable")
     else:
@@ -270,7 +270,7 @@ def _check_cycles(nodes: list[Node], edges: tuple[Edge, ...]) -> None:
     """Cycles are allowed only through loop back edges or explicit streams."""
     succ: dict[Node, list[Node]] = defaultdict(list)
     for e in edges:
-        if not e.back and e.stream is None:
+        if not e.back and e.stream is None and e.src is not None:
             succ[e.src].append(e.dst)
     state: dict[Node, int] = {}
     for root in nodes:

@@ -53,10 +53,15 @@ class Channel:
         with self._live.get_lock():
             self._live.value -= 1
             last = self._live.value == 0
-        if last:  # the markers need no free slot: a stage may be its own consumer
-            with self._wlock:
-                for _ in range(self.consumers):
-                    self.writer.send_bytes(EOS)
+        if last:
+            self.end()
+
+    def end(self) -> None:
+        """Put one end-of-stream marker per consumer worker.  The markers need no
+        free slot: a stage may be its own consumer."""
+        with self._wlock:
+            for _ in range(self.consumers):
+                self.writer.send_bytes(EOS)
 
     def close(self) -> None:
         self.reader.close()

@@ -82,6 +82,8 @@ class _ProcessExecution(Execution):
         for c in plan.channels:
             if c.seeds:
                 self.channels[c.id].put(encode(list(c.seeds)))
+            if not c.producers:  # fed by its seeds alone
+                self.channels[c.id].end()
         # Ctrl-C must not land between a fork and our record of the child: hold
         # SIGINT until every worker is started (the workers inherit the mask and
         # ignore it), then let a pending one through to the normal teardown.

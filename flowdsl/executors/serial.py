@@ -64,6 +64,8 @@ class _SerialExecution(Execution):
             for ch in self.plan.channels:
                 for x in ch.seeds:
                     self._deliver(ch.id, x)
+                if not ch.producers:  # fed by its seeds alone
+                    self.work.extend((n, p, _EOS) for n, p in ch.consumers if n != DRIVER)
             for node in self.plan.nodes:
                 if node.loop is not None:
                     self._enter(node.id, node.stage.seed)
