@@ -187,9 +187,12 @@ class Runner:
                 return
 
     def _new_coroutine(self) -> Any:
-        coroutine = self.call(**self.stage.init_kwargs)
-        next(coroutine)
-        return coroutine
+        def start() -> Any:
+            coroutine = self.call(**self.stage.init_kwargs)
+            next(coroutine)
+            return coroutine
+
+        return self._guard(start, None)
 
     def finish(self, out: list[list[Any]]) -> None:
         """At end of input: log it, and let a Regulator flush what it buffers."""

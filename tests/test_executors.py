@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import time
 
 import pytest
@@ -61,9 +62,12 @@ def test_zip_calls_with_one_argument_per_upstream(executor):
 
 def test_zip_leftovers_are_reported(executor, caplog):
     caplog.set_level(logging.WARNING, logger="flowdsl")
-    flow = [numbers(3), numbers(7)] >> add
-    assert flow.collect(executor=executor) == [0, 2, 4]
-    assert any("4 item(s) left over" in r.getMessage() for r in caplog.records)
+    flow = [numbers(3), numbers(7) >> twice] >> add
+    assert flow.collect(executor=executor) == [0, 1, 3]
+    # the longer input stops once the zip has ended; what it had sent is reported
+    counts = [int(m.group(1)) for r in caplog.records
+              if (m := re.search(r"(\d+) item\(s\) left over", r.getMessage()))]
+    assert len(counts) == 1 and 1 <= counts[0] <= 11
 
 
 def test_merge_interleaves_every_item(executor):
@@ -301,3 +305,33 @@ def test_spawn_rejects_stage_that_cannot_be_sent():
 
     with pytest.raises(GraphError, match="'uses_bad' cannot be sent"):
         (numbers(2) >> uses_bad).collect(executor=ProcessExecutor("spawn"))
+
+
+@source
+def endless():
+    i = 0
+    while True:
+        yield i
+        i += 1
+
+
+def test_zip_with_an_endless_input_ends_with_the_short_one(executor):
+    flow = [numbers(3), endless] >> add
+    assert flow.collect(executor=executor) == [0, 2, 4]
+
+
+def test_term_flag_stops_a_stage_fed_by_an_endless_source(executor):
+    import multiprocessing
+
+    flag = multiprocessing.Event()
+
+    @transform
+    def until_five(x):
+        if x == 5:
+            flag.set()
+        return x
+
+    stage = until_five.options()
+    stage.set_term_flag(flag)
+    got = (endless >> stage >> inc).collect(executor=executor)
+    assert got[:6] == [1, 2, 3, 4, 5, 6]

@@ -32,6 +32,8 @@ class Channel:
         self._wlock = ctx.Lock()
         self._slots = ctx.Semaphore(self.capacity)
         self._live = ctx.Value("i", producers)
+        self._readers = ctx.Value("i", consumers)
+        self._closed = ctx.Value("b", 0, lock=False)
 
     def put(self, data: bytes) -> None:
         self._slots.acquire()
@@ -62,6 +64,18 @@ class Channel:
         with self._wlock:
             for _ in range(self.consumers):
                 self.writer.send_bytes(EOS)
+
+    def reader_gone(self) -> None:
+        """A consumer worker stopped reading before the end of the stream; when
+        none is left the channel is closed and producers stop feeding it."""
+        with self._readers.get_lock():
+            self._readers.value -= 1
+            if self._readers.value <= 0:
+                self._closed.value = 1
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._closed.value)
 
     def close(self) -> None:
         self.reader.close()

@@ -93,23 +93,25 @@ class _Worker:
         self.busy = 0.0
         self.flag = node.stage.term_flag
         self.closed_ports: set[int] = set()
+        self.dropped = 0  # items made for outputs nobody reads any more
+        self.stopping = False
 
     # -- lifecycle -------------------------------------------------------------------
     def run(self) -> None:
         status = "ok"
         try:
             self.runner.open()
-            if self.node.kind == "source":
-                self._run_source()
-            elif self.node.loop is not None:
-                self._run_gate()
-            else:
-                try:
+            try:
+                if self.node.kind == "source":
+                    self._run_source()
+                elif self.node.loop is not None:
+                    self._run_gate()
+                else:
                     self._run_consumer()
                     self.runner.finish(self.out)
-                except StageDone:
-                    self._stop_early()
-            self._flush_all()
+                self._flush_all()
+            except StageDone:
+                self._stop_early()
             for port in range(len(self.out)):
                 self._close_port(port)
         except Cancelled:
@@ -295,6 +297,7 @@ class _Worker:
         left = sum(map(len, pending))
         for i, ch in enumerate(self.job.inputs):
             if i != ended:
+                ch.reader_gone()
                 left += self._drain(ch)
         if left:
             logging.getLogger("flowdsl").warning(
@@ -305,6 +308,7 @@ class _Worker:
         """Stop before the end of input (term flag or Sentinel): end the outputs
         first (a stage may feed itself), then read the inputs to their end so no
         producer is left blocked."""
+        self.stopping = True
         self._flush_all()
         for port in range(len(self.out)):
             self._close_port(port)
@@ -313,9 +317,11 @@ class _Worker:
             with ordering.turn:
                 ordering.next_emit.value = 1 << 62
                 ordering.turn.notify_all()
-        dropped = sum(self._drain(ch) for ch in self.job.inputs)
+        for ch in self.job.inputs:
+            ch.reader_gone()  # upstream stops feeding us
+        dropped = sum(self._drain(ch) for ch in self.job.inputs) + self.dropped
         logging.getLogger("flowdsl").info(
-            "stopped early; %d item(s) left in its inputs were dropped", dropped,
+            "stopped early; %d item(s) were dropped", dropped,
             extra={"stage": self.node.name, "worker": self.job.worker})
 
     def _drain(self, ch: Channel) -> int:
@@ -400,7 +406,14 @@ class _Worker:
     def _flush(self, port: int) -> None:
         items = self.out[port]
         self.since[port] = None
-        if not self.job.outputs[port]:
+        chans = self.job.outputs[port]
+        if chans and all(ch.closed for ch in chans):  # nobody reads this port any more
+            self.dropped += len(items)
+            items.clear()
+            if not self.stopping and all(ch.closed for c in self.job.outputs for ch in c):
+                raise StageDone  # nobody reads any output: stop, and tell upstream
+            return
+        if not chans:
             self.runner.items_out += len(items)
             items.clear()
             return

@@ -74,7 +74,7 @@ class _SerialExecution(Execution):
                        for n in self.plan.nodes if n.kind == "source"}
             while sources:
                 for nid, it in list(sources.items()):
-                    if self._flagged(nid):
+                    if self._flagged(nid) or self._unread(nid):
                         x = _EOS
                     else:
                         t = time.perf_counter()
@@ -148,6 +148,8 @@ class _SerialExecution(Execution):
             self.busy[nid] += time.perf_counter() - t
         self._emit(nid, out)
         self._count(node, sum(map(len, out)), node.arity if len(node.inputs) > 1 else 1)
+        if self._unread(nid):
+            self._stop(nid)  # nobody reads our outputs any more: stop, and tell upstream
 
     # -- loops -------------------------------------------------------------------------
     def _gate_step(self, gid: int, port: int, x: Any) -> None:
@@ -231,6 +233,13 @@ class _SerialExecution(Execution):
         for q in self.pending[nid]:
             q.clear()
         self._end(nid)
+
+    def _unread(self, nid: int) -> bool:
+        """True when every consumer of every output of ``nid`` has ended."""
+        chans = [ch for port in self.plan.nodes[nid].outputs for ch in port]
+        return bool(chans) and all(
+            cid != DRIVER and self.ended[cid]
+            for ch in chans for cid, _ in self.plan.channels[ch].consumers)
 
     def _flagged(self, nid: int) -> bool:
         flag = self.plan.nodes[nid].stage.term_flag
