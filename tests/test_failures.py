@@ -77,7 +77,7 @@ CTRL_C = textwrap.dedent("""
     @transform(workers=2)
     class Slow:
         def local_init(self):
-            print("running", flush=True)  # the test waits for both workers
+            os.write(1, b"running\\n")  # one write: the test waits for both workers
 
         def run(self, x):
             time.sleep(0.01)
@@ -92,17 +92,18 @@ CTRL_C = textwrap.dedent("""
 
 def test_ctrl_c_to_process_group_ends_run_with_keyboard_interrupt():
     code = CTRL_C.format(tests=os.path.dirname(__file__))
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        assert [proc.stdout.readline().strip() for _ in range(2)] == ["running"] * 2
-        start = time.monotonic()
-        os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole group
-        out, _ = proc.communicate(timeout=10)
-        assert time.monotonic() - start < 2
-        assert "interrupted" in out
-    finally:
-        _kill_group(proc)
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                          text=True, start_new_session=True) as proc:
+        try:
+            assert [proc.stdout.readline().strip() for _ in range(2)] == ["running"] * 2
+            start = time.monotonic()
+            os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole group
+            out, _ = proc.communicate(timeout=10)
+            elapsed = time.monotonic() - start
+        finally:
+            _kill_group(proc)
+    assert "interrupted" in out
+    assert elapsed < 2
     assert _group_is_empty(proc.pid)
 
 

@@ -43,7 +43,7 @@ class Execution(abc.ABC):
     def __init__(self, plan: Plan, executor_name: str) -> None:
         self.plan = plan
         self.report = RunReport(
-            {n.name: StageStats(n.name, n.kind, n.workers) for n in plan.nodes},
+            {n.name: StageStats(n.name, n.kind, n.workers) for n in plan.nodes if not n.hidden},
             executor=executor_name)
         self._started = time.perf_counter()
 

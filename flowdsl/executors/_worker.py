@@ -268,7 +268,7 @@ class _Worker:
             if flag is not None and flag.is_set():
                 self._count(0, len(decode(data)))
                 raise StageDone
-            self._process(decode(data), seq, ch)
+            self._process(decode(data), seq, self.job.inputs)
 
     def _run_zip(self) -> None:
         """One worker pairs items from several inputs, in lock-step."""
@@ -288,7 +288,7 @@ class _Worker:
                     pending[i].extend(decode(data))
             n = min(map(len, pending))
             batch = [tuple(q.popleft() for q in pending) for _ in range(n)]
-            self._process(batch, None, None)
+            self._process(batch, None, chans)
             if self.flag is not None and self.flag.is_set():
                 self._count(0, sum(map(len, pending)))
                 raise StageDone
@@ -333,7 +333,7 @@ class _Worker:
             self._count(0, n)
         return dropped
 
-    def _process(self, batch: list[Any], seq: int | None, ch: Channel | None) -> None:
+    def _process(self, batch: list[Any], seq: int | None, inputs: list[Channel]) -> None:
         i, n = 0, len(batch)
         process, out = self.runner.process, self.out
         counting = bool(self.job.regions)
@@ -356,7 +356,7 @@ class _Worker:
                 self._flush_all()
         if counting:
             self._count(produced, n * len(self.job.inputs))
-        if ch is not None:
+        for ch in inputs:  # producers size their batches by it
             ch.cost.value = self.per_item
         if seq is not None:
             self._emit_in_turn(seq)

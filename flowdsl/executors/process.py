@@ -79,6 +79,8 @@ class _ProcessExecution(Execution):
         self.channels = [
             Channel(self.ctx, c.name, c.buffer, plan.producer_workers(c.id),
                     plan.consumer_workers(c.id), MAX_BATCH) for c in plan.channels]
+        if plan.result is not None:  # the driver only unpickles: a cheap consumer
+            self.channels[plan.result].cost.value = 0.0
         for c in plan.channels:
             if c.seeds:
                 self.channels[c.id].put(encode(list(c.seeds)))

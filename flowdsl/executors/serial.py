@@ -8,6 +8,7 @@ tested against, and the mode to debug a flow in (breakpoints work).
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -253,14 +254,19 @@ class _SerialExecution(Execution):
         if self.closed:
             return
         self.closed = True
-        try:
-            for r in self.runners:
-                r.close()  # local_term runs on success, error and cancel alike
-        finally:
-            for node, r in zip(self.plan.nodes, self.runners):
+        first: BaseException | None = None
+        for r in self.runners:  # local_term runs on success, error and cancel alike
+            try:
+                r.close()
+            except Exception as exc:
+                first = first or exc
+        for node, r in zip(self.plan.nodes, self.runners):
+            if not node.hidden:
                 self.report.stages[node.name].add(r.items_in, r.items_out, r.errors,
                                                   self.busy[node.id])
-            self._finish_report()
+        self._finish_report()
+        if first is not None and sys.exc_info()[1] is None:
+            raise first
 
 
 def _warn_leftovers(name: str, count: int) -> None:
