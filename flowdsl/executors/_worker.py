@@ -94,6 +94,7 @@ class _Worker:
         self.flag = node.stage.term_flag
         self.closed_ports: set[int] = set()
         self.dropped = 0  # items made for outputs nobody reads any more
+        self.ended_inputs: set[int] = set()  # inputs whose end-of-stream we have read
         self.stopping = False
 
     # -- lifecycle -------------------------------------------------------------------
@@ -264,6 +265,7 @@ class _Worker:
                     if data != EOS:
                         ordering.seq.value = seq + 1
             if data == EOS:
+                self.ended_inputs.add(0)
                 return
             if flag is not None and flag.is_set():
                 self._count(0, len(decode(data)))
@@ -283,7 +285,8 @@ class _Worker:
                         self._flush_all()
                     data = ch.get()
                     if data == EOS:
-                        self._end_zip(i, pending)
+                        self.ended_inputs.add(i)
+                        self._end_zip(pending)
                         return
                     pending[i].extend(decode(data))
             n = min(map(len, pending))
@@ -293,12 +296,12 @@ class _Worker:
                 self._count(0, sum(map(len, pending)))
                 raise StageDone
 
-    def _end_zip(self, ended: int, pending: list[Any]) -> None:
+    def _end_zip(self, pending: list[Any]) -> None:
         left = sum(map(len, pending))
         for i, ch in enumerate(self.job.inputs):
-            if i != ended:
+            if i not in self.ended_inputs:
                 ch.reader_gone()
-                left += self._drain(ch)
+                left += self._drain(i)
         if left:
             logging.getLogger("flowdsl").warning(
                 "zip into %r ended with %d item(s) left over in its other inputs",
@@ -317,20 +320,25 @@ class _Worker:
             with ordering.turn:
                 ordering.next_emit.value = 1 << 62
                 ordering.turn.notify_all()
-        for ch in self.job.inputs:
-            ch.reader_gone()  # upstream stops feeding us
-        dropped = sum(self._drain(ch) for ch in self.job.inputs) + self.dropped
+        if self.node.loop is not None:  # a gate's inputs belong to its reader threads
+            return
+        open_inputs = [i for i in range(len(self.job.inputs)) if i not in self.ended_inputs]
+        for i in open_inputs:
+            self.job.inputs[i].reader_gone()  # upstream stops feeding us
+        dropped = sum(self._drain(i) for i in open_inputs) + self.dropped
         logging.getLogger("flowdsl").info(
             "stopped early; %d item(s) were dropped", dropped,
             extra={"stage": self.node.name, "worker": self.job.worker})
 
-    def _drain(self, ch: Channel) -> int:
-        """Read ``ch`` to its end, discarding; return how many items were dropped."""
-        dropped = 0
+    def _drain(self, index: int) -> int:
+        """Read input ``index`` to its end, discarding; return how many items were
+        dropped."""
+        ch, dropped = self.job.inputs[index], 0
         while (data := ch.get()) != EOS:
             n = len(decode(data))
             dropped += n
             self._count(0, n)
+        self.ended_inputs.add(index)
         return dropped
 
     def _process(self, batch: list[Any], seq: int | None, inputs: list[Channel]) -> None:
