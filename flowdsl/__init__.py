@@ -11,8 +11,8 @@ import logging as _logging
 from ._flow import Flow, merge
 from ._loop import loop
 from ._minipipe import PipeLine, PipeSystem, Stream
-from ._sentinel import Sentinel
 from ._report import RunReport, StageStats
+from ._sentinel import Sentinel
 from ._stages import Regulator, Sink, Source, Stage, Transform, sink, source, transform
 from .errors import FlowError, FlowTimeout, GraphError, StageError, StopFlow, WorkerDied
 from .executors import Executor, ProcessExecutor, SerialExecutor

@@ -51,7 +51,7 @@ class Edge:
     ``back`` marks the feedback edge of a loop.
     """
 
-    src: Node
+    src: Node | None  # None: a stream fed by its seeds alone
     src_port: int
     dst: Node
     dst_port: int

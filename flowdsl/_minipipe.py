@@ -182,7 +182,7 @@ def _streams(pipes: list[Stage]) -> list[Stream]:
 def _flow_of(pipes: list[Stage]) -> Flow:
     """The flow for pipes wired by Streams."""
     nodes = {id(p): Node(p) for p in pipes}
-    producers: dict[int, list[tuple[Node, int]]] = collections.defaultdict(list)
+    producers: dict[int, list[tuple[Node | None, int]]] = collections.defaultdict(list)
     for p in pipes:
         for port, s in enumerate(p.downstreams):
             producers[id(s)].append((nodes[id(p)], port))

@@ -10,13 +10,13 @@ several input ports, one channel each.  Items that leave the flow go to the
 
 from __future__ import annotations
 
-import inspect
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._flow import Edge, Flow, Node
+from ._loop import LoopGate
 from ._stages import Stage
 from .errors import GraphError
 
@@ -64,6 +64,12 @@ class NodeSpec:
     def workers(self) -> int:
         return self.stage.workers
 
+    @property
+    def gate(self) -> LoopGate:
+        """The loop gate stage of a loop node."""
+        assert isinstance(self.stage, LoopGate)
+        return self.stage
+
 
 @dataclass
 class Plan:
@@ -104,10 +110,9 @@ def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
             ch.consumers.append(dst)
         if src is not None and ch.id not in outputs[src[0]][src[1]]:
             outputs[src[0]][src[1]].append(ch.id)
-        if dst[0] != DRIVER:
-            if inputs[dst[0]].setdefault(dst[1], ch.id) != ch.id:
-                raise GraphError(f"input {dst[1]} of stage {names[dst[0]]!r} is fed by two "
-                                 f"different streams; share one stream to merge them")
+        if dst[0] != DRIVER and inputs[dst[0]].setdefault(dst[1], ch.id) != ch.id:
+            raise GraphError(f"input {dst[1]} of stage {names[dst[0]]!r} is fed by two "
+                             f"different streams; share one stream to merge them")
 
     for e in flow.edges:
         d = index[e.dst]
@@ -128,7 +133,7 @@ def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
         for n, p in open_ports:
             link((index[n], p), (DRIVER, 0), ch)
     for n, p in open_ports:  # without a result channel, outputs are counted and dropped
-        outputs[index[n]][p]  # noqa: B018 - creates the port
+        outputs[index[n]][p]
 
     specs = []
     for i, node in enumerate(nodes):
@@ -172,7 +177,7 @@ def _mark_regions(plan: Plan, nodes: list[Node], index: dict[Node, int]) -> None
         for member in gate.loop:
             spec = plan.nodes[index[member]]
             spec.regions += (g,)
-            if gate.stage.enveloped:
+            if isinstance(gate.stage, LoopGate) and gate.stage.enveloped:
                 if spec.envelope or spec.kind == "loop":
                     raise GraphError(f"loop {plan.nodes[g].name!r}: max_iterations is not "
                                      f"supported around a nested loop")
@@ -287,7 +292,7 @@ def _check_cycles(nodes: list[Node], edges: tuple[Edge, ...]) -> None:
                 stack.pop()
                 path.pop()
             elif state.get(nxt) == 1:
-                cycle = path[path.index(nxt):] + [nxt]
+                cycle = [*path[path.index(nxt):], nxt]
                 raise GraphError("cycle not made with loop(): "
                                  + " >> ".join(repr(n.stage.name) for n in cycle))
             elif nxt not in state:

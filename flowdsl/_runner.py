@@ -24,11 +24,11 @@ __all__ = ["Cancelled", "Runner", "StageDone"]
 log = logging.getLogger("flowdsl")
 
 
-class Cancelled(BaseException):  # noqa: N818 - a control-flow signal
+class Cancelled(BaseException):
     """Raised in a worker that the driver is stopping; never user-visible."""
 
 
-class StageDone(Exception):  # noqa: N818 - a control-flow signal
+class StageDone(Exception):
     """This stage stops early (it returned a Sentinel): its outputs end, its
     inputs are drained."""
 
@@ -119,7 +119,7 @@ class Runner:
             for tag, x in batch:
                 tmp: list[list[Any]] = [[] for _ in out]
                 self._process_from([x], 0, tmp)
-                for port, items in zip(out, tmp):
+                for port, items in zip(out, tmp, strict=False):
                     port.extend((tag, y) for y in items)
             return
         start = 0
@@ -172,7 +172,7 @@ class Runner:
             if r is not None and out:
                 out[0].append(r)
             return
-        for port, value in zip(out, r):  # split a tuple by position
+        for port, value in zip(out, r, strict=False):  # split a tuple by position
             if value is not None:
                 port.append(value)
 

@@ -7,7 +7,7 @@ from typing import Any
 __all__ = ["Sentinel", "is_sentinel"]
 
 
-class Sentinel(Exception):  # noqa: N818 - minipipe's name
+class Sentinel(Exception):
     """Marks the end of a stream.
 
     A source that yields ``Sentinel`` ends its stream; a transform that returns it

@@ -17,14 +17,23 @@ import functools
 import importlib
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, TypeVar, overload
+from typing import Any, ClassVar
 
 from ._flow import Composable, Flow, Node
 
-__all__ = ["Regulator", "Sink", "Source", "Stage", "StageClass", "Transform", "sink", "source",
-           "transform", "as_stage"]
+__all__ = [
+    "Regulator",
+    "Sink",
+    "Source",
+    "Stage",
+    "StageClass",
+    "Transform",
+    "as_stage",
+    "sink",
+    "source",
+    "transform",
+]
 
-F = TypeVar("F")
 
 
 class Stage(Composable):
@@ -37,6 +46,7 @@ class Stage(Composable):
 
     kind: ClassVar[str] = "stage"
     _default_name: ClassVar[str] = "Stage"
+    _ref: tuple[str, str] | None = None  # where a decorated stage lives, for pickle
 
     def __init__(
         self,
@@ -284,41 +294,43 @@ class StageClass:
         return f"<{self.stage_type.kind} class {self.name}>"
 
 
-def _decorator(stage_type: type[Stage]) -> Callable[..., Any]:
-    kind = stage_type.kind
-
-    @overload
-    def decorate(obj: None = None, **options: Any) -> Callable[[Any], Any]: ...
-    @overload
-    def decorate(obj: Any, **options: Any) -> Any: ...
-
-    def decorate(obj: Any = None, *, name: str | None = None, workers: int = 1,
-                 buffer: int | None = None, ordered: bool = True) -> Any:
-        options: dict[str, Any] = {"workers": workers, "buffer": buffer, "ordered": ordered}
-        if name is not None:
-            options["name"] = name
-        if obj is None:
-            return lambda o: decorate(o, **options)
-        if inspect.isclass(obj):
-            return StageClass(stage_type, obj, options)
-        if not callable(obj):
-            raise TypeError(f"@{kind} needs a function or a class, got {obj!r}")
-        stage = stage_type(obj, **options)
-        functools.update_wrapper(stage, obj, updated=())
-        stage._ref = _reroute(obj, "func")
-        return stage
-
-    decorate.__name__ = decorate.__qualname__ = kind
-    decorate.__doc__ = (
-        f"Make a {kind} stage from a function or a class, bare (``@{kind}``) or with\n"
-        f"options (``@{kind}(name=..., workers=..., buffer=..., ordered=...)``)."
-    )
-    return decorate
+def _decorate(stage_type: type[Stage], obj: Any, options: dict[str, Any]) -> Any:
+    """What ``@source``/``@transform``/``@sink`` do, bare or with options."""
+    options = {k: v for k, v in options.items() if v is not None or k == "buffer"}
+    if obj is None:
+        return lambda o: _decorate(stage_type, o, options)
+    if inspect.isclass(obj):
+        return StageClass(stage_type, obj, options)
+    if not callable(obj):
+        raise TypeError(f"@{stage_type.kind} needs a function or a class, got {obj!r}")
+    stage = stage_type(obj, **options)
+    functools.update_wrapper(stage, obj, updated=())
+    stage._ref = _reroute(obj, "func")
+    return stage
 
 
-source = _decorator(Source)
-transform = _decorator(Transform)
-sink = _decorator(Sink)
+def source(obj: Any = None, *, name: str | None = None, workers: int = 1,
+           buffer: int | None = None) -> Any:
+    """Make a source from a generator function, a function returning an iterable,
+    or a class whose ``run()`` returns one.  Usable bare (``@source``) or with
+    options (``@source(name=...)``).  A source runs in exactly one worker."""
+    return _decorate(Source, obj, {"name": name, "workers": workers, "buffer": buffer})
+
+
+def transform(obj: Any = None, *, name: str | None = None, workers: int = 1,
+              buffer: int | None = None, ordered: bool = True) -> Any:
+    """Make a transform: one item in, one result out (``None``: no output; a
+    generator function emits everything it yields).  ``workers`` processes run it;
+    with ``ordered`` (the default) outputs keep the input order; ``buffer`` bounds
+    the queue in front of it, in items."""
+    return _decorate(Transform, obj, {"name": name, "workers": workers, "buffer": buffer,
+                                      "ordered": ordered})
+
+
+def sink(obj: Any = None, *, name: str | None = None, workers: int = 1,
+         buffer: int | None = None) -> Any:
+    """Make a sink: it consumes items; its return value is ignored."""
+    return _decorate(Sink, obj, {"name": name, "workers": workers, "buffer": buffer})
 
 
 def as_stage(obj: Any) -> Stage:

@@ -76,7 +76,7 @@ class FlowTimeout(FlowError, TimeoutError):
     """The flow did not finish within the ``timeout`` given to ``run``."""
 
 
-class StopFlow(Exception):  # noqa: N818 - a signal, not an error
+class StopFlow(Exception):
     """Raise inside a stage to end the whole flow cleanly.
 
     Not an error: the run ends as if every source were exhausted, and items

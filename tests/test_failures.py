@@ -1,5 +1,6 @@
 """Failures end the run promptly, raise in the driver, and leave nothing behind."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -50,10 +51,17 @@ def test_error_in_one_worker_stops_a_long_flow_promptly():
 
 
 def test_local_term_runs_on_every_worker_on_error(tmp_path):
+    import multiprocessing
+
+    both_started = multiprocessing.Barrier(2)
+
     @transform(workers=2)
     class Marked:
         def __init__(self, folder):
             self.folder = folder
+
+        def local_init(self):
+            both_started.wait(timeout=10)  # the failure comes after both have started
 
         def run(self, x):
             if x == 100:
@@ -108,10 +116,8 @@ def test_ctrl_c_to_process_group_ends_run_with_keyboard_interrupt():
 
 
 def _kill_group(proc):
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait()
 
 

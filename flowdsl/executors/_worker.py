@@ -188,13 +188,13 @@ class _Worker:
         import queue
         import threading
 
-        spec, gate, counter = self.node.loop, self.node.stage, self.job.counter
+        spec, counter = self.node.loop, self.job.counter
         assert spec is not None
         upstream = self.job.inputs[0] if spec.upstream is not None else None
         feedback = self.job.inputs[-1]
         events: queue.Queue[tuple[str, bytes]] = queue.Queue()
         credit = threading.Semaphore(1)
-        self._enter(gate.seed, counter)
+        self._enter(self.node.gate.seed, counter)
         if upstream is not None:
             _pump(upstream, "up", events, credit)
         _pump(feedback, "back", events, None)
@@ -226,7 +226,7 @@ class _Worker:
                     counter.value += len(back) - len(items)
 
     def _enter(self, items: list[Any], counter: Any) -> None:
-        items = self.node.stage.enter(list(items))
+        items = self.node.gate.enter(list(items))
         if items:
             with counter.get_lock():
                 counter.value += len(items)
@@ -392,10 +392,11 @@ class _Worker:
         for port, items in enumerate(self.out):
             if not items:
                 continue
-            if self.since[port] is None:
-                self.since[port] = chunk_start
+            since = self.since[port]
+            if since is None:
+                since = self.since[port] = chunk_start
             limit = self._batch_limit(port)
-            if len(items) >= limit or now - self.since[port] + self.per_item >= LINGER:
+            if len(items) >= limit or now - since + self.per_item >= LINGER:
                 self._flush(port)
 
     def _batch_limit(self, port: int) -> int:

@@ -11,6 +11,7 @@ then join and close everything.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import pickle
@@ -25,7 +26,7 @@ import multiprocess
 from multiprocess.connection import wait
 
 from .._plan import Plan
-from ..errors import FlowTimeout, GraphError, StageError, WorkerDied
+from ..errors import FlowTimeout, GraphError, WorkerDied
 from ._base import Execution, Executor
 from ._channel import Channel, ControlPipe
 from ._codec import EOS, decode, encode
@@ -116,7 +117,7 @@ class _ProcessExecution(Execution):
                 job = Job(node, w, [self.channels[c] for c in node.inputs],
                           [[self.channels[c] for c in port] for port in node.outputs],
                           self.control, ordering, levels,
-                          [(counters[g], self.channels[self.plan.nodes[g].loop.feedback])
+                          [(counters[g], self.channels[_feedback(self.plan, g)])
                            for g in node.regions],
                           counters.get(node.id))
                 proc = self.ctx.Process(target=worker_main, args=(job,),
@@ -228,11 +229,15 @@ def _close_abandoned() -> None:
         execution.close()
 
 
+def _feedback(plan: Plan, gate: int) -> int:
+    loop = plan.nodes[gate].loop
+    assert loop is not None
+    return loop.feedback
+
+
 def _signal(proc: Any, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, TypeError):
         os.kill(proc.pid, sig)
-    except (ProcessLookupError, TypeError):
-        pass
 
 
 def _check_serialisable(plan: Plan, method: str) -> None:

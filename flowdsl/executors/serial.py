@@ -42,7 +42,7 @@ class _SerialExecution(Execution):
         self.runners = [Runner(n.stage, n.name, n.arity, len(n.outputs),
                                copy_functor=True, envelope=n.envelope) for n in plan.nodes]
         self.work: deque[tuple[int, int, Any]] = deque()
-        self.pending = [[deque() for _ in n.inputs] for n in plan.nodes]
+        self.pending: list[list[deque[Any]]] = [[deque() for _ in n.inputs] for n in plan.nodes]
         self.ports_open = [len(n.inputs) for n in plan.nodes]
         self.leftovers = [0] * len(plan.nodes)
         self.live = [len(c.producers) for c in plan.channels]
@@ -69,7 +69,7 @@ class _SerialExecution(Execution):
                     self.work.extend((n, p, _EOS) for n, p in ch.consumers if n != DRIVER)
             for node in self.plan.nodes:
                 if node.loop is not None:
-                    self._enter(node.id, node.stage.seed)
+                    self._enter(node.id, node.gate.seed)
             yield from self._drain()
             sources = {n.id: self.runners[n.id].iterate()
                        for n in self.plan.nodes if n.kind == "source"}
@@ -171,7 +171,7 @@ class _SerialExecution(Execution):
         self._maybe_close_loop(gid)
 
     def _enter(self, gid: int, items: Any) -> None:
-        items = self.plan.nodes[gid].stage.enter(list(items))
+        items = self.plan.nodes[gid].gate.enter(list(items))
         self.in_flight[gid] += len(items)
         self._emit(gid, [items, []])
         self._maybe_close_loop(gid)
@@ -260,7 +260,7 @@ class _SerialExecution(Execution):
                 r.close()
             except Exception as exc:
                 first = first or exc
-        for node, r in zip(self.plan.nodes, self.runners):
+        for node, r in zip(self.plan.nodes, self.runners, strict=False):
             if not node.hidden:
                 self.report.stages[node.name].add(r.items_in, r.items_out, r.errors,
                                                   self.busy[node.id])
