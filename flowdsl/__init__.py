@@ -14,13 +14,14 @@ from ._minipipe import PipeLine, PipeSystem, Stream
 from ._report import RunReport, StageStats
 from ._sentinel import Sentinel
 from ._stages import Regulator, Sink, Source, Stage, Transform, sink, source, transform
-from .errors import FlowError, FlowTimeout, GraphError, StageError, StopFlow, WorkerDied
+from .errors import Failure, FlowError, FlowTimeout, GraphError, StageError, StopFlow, WorkerDied
 from .executors import Executor, ProcessExecutor, SerialExecutor
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Executor",
+    "Failure",
     "Flow",
     "FlowError",
     "FlowTimeout",

@@ -25,9 +25,10 @@ if TYPE_CHECKING:
     from ._report import RunReport
     from ._stages import Stage
 
-__all__ = ["Composable", "Edge", "Flow", "Node", "as_flow", "merge"]
+__all__ = ["DEAD_LETTER", "Composable", "Edge", "Flow", "Node", "as_flow", "merge"]
 
 _ids = itertools.count()
+DEAD_LETTER = -1  # the output port of failed items, placed after the others by the planner
 
 
 @dataclass(frozen=True, eq=False)

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._flow import Edge, Flow, Node
+from ._flow import DEAD_LETTER, Edge, Flow, Node
 from ._loop import LoopGate
 from ._stages import Stage
 from .errors import GraphError
@@ -54,6 +54,7 @@ class NodeSpec:
     loop: LoopSpec | None = None  # set on the gate of a loop
     regions: tuple[int, ...] = ()  # gates of the loops this node is inside
     envelope: bool = False  # items inside a max_iterations loop are (passes, item)
+    dead_letter: int | None = None  # the output port of failed items, if routed
 
 
     @property
@@ -145,8 +146,12 @@ def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
             missing = sorted(set(range(n_in)) - set(inputs[i]))
             raise GraphError(f"stage {names[i]!r} has no upstream for input {missing[0]}")
         n_out = max(max(outputs[i], default=-1) + 1, len(node.stage.downstreams))
-        specs.append(NodeSpec(i, names[i], node.stage, [inputs[i][k] for k in range(n_in)],
-                              [outputs[i].get(k, []) for k in range(n_out)]))
+        spec = NodeSpec(i, names[i], node.stage, [inputs[i][k] for k in range(n_in)],
+                        [outputs[i].get(k, []) for k in range(n_out)])
+        if DEAD_LETTER in outputs[i]:  # failures get the last port
+            spec.dead_letter = n_out
+            spec.outputs.append(outputs[i][DEAD_LETTER])
+        specs.append(spec)
     plan = Plan(specs, channels, result)
     _mark_regions(plan, nodes, index)
     for spec in specs:
@@ -243,7 +248,8 @@ def _check_node(spec: NodeSpec, plan: Plan) -> None:
                              f"it, e.g. my_source >> {name}")
         if not callable(stage.callable):
             raise GraphError(f"{stage.kind} {name!r}: {stage.functor_obj!r} is not callable")
-    if stage.kind == "sink" and any(spec.outputs):
+    regular = spec.outputs[:spec.dead_letter] if spec.dead_letter is not None else spec.outputs
+    if stage.kind == "sink" and any(regular):
         raise GraphError(f"sink {name!r} cannot have a downstream")
     if type(stage).__name__ == "Regulator":
         return

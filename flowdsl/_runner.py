@@ -11,13 +11,14 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import pickle
 import traceback
 from collections.abc import Iterator
 from typing import Any
 
 from ._sentinel import Sentinel, is_sentinel
 from ._stages import Regulator, Stage
-from .errors import StageError, StopFlow
+from .errors import Failure, StageError, StopFlow
 
 __all__ = ["Cancelled", "Runner", "StageDone"]
 
@@ -40,12 +41,16 @@ class Runner:
     """Runs the user code of stage ``name`` in worker ``worker``."""
 
     def __init__(self, stage: Stage, name: str, arity: int, n_outputs: int,
-                 worker: int = 0, copy_functor: bool = False, envelope: bool = False) -> None:
+                 worker: int = 0, copy_functor: bool = False, envelope: bool = False,
+                 dead_letter: int | None = None) -> None:
         self.stage = stage
         self.name = name
         self.worker = worker
         self.arity = arity
-        self.n_outputs = n_outputs
+        self.dead_letter = dead_letter  # the port of failed items, if routed
+        self.n_outputs = n_outputs - (dead_letter is not None)  # ports of results
+        self.retries = stage.retries
+        self.skip = stage.on_error == "skip"
         functor = stage.functor_obj
         if copy_functor and not (inspect.isfunction(functor) or inspect.isgenerator(functor)
                                  or inspect.isbuiltin(functor) or inspect.ismethod(functor)):
@@ -126,7 +131,8 @@ class Runner:
         while start < len(batch):
             start = self._process_from(batch, start, out)
 
-    def _process_from(self, batch: list[Any], start: int, out: list[list[Any]]) -> int:
+    def _process_from(self, batch: list[Any], start: int, out: list[list[Any]],
+                      catch: bool = True) -> int:
         f, args, kwargs = self.call, self.args, self.kwargs
         zipped = self.arity > 1
         i = start
@@ -159,11 +165,36 @@ class Runner:
         except _PASS:
             raise
         except BaseException as exc:
-            if not self._ignored(exc, batch[i]):
-                raise self._error(exc, batch[i]) from exc
+            if not catch:
+                raise
+            self._failed(exc, batch[i], out)
         else:
             return len(batch)
         return i + 1
+
+    def _failed(self, exc: BaseException, x: Any, out: list[list[Any]]) -> None:
+        """An item's call raised: retry it, then skip it, route it, or raise."""
+        for _ in range(self.retries):
+            tmp: list[list[Any]] = [[] for _ in out]
+            try:
+                self._process_from([x], 0, tmp, catch=False)
+            except _PASS:
+                raise
+            except BaseException as again:
+                exc = again
+            else:
+                for port, items in zip(out, tmp, strict=False):
+                    port.extend(items)
+                return
+        if self._ignored(exc, x):
+            return
+        if self.dead_letter is not None:
+            self.errors += 1
+            log.warning("sent item %s to the dead letters after %s: %s", _repr(x),
+                        type(exc).__name__, exc, extra={"stage": self.name, "worker": self.worker})
+            out[self.dead_letter].append(_failure(self, exc, x))
+            return
+        raise self._error(exc, x) from exc
 
     def _emit(self, r: Any, out: list[list[Any]]) -> None:
         if is_sentinel(r):
@@ -230,7 +261,7 @@ class Runner:
             raise self._error(exc, item, hook=getattr(f, "__name__", None)) from exc
 
     def _ignored(self, exc: BaseException, item: Any) -> bool:
-        if self.ignore and isinstance(exc, self.ignore):
+        if self.skip or (self.ignore and isinstance(exc, self.ignore)):
             self.errors += 1
             log.warning("ignored %s on item %s: %s", type(exc).__name__, _repr(item), exc,
                         extra={"stage": self.name, "worker": self.worker})
@@ -245,6 +276,17 @@ class Runner:
             "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
             f"{type(exc).__name__}{where}: {exc}",
         )
+
+
+def _failure(runner: Runner, exc: BaseException, item: Any) -> Failure:
+    try:
+        pickle.loads(pickle.dumps(exc))
+        kept: BaseException | None = exc
+    except Exception:
+        kept = None  # it could not reach the dead-letter stage: keep the text
+    return Failure(runner.name, item, f"{type(exc).__name__}: {exc}", kept,
+                   "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+                   runner.worker)
 
 
 def _first_failing(gate: Any, items: list[Any]) -> Any:

@@ -19,7 +19,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
-from ._flow import Composable, Flow, Node
+from ._flow import DEAD_LETTER, Composable, Edge, Flow, Node
 
 __all__ = [
     "Regulator",
@@ -60,6 +60,8 @@ class Stage(Composable):
         workers: int = 1,
         buffer: int | None = None,
         ordered: bool = True,
+        on_error: Any = "raise",
+        retries: int = 0,
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -79,6 +81,8 @@ class Stage(Composable):
         self.workers = _check_workers(self.name, workers)
         self.buffer = _check_buffer(self.name, buffer)
         self.ordered = bool(ordered)
+        self.on_error = _check_on_error(self.name, self.kind, on_error)
+        self.retries = _check_retries(self.name, retries)
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
         self.term_flag: Any = None
@@ -121,7 +125,12 @@ class Stage(Composable):
         node = Node(self)
         inlets = () if self.kind == "source" else (node,)
         outlets = () if self.kind == "sink" else (((node, 0),),)
-        return Flow((node,), (), inlets, outlets)
+        flow = Flow((node,), (), inlets, outlets)
+        if isinstance(self.on_error, Stage):  # failed items go to a dead-letter stage
+            letters = self.on_error._as_flow()
+            edges = tuple(Edge(node, DEAD_LETTER, n, 0) for n in letters.inlets)
+            flow = Flow.union([flow, letters], inlets, outlets, edges)
+        return flow
 
     # -- configuration -------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Stage:
@@ -142,6 +151,8 @@ class Stage(Composable):
             setattr(new, key, value)
         new.workers = _check_workers(new.name, new.workers)
         new.buffer = _check_buffer(new.name, new.buffer)
+        new.on_error = _check_on_error(new.name, new.kind, new.on_error)
+        new.retries = _check_retries(new.name, new.retries)
         return new
 
     def _check_binding(self) -> None:
@@ -263,7 +274,8 @@ class Regulator(Transform):
         return False
 
 
-_OPTIONS = {"name", "workers", "buffer", "ordered", "ignore_exceptions", "init_kwargs"}
+_OPTIONS = {"name", "workers", "buffer", "ordered", "ignore_exceptions", "init_kwargs",
+            "on_error", "retries"}
 
 
 class StageClass:
@@ -318,19 +330,28 @@ def source(obj: Any = None, *, name: str | None = None, workers: int = 1,
 
 
 def transform(obj: Any = None, *, name: str | None = None, workers: int = 1,
-              buffer: int | None = None, ordered: bool = True) -> Any:
+              buffer: int | None = None, ordered: bool = True, on_error: Any = "raise",
+              retries: int = 0) -> Any:
     """Make a transform: one item in, one result out (``None``: no output; a
     generator function emits everything it yields).  ``workers`` processes run it;
     with ``ordered`` (the default) outputs keep the input order; ``buffer`` bounds
-    the queue in front of it, in items."""
+    the queue in front of it, in items.
+
+    An item whose call raises is tried again up to ``retries`` times, then
+    ``on_error`` decides: ``"raise"`` stops the flow with a StageError,
+    ``"skip"`` logs and counts it, a stage (a dead-letter sink) receives a
+    :class:`~flowdsl.Failure` for it."""
     return _decorate(Transform, obj, {"name": name, "workers": workers, "buffer": buffer,
-                                      "ordered": ordered})
+                                      "ordered": ordered, "on_error": on_error,
+                                      "retries": retries})
 
 
 def sink(obj: Any = None, *, name: str | None = None, workers: int = 1,
-         buffer: int | None = None) -> Any:
-    """Make a sink: it consumes items; its return value is ignored."""
-    return _decorate(Sink, obj, {"name": name, "workers": workers, "buffer": buffer})
+         buffer: int | None = None, on_error: Any = "raise", retries: int = 0) -> Any:
+    """Make a sink: it consumes items; its return value is ignored.  ``on_error``
+    and ``retries`` as for :func:`transform`."""
+    return _decorate(Sink, obj, {"name": name, "workers": workers, "buffer": buffer,
+                                 "on_error": on_error, "retries": retries})
 
 
 def as_stage(obj: Any) -> Stage:
@@ -384,6 +405,24 @@ def _check_workers(name: str, workers: Any) -> int:
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"stage {name!r}: workers must be an integer >= 1, got {workers!r}")
     return workers
+
+
+def _check_on_error(name: str, kind: str, on_error: Any) -> Any:
+    if on_error in ("raise", "skip"):
+        if on_error == "skip" and kind == "source":
+            raise ValueError(f"source {name!r}: a generator that raised cannot go on, so "
+                             f"on_error='skip' is for transforms and sinks")
+        return on_error
+    if isinstance(on_error, Stage) and on_error.kind in ("transform", "sink"):
+        return on_error
+    raise ValueError(f"stage {name!r}: on_error must be 'raise', 'skip' or a sink or "
+                     f"transform stage to receive the failures, got {on_error!r}")
+
+
+def _check_retries(name: str, retries: Any) -> int:
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ValueError(f"stage {name!r}: retries must be an integer >= 0, got {retries!r}")
+    return retries
 
 
 def _check_buffer(name: str, buffer: Any) -> int | None:

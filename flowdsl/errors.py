@@ -8,7 +8,11 @@ All of them pickle, because they cross process boundaries.
 
 from __future__ import annotations
 
-__all__ = ["FlowError", "FlowTimeout", "GraphError", "StageError", "StopFlow", "WorkerDied"]
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Failure", "FlowError", "FlowTimeout", "GraphError", "StageError", "StopFlow",
+           "WorkerDied"]
 
 
 class FlowError(Exception):
@@ -82,3 +86,20 @@ class StopFlow(Exception):
     Not an error: the run ends as if every source were exhausted, and items
     already in flight are dropped.
     """
+
+
+@dataclass
+class Failure:
+    """What a dead-letter stage receives for an item that failed.
+
+    ``stage`` and ``worker`` say where, ``item`` is the item itself, ``error`` the
+    exception as text, ``exception`` the exception (``None`` if it could not be
+    sent between processes), ``traceback`` the formatted traceback.
+    """
+
+    stage: str
+    item: Any
+    error: str
+    exception: BaseException | None
+    traceback: str
+    worker: int = 0

@@ -85,7 +85,7 @@ class _Worker:
         node = job.node
         self.node = node
         self.runner = Runner(node.stage, node.name, node.arity, len(node.outputs), job.worker,
-                             envelope=node.envelope)
+                             envelope=node.envelope, dead_letter=node.dead_letter)
         self.out: list[list[Any]] = [[] for _ in node.outputs]
         self.since: list[float | None] = [None] * len(node.outputs)
         self.per_item = 0.0
@@ -434,7 +434,8 @@ class _Worker:
                 self.node.name, repr(bad)[:200], self.job.worker, traceback.format_exc(),
                 f"output cannot be serialised to send downstream: {type(exc).__name__}: {exc}",
             ) from exc
-        self.runner.items_out += len(items)
+        if port != self.node.dead_letter:
+            self.runner.items_out += len(items)
         items.clear()
         for ch in self.job.outputs[port]:
             ch.put(data)

@@ -40,7 +40,8 @@ class _SerialExecution(Execution):
         self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.runners = [Runner(n.stage, n.name, n.arity, len(n.outputs),
-                               copy_functor=True, envelope=n.envelope) for n in plan.nodes]
+                               copy_functor=True, envelope=n.envelope, dead_letter=n.dead_letter)
+                        for n in plan.nodes]
         self.work: deque[tuple[int, int, Any]] = deque()
         self.pending: list[list[deque[Any]]] = [[deque() for _ in n.inputs] for n in plan.nodes]
         self.ports_open = [len(n.inputs) for n in plan.nodes]
@@ -191,7 +192,8 @@ class _SerialExecution(Execution):
             for ch in node.outputs[port]:
                 for y in items:
                     self._deliver(ch, y)
-        self.runners[nid].items_out += sum(map(len, out))
+        dead = node.dead_letter
+        self.runners[nid].items_out += sum(len(o) for p, o in enumerate(out) if p != dead)
 
     def _deliver(self, ch: int, x: Any) -> None:
         consumers = self.plan.channels[ch].consumers
