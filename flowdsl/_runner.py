@@ -196,6 +196,12 @@ class Runner:
             return
         raise self._error(exc, x) from exc
 
+    def split(self, items: Iterator[Any], out: list[list[Any]]) -> Iterator[None]:
+        """Route each item of a multi-port source into ``out``, yielding once per item."""
+        for x in items:
+            self._emit(x, out)
+            yield None
+
     def _emit(self, r: Any, out: list[list[Any]]) -> None:
         if is_sentinel(r):
             raise StageDone

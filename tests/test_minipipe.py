@@ -301,3 +301,22 @@ def test_build_leaves_configured_logging_alone(caplog):
     before = list(logging.getLogger("flowdsl").handlers)
     mp.PipeLine().add(mp.Source(iter([1]), "a")).add(mp.Sink(print, "b")).build()
     assert logging.getLogger("flowdsl").handlers == before
+
+
+def test_source_with_several_downstreams_splits_by_position(tmp_path):
+    a, b = mp.Stream(), mp.Stream()
+    out_a, out_b = tmp_path / "a", tmp_path / "b"
+
+    def pairs():
+        for i in range(4):
+            yield i, (None if i % 2 else -i)
+
+    pipes = [mp.Source(pairs(), "src", downstreams=[a, b]),
+             mp.Sink(Collect(str(out_a)), "a", upstreams=[a]),
+             mp.Sink(Collect(str(out_b)), "b", upstreams=[b])]
+    psys = mp.PipeSystem(pipes)
+    psys.build()
+    psys.run()
+    psys.close()
+    assert seen(out_a) == [0, 1, 2, 3]
+    assert seen(out_b) == [0, -2]

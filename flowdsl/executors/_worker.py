@@ -66,17 +66,23 @@ def worker_main(job: Job) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     signal.signal(signal.SIGTERM, _cancel)
+    global _exiting
     try:
         _die_with_parent()
         _forward_logging(job)
         _Worker(job).run()
+        _exiting = True
     except Cancelled:  # stopped before it could start: nothing to clean up
-        pass
+        _exiting = True
+
+
+_exiting = False  # set once the worker is done: a late SIGTERM must not interrupt exit
 
 
 def _cancel(signum: int, frame: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise Cancelled()
+    if not _exiting:
+        raise Cancelled()
 
 
 class _Worker:
@@ -150,15 +156,17 @@ class _Worker:
 
     # -- sources ---------------------------------------------------------------------
     def _run_source(self) -> None:
-        out0 = self.out[0] if self.out else []
         items = self.runner.iterate()
+        append = self.out[0].append if self.out else _ignore
+        if self.runner.n_outputs > 1:  # several downstreams split each tuple
+            items, append = self.runner.split(items, self.out), _ignore
         flag = self.flag
         while True:
             k = self.chunk
             t = time.perf_counter()
             n = 0
             for x in items:
-                out0.append(x)
+                append(x)
                 n += 1
                 if n >= k:
                     break
@@ -450,6 +458,10 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except Exception:  # not Linux: the driver's teardown is the only guard
         pass
+
+
+def _ignore(_: Any) -> None:
+    pass
 
 
 def _pump(ch: Channel, tag: str, events: Any, credit: Any) -> None:

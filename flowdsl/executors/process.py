@@ -216,6 +216,7 @@ class _ProcessExecution(Execution):
                 _signal(p, signal.SIGKILL)
         for _, _, p in self.procs.values():
             p.join()
+            p.close()  # its sentinel pipe now, not at garbage collection
 
 
 _live: weakref.WeakSet[_ProcessExecution] = weakref.WeakSet()

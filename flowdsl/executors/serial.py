@@ -86,7 +86,9 @@ class _SerialExecution(Execution):
                         del sources[nid]
                         self._end(nid)
                     else:
-                        self._emit(nid, [[x]])
+                        out: list[list[Any]] = [[] for _ in self.plan.nodes[nid].outputs]
+                        self._split(nid, x, out)
+                        self._emit(nid, out)
                     yield from self._drain()
             for nid, ended in enumerate(self.ended):  # cycles fed only by seeds
                 if not ended:
@@ -185,6 +187,13 @@ class _SerialExecution(Execution):
     def _maybe_close_loop(self, gid: int) -> None:
         if self.upstream_done[gid] and self.in_flight[gid] == 0:
             self._close_port(gid, 0)  # nothing left inside: end the body's input
+
+    def _split(self, nid: int, x: Any, out: list[list[Any]]) -> None:
+        if len(out) > 1:
+            for _ in self.runners[nid].split(iter([x]), out):
+                pass
+        elif out:
+            out[0].append(x)
 
     def _emit(self, nid: int, out: list[list[Any]]) -> None:
         node = self.plan.nodes[nid]

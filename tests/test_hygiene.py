@@ -1,0 +1,37 @@
+"""Many runs in a row leave no process, file descriptor or shared memory behind."""
+
+import os
+
+import psutil
+import pytest
+from helpers import fail_on, ignore, inc, numbers
+
+from flowdsl import StageError
+
+
+def _fds():
+    return psutil.Process().num_fds()
+
+
+def _shm():
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+@pytest.mark.timeout(120)
+def test_runs_of_every_kind_leave_nothing_behind():
+    (numbers(10) >> inc >> ignore).run()  # warm up lazily created resources
+    fds, shm = _fds(), _shm()
+    for i in range(300):
+        kind = i % 3
+        if kind == 0:
+            (numbers(50) >> inc.options(workers=2) >> ignore).run()
+        elif kind == 1:
+            with pytest.raises(StageError):
+                (numbers(50) >> fail_on(bad=7) >> ignore).run()
+        else:
+            for x in (numbers(10 ** 9) >> inc).iterate():
+                if x > 20:
+                    break
+    assert _fds() <= fds
+    assert _shm() <= shm
+    assert not psutil.Process().children(recursive=True)
