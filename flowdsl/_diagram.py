@@ -14,6 +14,7 @@ inline display of a flow never raises.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import subprocess
@@ -166,7 +167,7 @@ def _digraph(plan: Plan, draw_streams: bool) -> graphviz.Digraph:
     import graphviz
 
     found = links(plan)
-    dot = graphviz.Digraph("flow", node_attr={"fontname": "Helvetica", "fontsize": "11"},
+    dot = _diagram_class()("flow", node_attr={"fontname": "Helvetica", "fontsize": "11"},
                            edge_attr={"fontname": "Helvetica", "fontsize": "9"})
     for spec in _visible(plan):
         dot.node(f"n{spec.id}", graphviz.escape(_label(spec)),
@@ -311,6 +312,28 @@ def mimebundle(flow: Flow) -> dict[str, str]:
     if svg is not None:
         bundle["image/svg+xml"] = svg
     return bundle
+
+
+@functools.cache
+def _diagram_class() -> type[graphviz.Digraph]:
+    """``graphviz.Digraph`` whose notebook display never raises: it renders with
+    ``dot``, else ``graphviz-pure``, else shows the DOT source as text."""
+    import graphviz
+
+    class Diagram(graphviz.Digraph):
+        def _repr_mimebundle_(self, include: Any = None, exclude: Any = None,
+                              **_: Any) -> dict[str, Any]:
+            try:
+                svg = render_svg(self.source)
+            except Exception:  # never break the notebook
+                svg = None
+            bundle: dict[str, Any] = {"text/plain": self.source}
+            if svg is not None:
+                bundle["image/svg+xml"] = svg
+            return bundle
+
+    Diagram.__module__ = "flowdsl"
+    return Diagram
 
 
 def render_svg(dot_source: str) -> str | None:

@@ -146,7 +146,7 @@ class Flow(Composable):
         return [n.stage for n in self.nodes]
 
     def __repr__(self) -> str:
-        names = " , ".join(n.stage.name for n in self.nodes)
+        names = ", ".join(n.stage.name for n in self.nodes)
         return f"<Flow of {len(self.nodes)} stages: {names}>"
 
     @staticmethod

@@ -149,6 +149,8 @@ class Stage(Composable):
             if key not in _OPTIONS:
                 raise TypeError(f"stage {self.name!r}: unknown option {key!r}")
             setattr(new, key, value)
+        new.ignore_exceptions = tuple(new.ignore_exceptions or ())
+        new.init_kwargs = dict(new.init_kwargs or {})
         new.workers = _check_workers(new.name, new.workers)
         new.buffer = _check_buffer(new.name, new.buffer)
         new.on_error = _check_on_error(new.name, new.kind, new.on_error)
@@ -442,7 +444,10 @@ def _reroute(obj: Any, attr: str) -> tuple[str, str] | None:
     module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
     if not module or "<locals>" in qualname:
         return None
-    obj.__qualname__ = f"{qualname}.{attr}"
+    try:
+        obj.__qualname__ = f"{qualname}.{attr}"
+    except (AttributeError, TypeError):  # a builtin: pickles by its own name anyway
+        return None
     return module, qualname
 
 

@@ -178,7 +178,7 @@ def _no_renderer(monkeypatch, tmp_path, exe=None):
 def test_mimebundle_falls_back_to_text_without_renderer(monkeypatch, tmp_path):
     _no_renderer(monkeypatch, tmp_path)
     bundle = (numbers >> inc >> ignore)._repr_mimebundle_()
-    assert bundle == {"text/plain": "<Flow of 3 stages: numbers , inc , ignore>\n"
+    assert bundle == {"text/plain": "<Flow of 3 stages: numbers, inc, ignore>\n"
                                     "numbers -> inc -> ignore"}
     assert render_svg("digraph { a -> b }") is None
 
@@ -212,7 +212,7 @@ def test_mimebundle_never_raises_even_if_drawing_fails(monkeypatch):
     assert list(bundle) == ["text/plain"]
     monkeypatch.setattr(diagram_module, "to_text", explode)
     assert (numbers >> inc)._repr_mimebundle_() == {
-        "text/plain": "<Flow of 2 stages: numbers , inc>"}
+        "text/plain": "<Flow of 2 stages: numbers, inc>"}
 
 
 class _Stream:
@@ -240,3 +240,13 @@ def test_cycle_through_explicit_streams_is_drawn_as_a_back_edge():
         ("n0", "s0", {}), ("n1", "s1", {}),
         ("n2", "s0", {"constraint": "false", "style": "dashed"}),
         ("s0", "n1", {}), ("s1", "n2", {})]
+
+
+def test_diagram_object_displays_without_dot(monkeypatch):
+    """flow.diagram() at the end of a notebook cell must never raise."""
+    from flowdsl import _diagram
+
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.setattr(_diagram, "find_renderer", lambda: None)
+    bundle = (numbers(2) >> inc).diagram()._repr_mimebundle_()
+    assert "digraph" in bundle["text/plain"] and "image/svg+xml" not in bundle

@@ -4,6 +4,7 @@ import os
 
 import psutil
 import pytest
+from conftest import _children
 from helpers import fail_on, ignore, inc, numbers
 
 from flowdsl import StageError
@@ -34,4 +35,4 @@ def test_runs_of_every_kind_leave_nothing_behind():
                     break
     assert _fds() <= fds
     assert _shm() <= shm
-    assert not psutil.Process().children(recursive=True)
+    assert not _children()

@@ -120,3 +120,14 @@ def test_public_reprs_name_public_home():
     assert Transform.__module__ == "flowdsl"
     assert repr(inc) == "Transform('inc')"
     assert flowdsl.StageError.__module__ == "flowdsl"
+
+
+def test_builtins_can_be_decorated():
+    shout = transform(str.upper)
+    assert shout.func("a") == "A"
+    assert sink(print).name == "print"
+
+
+def test_options_accept_lists_for_ignore_exceptions():
+    stage = inc.options(ignore_exceptions=[KeyError])
+    assert stage.ignore_exceptions == (KeyError,)

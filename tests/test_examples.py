@@ -1,0 +1,128 @@
+"""The examples run: every script in examples/ and every notebook in examples/notebooks/."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+SCRIPTS = sorted(EXAMPLES.rglob("*.py"))
+NOTEBOOKS = sorted((EXAMPLES / "notebooks").glob("*.ipynb"))
+
+FIBONACCI = [0, 1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 987]
+FIB_LINES = "\n".join(map(str, FIBONACCI)) + "\n"
+NEEDS_MATPLOTLIB = {"stateful_functors.py", "minipipe/stateful_functors.py"}
+
+# What each script must print: (snippets of stdout, snippets of stderr).
+EXPECTED = {
+    "quickstart.py": (["last moving average:", "RunReport(process"], []),
+    "toy_pipeline.py": (["x = 81", "square \N{MULTIPLICATION SIGN}2", "bottleneck:"], []),
+    "pipesystem.py": (["[[0, 1, 2], [3, 4, 5]]\n", "[[0, 1, 2], [3, 4, 5], [6]]\n"], []),
+    "model_search.py": (["best architecture: numpy-256"], []),
+    "loops.py": ([FIB_LINES, "stopped by StopFlow: True", "9 reaches 1 after 19 steps",
+                  "sqrt(2) = 1.41421356237", "sqrt(1e+06) = 1000\n"], []),
+    "stateful_functors.py": ([FIB_LINES, "saved moving_average.png (100 steps)"], []),
+    "etl.py": (["9 rows read, 7 kept", "'apples': {'quantity': 15, 'revenue': 7.65}",
+                "2024-01-09,S2,pears,6,0.8,4.8"],
+               ["skipping north/2024-01.csv:4: bad number",
+                "skipping south/2024-01.csv:3: quantity -1"]),
+    "minipipe/stateful_functors.py": (
+        [FIB_LINES],
+        ["INFO - random_walk - End of stream", "INFO - random_walk - Local termination",
+         "INFO - moving_avg - Local termination", "INFO - fib - Local termination"]),
+    "minipipe/toy_pipeline.py": (
+        ["x = 81", "serial loop:", "PipeLine, 2 processes on trans:",
+         "trans \N{MULTIPLICATION SIGN}2"], []),
+    "minipipe/pipesystem.py": ([], ["INFO - batcher - End of stream",
+                                    "INFO - print_gt_1 - Local termination"]),
+    "minipipe/model_search.py": (["[numpy-4]Epoch 9: AUC", "best architecture: numpy-256"], []),
+}
+
+
+def _env():
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    # Buffered output: a print() from a worker reaches the pipe in one write, so lines
+    # of concurrent workers do not interleave.
+    env.pop("PYTHONUNBUFFERED", None)
+    return env
+
+
+def _name(path):
+    return path.relative_to(EXAMPLES).as_posix()
+
+
+def test_every_script_has_expectations():
+    assert sorted(_name(p) for p in SCRIPTS) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=_name)
+def test_script_runs(script, tmp_path):
+    name = _name(script)
+    if name in NEEDS_MATPLOTLIB:
+        pytest.importorskip("matplotlib")
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=_env(),
+                            capture_output=True, text=True, timeout=50)
+    assert result.returncode == 0, result.stderr
+    out, err = EXPECTED.get(name, ([], []))
+    for snippet in out:
+        assert snippet in result.stdout, f"{snippet!r} not in the output of {name}"
+    for snippet in err:
+        assert snippet in result.stderr, f"{snippet!r} not in the log of {name}"
+    if name == "minipipe/stateful_functors.py":  # minipipe's page printed exactly this
+        assert result.stdout.split() == [str(x) for x in FIBONACCI]
+    if name == "stateful_functors.py":  # the plot, saved by the sink's worker
+        assert (tmp_path / "moving_average.png").stat().st_size > 0
+    if name.endswith("pipesystem.py"):  # 2 sources x 5 arrays x 2 batches, none lost
+        sums = [ln for ln in result.stdout.splitlines() if ln.startswith(("1 <", "1 >"))]
+        assert len(sums) == 20
+
+
+# -- notebooks -------------------------------------------------------------------------
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs(notebook, tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    if notebook.name == "stateful_functors.ipynb":
+        pytest.importorskip("matplotlib")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    book = nbformat.read(notebook, as_version=4)
+    client = nbclient.NotebookClient(book, kernel_name="python3", timeout=90,
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()  # raises CellExecutionError, naming the cell, on any error
+    printed = "".join(o.get("text", "") for cell in book.cells if cell.cell_type == "code"
+                      for o in cell.outputs if o.output_type == "stream")
+    if notebook.name in ("stateful_functors.ipynb", "loops.ipynb"):
+        assert FIB_LINES in printed
+    if notebook.name == "stateful_functors.ipynb":
+        assert (tmp_path / "moving_average.png").stat().st_size > 0
+        assert "moving_avg - Local termination" in printed
+
+
+def test_notebooks_are_stored_without_outputs():
+    assert NOTEBOOKS, "no notebooks found"
+    for notebook in NOTEBOOKS:
+        cells = json.loads(notebook.read_text())["cells"]
+        for cell in cells:
+            if cell["cell_type"] == "code":
+                assert cell["outputs"] == [], f"{notebook.name} has outputs"
+                assert cell["execution_count"] is None, f"{notebook.name} has counts"
+
+
+def test_examples_pass_ruff():
+    pytest.importorskip("ruff")
+    # minipipe's "Stateful Functors" page, kept as it was written
+    verbatim = ["examples/minipipe/stateful_functors.py",
+                "examples/notebooks/stateful_functors.ipynb"]
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache",
+         "--extend-exclude", ",".join(verbatim),
+         "examples", "tests/test_examples.py", "tests/test_docs.py"],
+        cwd=ROOT, capture_output=True, text=True, timeout=50)
+    assert result.returncode == 0, result.stdout + result.stderr
