@@ -79,6 +79,11 @@ def worker_main(job: Job) -> None:
 _exiting = False  # set once the worker is done: a late SIGTERM must not interrupt exit
 
 
+def _shield() -> None:
+    """Ignore SIGTERM from now on (the worker is finishing)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _cancel(signum: int, frame: Any) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if not _exiting:
@@ -105,7 +110,7 @@ class _Worker:
 
     # -- lifecycle -------------------------------------------------------------------
     def run(self) -> None:
-        status = "ok"
+        status, report = "ok", None
         try:
             self.runner.open()
             try:
@@ -121,26 +126,29 @@ class _Worker:
                 self._stop_early()
             for port in range(len(self.out)):
                 self._close_port(port)
+            _shield()
         except Cancelled:
             status = "cancelled"
         except StopFlow:
-            status = "stop"
-            self._send("stop", None)
+            _shield()
+            status, report = "stop", None
         except StageError as exc:
-            status = "error"
-            self._send("error", exc)
+            _shield()
+            status, report = "error", exc
         except BaseException as exc:  # a bug of ours: report it like user code
-            status = "error"
-            self._send("error", StageError(
+            _shield()
+            status, report = "error", StageError(
                 self.node.name, None, self.job.worker, traceback.format_exc(),
-                f"internal error: {type(exc).__name__}: {exc}"))
+                f"internal error: {type(exc).__name__}: {exc}")
+        # From here the worker finishes on its own: local_term is not interrupted
+        # by the driver's SIGTERM, only bounded by its SIGKILL after the grace period.
+        if status in ("stop", "error"):
+            self._send(status, report)
         try:
             self.runner.close()
         except StageError as exc:
             if status == "ok":
                 self._send("error", exc)
-        except Cancelled:
-            pass
         r = self.runner
         self._send("done", (r.items_in, r.items_out, r.errors, self.busy))
 
