@@ -389,10 +389,11 @@ class _Worker:
         ordering = self.job.ordering
         assert ordering is not None
         with ordering.turn:
-            while ordering.next_emit.value != seq:
+            while ordering.next_emit.value < seq:
                 ordering.turn.wait()
             self._flush_all()
-            ordering.next_emit.value = seq + 1
+            if ordering.next_emit.value == seq:  # not if a worker stopped: order is moot
+                ordering.next_emit.value = seq + 1
             ordering.turn.notify_all()
 
     # -- batching ----------------------------------------------------------------------

@@ -54,6 +54,7 @@ class _SerialExecution(Execution):
         self.closed = False
         self.port_closed = [[False] * len(n.outputs) for n in plan.nodes]
         self.stopped = [False] * len(plan.nodes)  # ended early by a flag or Sentinel
+        self.port_ended: list[set[int]] = [set() for _ in plan.nodes]
         self.dropped = [0] * len(plan.nodes)
         self.in_flight = [0] * len(plan.nodes)  # per loop gate
         self.upstream_done = [n.loop is not None and n.loop.upstream is None
@@ -115,7 +116,8 @@ class _SerialExecution(Execution):
             return
         if x is _EOS:
             self.ports_open[nid] -= 1
-            if len(node.inputs) == 1 or not self.ended[nid]:
+            self.port_ended[nid].add(port)
+            if not self.ended[nid] and self._zip_exhausted(nid):
                 self._end(nid)
             if self.ports_open[nid] == 0:
                 if self.leftovers[nid]:
@@ -152,7 +154,9 @@ class _SerialExecution(Execution):
             self.busy[nid] += time.perf_counter() - t
         self._emit(nid, out)
         self._count(node, sum(map(len, out)), node.arity if len(node.inputs) > 1 else 1)
-        if self._unread(nid):
+        if self.port_ended[nid] and self._zip_exhausted(nid):
+            self._end(nid)  # an ended input has nothing left to pair
+        elif self._unread(nid):
             self._stop(nid)  # nobody reads our outputs any more: stop, and tell upstream
 
     # -- loops -------------------------------------------------------------------------
@@ -245,6 +249,10 @@ class _SerialExecution(Execution):
         for q in self.pending[nid]:
             q.clear()
         self._end(nid)
+
+    def _zip_exhausted(self, nid: int) -> bool:
+        """True when an ended input has no buffered item left: nothing more can pair."""
+        return any(not self.pending[nid][p] for p in self.port_ended[nid])
 
     def _unread(self, nid: int) -> bool:
         """True when every consumer of every output of ``nid`` has ended."""
