@@ -442,8 +442,8 @@ def _reroute(obj: Any, attr: str) -> tuple[str, str] | None:
     stage itself lives, or None when it is not at module level.
     """
     module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
-    if not module or "<locals>" in qualname:
-        return None
+    if not module or "<locals>" in qualname or _lookup(module, qualname) is obj:
+        return None  # nested, or still reachable by its name: pickle finds it as it is
     try:
         obj.__qualname__ = f"{qualname}.{attr}"
     except (AttributeError, TypeError):  # a builtin: pickles by its own name anyway

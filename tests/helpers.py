@@ -71,3 +71,8 @@ class Unpicklable:
 
     def __repr__(self):
         return "<Unpicklable>"
+
+
+def plain_double(x):
+    """An undecorated module-level function."""
+    return 2 * x

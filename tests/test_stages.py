@@ -131,3 +131,13 @@ def test_builtins_can_be_decorated():
 def test_options_accept_lists_for_ignore_exceptions():
     stage = inc.options(ignore_exceptions=[KeyError])
     assert stage.ignore_exceptions == (KeyError,)
+
+
+def test_wrapping_a_module_function_leaves_it_picklable():
+    import helpers
+
+    stage = transform(helpers.plain_double)  # called, not used as a decorator
+    assert helpers.plain_double.__qualname__ == "plain_double"
+    assert pickle.loads(pickle.dumps(helpers.plain_double))(2) == 4
+    assert pickle.loads(pickle.dumps(stage)).func(3) == 6
+    assert helpers.inc.func.__qualname__ == "inc.func"  # decorated: found via the stage

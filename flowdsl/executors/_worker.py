@@ -31,6 +31,7 @@ __all__ = ["LINGER", "Job", "Ordering", "worker_main"]
 LINGER = 0.005  # seconds an item may wait in a batch
 BATCH_WORK = 0.002  # seconds of consumer work one batch should hold
 MAX_BATCH = 256
+ZIP_WARN = 100_000  # items one zip input may run ahead before a warning
 _CHUNK_TIME = 0.001
 
 
@@ -289,28 +290,50 @@ class _Worker:
             self._process(decode(data), seq, self.job.inputs)
 
     def _run_zip(self) -> None:
-        """One worker pairs items from several inputs, in lock-step."""
+        """One worker pairs items from several inputs, in lock-step.
+
+        It reads whichever input has data, not the one it waits for: the inputs of
+        a zip often share an upstream (a diamond), and with bounded queues waiting
+        on the slower branch would block the faster one, and so the common
+        upstream, forever.  The price is memory: what one input runs ahead of the
+        other waits here (a warning says when that grows large).
+        """
         from collections import deque
+
+        from multiprocess.connection import wait
 
         chans = self.job.inputs
         pending: list[deque[Any]] = [deque() for _ in chans]
+        warned = False
         while True:
-            for i, ch in enumerate(chans):
-                if not pending[i]:
-                    if any(self.out) and not ch.ready():
-                        self._flush_all()
-                    data = ch.get()
-                    if data == EOS:
-                        self.ended_inputs.add(i)
-                        self._end_zip(pending)
-                        return
-                    pending[i].extend(decode(data))
             n = min(map(len, pending))
-            batch = [tuple(q.popleft() for q in pending) for _ in range(n)]
-            self._process(batch, None, chans)
-            if self.flag is not None and self.flag.is_set():
-                self._count(0, sum(map(len, pending)))
-                raise StageDone
+            if n:
+                batch = [tuple(q.popleft() for q in pending) for _ in range(n)]
+                self._process(batch, None, chans)
+                if self.flag is not None and self.flag.is_set():
+                    self._count(0, sum(map(len, pending)))
+                    raise StageDone
+            if any(not pending[i] for i in self.ended_inputs):
+                self._end_zip(pending)  # an ended input has nothing left to pair
+                return
+            open_inputs = [i for i in range(len(chans)) if i not in self.ended_inputs]
+            ready = [i for i in open_inputs if chans[i].ready()]
+            if not ready:
+                self._flush_all()
+                waiting = {chans[i].reader: i for i in open_inputs}
+                ready = [waiting[r] for r in wait(list(waiting))]
+            for i in ready:
+                data = chans[i].get()
+                if data == EOS:
+                    self.ended_inputs.add(i)
+                else:
+                    pending[i].extend(decode(data))
+            if not warned and max(map(len, pending)) > ZIP_WARN:
+                warned = True
+                logging.getLogger("flowdsl").warning(
+                    "zip inputs run far apart: %d items wait to be paired",
+                    max(map(len, pending)),
+                    extra={"stage": self.node.name, "worker": self.job.worker})
 
     def _end_zip(self, pending: list[Any]) -> None:
         left = sum(map(len, pending))
