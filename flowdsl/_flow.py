@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -71,12 +71,14 @@ class Composable:
 
     def __rshift__(self, other: Any) -> Flow:
         if not _composable(other):
-            return NotImplemented
+            if hasattr(type(other), "__rrshift__"):
+                return NotImplemented  # let the other operand decide
+            raise TypeError(_not_a_stage(other))
         return connect(self, other)
 
     def __rrshift__(self, other: Any) -> Flow:
         if not _composable(other):
-            return NotImplemented
+            raise TypeError(_not_a_stage(other))
         return connect(other, self)
 
     # -- running (all delegate to the executor layer) --------------------------------
@@ -147,7 +149,8 @@ class Flow(Composable):
 
     def __repr__(self) -> str:
         names = ", ".join(n.stage.name for n in self.nodes)
-        return f"<Flow of {len(self.nodes)} stages: {names}>"
+        count = f"{len(self.nodes)} stage" + ("s" if len(self.nodes) != 1 else "")
+        return f"<Flow of {count}: {names}>"
 
     @staticmethod
     def union(flows: list[Flow], inlets: tuple[Node, ...],
@@ -169,6 +172,14 @@ def as_flow(obj: Any) -> Flow:
         return as_stage(obj)._as_flow()
     except TypeError as exc:
         raise GraphError(str(exc)) from None
+
+
+def _not_a_stage(obj: Any) -> str:
+    hint = ""
+    if isinstance(obj, Iterable) and not isinstance(obj, (str, bytes)):
+        hint = " To read from an iterable, make it a source: Source(items) or @source."
+    return (f"{obj!r} cannot be connected with '>>': it is not a stage, a function or an "
+            f"object with a run() method.{hint}")
 
 
 def _composable(obj: Any) -> bool:
@@ -229,6 +240,8 @@ def connect(left: Any, right: Any) -> Flow:
 def merge(*items: Any) -> Flow:
     """Interleave the outputs of several stages or flows: ``merge(a, b) >> c`` calls
     ``c`` once per item of ``a`` or ``b``, in arrival order."""
+    if len(items) == 1 and isinstance(items[0], (list, tuple)):
+        items = tuple(items[0])  # merge([a, b]) means merge(a, b)
     if not items:
         raise GraphError("merge() needs at least one stage or flow")
     flows = [as_flow(o) for o in items]

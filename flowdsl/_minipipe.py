@@ -83,6 +83,7 @@ class PipeSystem:
         self.flow: Flow | None = None
         self.built = False
         self._execution: Execution | None = None
+        self._closed = False
 
     def build(self, log_lvl: str = "INFO", monitor: bool = False,
               ignore_exceptions: list[type[BaseException]] | None = None) -> PipeSystem:
@@ -104,18 +105,20 @@ class PipeSystem:
         if not self.built:
             self.build()
         if self._execution is not None:
-            raise RuntimeError("this system is running: close() it, or reset() it to rerun")
+            raise RuntimeError("this system has already run: reset() it to run it again")
         assert self.flow is not None
         for stream in _streams(self.pipes):
             stream.seeds = stream.q.take()
         plan = compile_flow(self.flow, want_results=False)
         self._execution = resolve_executor(executor).start(plan)
+        self._closed = False
 
     def close(self) -> None:
         """Wait for the pipes to finish; raise the first error of the run."""
         execution = self._execution
-        if execution is None:
+        if execution is None or self._closed:
             return
+        self._closed = True
         try:
             for _ in execution:
                 pass
@@ -127,6 +130,7 @@ class PipeSystem:
         if self._execution is not None:
             self._execution.close()
             self._execution = None
+        self._closed = False
         for p in self.pipes:
             if p.term_flag is not None:
                 p.term_flag.clear()

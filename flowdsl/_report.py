@@ -40,7 +40,11 @@ class RunReport:
     stopped: bool = False  # ended early by StopFlow
 
     def __getitem__(self, name: str) -> StageStats:
-        return self.stages[name]
+        try:
+            return self.stages[name]
+        except KeyError:
+            raise KeyError(f"no stage named {name!r} in this report; stages: "
+                           f"{', '.join(self.stages)}") from None
 
     @property
     def bottleneck(self) -> str | None:

@@ -74,6 +74,7 @@ class Runner:
         if hook is not None:
             self._guard(hook, None, **self.stage.init_kwargs)
         self.call = _callable(self.functor)
+        self.generator = self.stage.is_generator  # looked up once, not per item
         if isinstance(self.stage, Regulator):
             self._coroutine = self._new_coroutine()
 
@@ -95,7 +96,13 @@ class Runner:
                 not callable(functor) and not hasattr(functor, "run")):
             it = iter(functor)
         else:
-            it = iter(self._guard(self.call, None, *self.args, **self.kwargs))
+            made = self._guard(self.call, None, *self.args, **self.kwargs)
+            try:
+                it = iter(made)
+            except TypeError as exc:
+                raise StageError(self.name, None, self.worker, "",
+                                 f"a source must give an iterable, but it returned "
+                                 f"{_repr(made)} ({type(made).__name__})") from exc
         nxt = it.__next__
         while True:
             try:
@@ -144,7 +151,7 @@ class Runner:
                 for i in range(start, len(batch)):
                     x = batch[i]
                     f(*x, *args, **kwargs) if zipped else f(x, *args, **kwargs)
-            elif self.n_outputs <= 1 and not self.stage.is_generator:
+            elif self.n_outputs <= 1 and not self.generator:
                 append = out[0].append if out else _discard
                 for i in range(start, len(batch)):
                     x = batch[i]
@@ -157,7 +164,7 @@ class Runner:
                 for i in range(start, len(batch)):
                     x = batch[i]
                     r = f(*x, *args, **kwargs) if zipped else f(x, *args, **kwargs)
-                    if self.stage.is_generator:
+                    if self.generator:
                         for y in r:
                             self._emit(y, out)
                     elif r is not None:

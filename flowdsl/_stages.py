@@ -80,14 +80,20 @@ class Stage(Composable):
         self.init_kwargs = dict(init_kwargs or {})
         self.workers = _check_workers(self.name, workers)
         self.buffer = _check_buffer(self.name, buffer)
-        self.ordered = bool(ordered)
+        self.ordered = ordered
         self.on_error = _check_on_error(self.name, self.kind, on_error)
         self.retries = _check_retries(self.name, retries)
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
         self.term_flag: Any = None
+        self._check_options()
+
+    def _check_options(self) -> None:
         if self.kind == "source" and self.workers != 1:
             raise ValueError(f"source {self.name!r}: a source runs in exactly one worker")
+        if not isinstance(self.ordered, bool):
+            raise ValueError(f"stage {self.name!r}: ordered must be True or False, "
+                             f"got {self.ordered!r}")
 
     # -- introspection -------------------------------------------------------------
     @property
@@ -155,6 +161,7 @@ class Stage(Composable):
         new.buffer = _check_buffer(new.name, new.buffer)
         new.on_error = _check_on_error(new.name, new.kind, new.on_error)
         new.retries = _check_retries(new.name, new.retries)
+        new._check_options()
         return new
 
     def _check_binding(self) -> None:

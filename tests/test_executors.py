@@ -335,3 +335,28 @@ def test_term_flag_stops_a_stage_fed_by_an_endless_source(executor):
     stage.set_term_flag(flag)
     got = (endless >> stage >> inc).collect(executor=executor)
     assert got[:6] == [1, 2, 3, 4, 5, 6]
+
+
+def test_stop_flow_keeps_what_was_already_emitted(executor):
+    @transform
+    def upto(x):
+        if x == 500:
+            raise StopFlow
+        return x
+
+    assert (numbers(10 ** 4) >> upto).collect(executor=executor) == list(range(500))
+
+
+def test_source_returning_a_non_iterable_says_so(executor):
+    @source
+    def five():
+        return 5
+
+    with pytest.raises(StageError, match=r"must give an iterable.*returned 5 \(int\)"):
+        (five >> inc).collect(executor=executor)
+
+
+def test_report_lookup_lists_the_stage_names():
+    report = ([numbers(2), numbers(2)] >> add).run(executor="serial")
+    with pytest.raises(KeyError, match="numbers_0, numbers_1"):
+        report["numbers"]

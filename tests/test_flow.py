@@ -114,3 +114,24 @@ def test_generator_object_where_function_needed():
 def test_non_callable_source_is_rejected():
     with pytest.raises(GraphError, match="neither callable nor iterable"):
         plan_of(Source(42) >> inc)
+
+
+def test_non_stage_operands_get_a_helpful_message():
+    class NoRun:
+        pass
+
+    with pytest.raises(TypeError, match="not a stage"):
+        numbers(2) >> NoRun()
+    with pytest.raises(TypeError, match="make it a source"):
+        range(3) >> inc
+
+
+def test_merge_accepts_a_list():
+    assert sorted(merge([numbers(2), numbers(3)]).collect(executor="serial")) == [0, 0, 1, 1, 2]
+
+
+def test_options_are_checked_like_decorator_options():
+    with pytest.raises(ValueError, match="exactly one worker"):
+        numbers(3).options(workers=3)
+    with pytest.raises(ValueError, match="ordered must be"):
+        inc.options(ordered="no")

@@ -320,3 +320,15 @@ def test_source_with_several_downstreams_splits_by_position(tmp_path):
     psys.close()
     assert seen(out_a) == [0, 1, 2, 3]
     assert seen(out_b) == [0, -2]
+
+
+def test_close_twice_is_harmless_and_rerun_needs_reset(tmp_path):
+    pline = mp.PipeLine()
+    pline.add(mp.Source(lambda: count_to(2), "src"))
+    pline.add(mp.Sink(Collect(str(tmp_path / "out")), "save"))
+    pline.build()
+    pline.run()
+    pline.close()
+    pline.close()
+    with pytest.raises(RuntimeError, match="reset"):
+        pline.run()

@@ -60,6 +60,7 @@ class Job:
     # feedback channel of that loop's gate (to wake it when the count hits zero)
     regions: list[tuple[Any, Channel]] = field(default_factory=list)
     counter: Any = None  # a gate's own in-flight counter
+    stop: Any = None  # Event: a stage raised StopFlow, sources end their streams
 
 
 def worker_main(job: Job) -> None:
@@ -125,14 +126,14 @@ class _Worker:
                 self._flush_all()
             except StageDone:
                 self._stop_early()
+            except StopFlow:  # this stage ends here, the sources stop, the rest drains
+                self._send("stop", None)
+                self._stop_early()
             for port in range(len(self.out)):
                 self._close_port(port)
             _shield()
         except Cancelled:
             status = "cancelled"
-        except StopFlow:
-            _shield()
-            status, report = "stop", None
         except StageError as exc:
             _shield()
             status, report = "error", exc
@@ -143,7 +144,7 @@ class _Worker:
                 f"internal error: {type(exc).__name__}: {exc}")
         # From here the worker finishes on its own: local_term is not interrupted
         # by the driver's SIGTERM, only bounded by its SIGKILL after the grace period.
-        if status in ("stop", "error"):
+        if status == "error":
             self._send(status, report)
         try:
             self.runner.close()
@@ -182,7 +183,7 @@ class _Worker:
             dt = time.perf_counter() - t
             self.busy += dt
             self._adapt(n or 1, dt)
-            if n < k or (flag is not None and flag.is_set()):
+            if n < k or (flag is not None and flag.is_set()) or self.job.stop.is_set():
                 return
             self._maybe_flush(t)
 

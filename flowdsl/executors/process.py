@@ -77,6 +77,7 @@ class _ProcessExecution(Execution):
         if self.ctx.get_start_method() != "fork":
             _check_serialisable(plan, self.ctx.get_start_method())
         self.control = ControlPipe(self.ctx)
+        self.stop = self.ctx.Event()  # set on StopFlow: sources end, the flow drains
         self.channels = [
             Channel(self.ctx, c.name, c.buffer, plan.producer_workers(c.id),
                     plan.consumer_workers(c.id), MAX_BATCH) for c in plan.channels]
@@ -119,7 +120,7 @@ class _ProcessExecution(Execution):
                           self.control, ordering, levels,
                           [(counters[g], self.channels[_feedback(self.plan, g)])
                            for g in node.regions],
-                          counters.get(node.id))
+                          counters.get(node.id), self.stop)
                 proc = self.ctx.Process(target=worker_main, args=(job,),
                                         name=f"flowdsl:{node.name}:{w}")
                 proc.start()
@@ -138,8 +139,6 @@ class _ProcessExecution(Execution):
                 raise FlowTimeout(f"the flow did not finish within {self.timeout} s")
             if self.control.reader in ready:
                 self._read_control()
-            if self.report.stopped:
-                return
             if result is not None and result.reader in ready:
                 data = result.get()
                 if data == EOS:
@@ -169,6 +168,7 @@ class _ProcessExecution(Execution):
                     self.report.stages[node.name].add(*payload)
             elif kind == "stop":
                 self.report.stopped = True
+                self.stop.set()
             elif kind == "error" and raising and self.error is None:
                 error, cause = payload
                 error.__cause__ = cause

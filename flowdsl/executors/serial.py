@@ -77,11 +77,14 @@ class _SerialExecution(Execution):
                        for n in self.plan.nodes if n.kind == "source"}
             while sources:
                 for nid, it in list(sources.items()):
-                    if self._flagged(nid) or self._unread(nid):
+                    if self._flagged(nid) or self._unread(nid) or self.report.stopped:
                         x = _EOS
                     else:
                         t = time.perf_counter()
-                        x = next(it, _EOS)
+                        try:
+                            x = next(it, _EOS)
+                        except StopFlow:
+                            x, self.report.stopped = _EOS, True
                         self.busy[nid] += time.perf_counter() - t
                     if x is _EOS:
                         del sources[nid]
@@ -146,7 +149,9 @@ class _SerialExecution(Execution):
         t = time.perf_counter()
         try:
             self.runners[nid].process([x], out)
-        except StageDone:
+        except (StageDone, StopFlow) as exc:
+            if isinstance(exc, StopFlow):  # this stage ends, the sources stop, the rest drains
+                self.report.stopped = True
             self._emit(nid, out)
             self._stop(nid)
             return
