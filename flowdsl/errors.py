@@ -83,8 +83,9 @@ class FlowTimeout(FlowError, TimeoutError):
 class StopFlow(Exception):
     """Raise inside a stage to end the whole flow cleanly.
 
-    Not an error: the run ends as if every source were exhausted, and items
-    already in flight are dropped.
+    Not an error: the stage that raised it stops (the item that raised produces
+    nothing), the sources end their streams, and what was already emitted drains
+    to the end of the flow.
     """
 
 
