@@ -360,3 +360,24 @@ def test_report_lookup_lists_the_stage_names():
     report = ([numbers(2), numbers(2)] >> add).run(executor="serial")
     with pytest.raises(KeyError, match="numbers_0, numbers_1"):
         report["numbers"]
+
+
+def test_messages_never_exceed_the_consumers_buffer(monkeypatch, tmp_path):
+    """buffer bounds the items waiting in front of a stage, even behind big chunks."""
+    from flowdsl.executors import _channel, _codec
+
+    log_path = tmp_path / "sizes"
+    put = _channel.Channel.put
+
+    def spy(self, data):  # inherited by the forked workers
+        if data != _codec.EOS and self.name.startswith("small"):
+            with open(log_path, "a") as f:
+                f.write(f"{len(_codec.decode(data))}\n")
+        put(self, data)
+
+    monkeypatch.setattr(_channel.Channel, "put", spy)
+    flow = numbers(1000) >> twice >> inc.options(buffer=4, name="small") >> ignore
+    report = flow.run(executor=ProcessExecutor("fork"))
+    sizes = [int(n) for n in log_path.read_text().split()]
+    assert sum(sizes) == report["small"].items_in == 2000
+    assert max(sizes) <= 4

@@ -467,17 +467,22 @@ class _Worker:
             self.runner.items_out += len(items)
             items.clear()
             return
+        size = min(ch.batch_limit for ch in chans)  # a message never exceeds a buffer
+        for start in range(0, len(items), size):
+            self._send_batch(port, items[start:start + size] if len(items) > size else items)
+        items.clear()
+
+    def _send_batch(self, port: int, batch: list[Any]) -> None:
         try:
-            data = encode(items)
+            data = encode(batch)
         except Exception as exc:
-            bad = find_unpicklable(items)
+            bad = find_unpicklable(batch)
             raise StageError(
                 self.node.name, repr(bad)[:200], self.job.worker, traceback.format_exc(),
                 f"output cannot be serialised to send downstream: {type(exc).__name__}: {exc}",
             ) from exc
         if port != self.node.dead_letter:
-            self.runner.items_out += len(items)
-        items.clear()
+            self.runner.items_out += len(batch)
         for ch in self.job.outputs[port]:
             ch.put(data)
 
