@@ -22,5 +22,12 @@ check: $(STAMP)
 	$(PY) -m ruff check flowdsl tests examples benchmarks
 	$(PY) -m mypy flowdsl
 
+# bench: its own venv with flowdsl from this tree and the peers it is measured against
+bench:
+	test -x .bench-venv/bin/python || $(PYTHON) -m venv .bench-venv
+	.bench-venv/bin/python -m pip install --quiet --upgrade pip
+	.bench-venv/bin/python -m pip install --quiet -e . 'minipipe==0.1.9' pypeln mpire numpy psutil matplotlib
+	.bench-venv/bin/python benchmarks/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info
