@@ -75,6 +75,7 @@ class Runner:
             self._guard(hook, None, **self.stage.init_kwargs)
         self.call = _callable(self.functor)
         self.generator = self.stage.is_generator  # looked up once, not per item
+        self.fn = _bind(self.call, self.args, self.kwargs)
         if isinstance(self.stage, Regulator):
             self._coroutine = self._new_coroutine()
 
@@ -140,7 +141,7 @@ class Runner:
 
     def _process_from(self, batch: list[Any], start: int, out: list[list[Any]],
                       catch: bool = True) -> int:
-        f, args, kwargs = self.call, self.args, self.kwargs
+        f = self.fn
         zipped = self.arity > 1
         i = start
         try:
@@ -149,13 +150,11 @@ class Runner:
                     self._regulate(batch[i], out)
             elif self.stage.kind == "sink":
                 for i in range(start, len(batch)):
-                    x = batch[i]
-                    f(*x, *args, **kwargs) if zipped else f(x, *args, **kwargs)
-            elif self.n_outputs <= 1 and not self.generator:
+                    f(*batch[i]) if zipped else f(batch[i])
+            elif self.n_outputs <= 1 and not self.generator and not zipped:
                 append = out[0].append if out else _discard
-                for i in range(start, len(batch)):
-                    x = batch[i]
-                    r = f(*x, *args, **kwargs) if zipped else f(x, *args, **kwargs)
+                for i in range(start, len(batch)):  # the hot path: keep it lean
+                    r = f(batch[i])
                     if r is not None:
                         if r is Sentinel:
                             raise StageDone
@@ -163,7 +162,7 @@ class Runner:
             else:
                 for i in range(start, len(batch)):
                     x = batch[i]
-                    r = f(*x, *args, **kwargs) if zipped else f(x, *args, **kwargs)
+                    r = f(*x) if zipped else f(x)
                     if self.generator:
                         for y in r:
                             self._emit(y, out)
@@ -309,6 +308,18 @@ def _first_failing(gate: Any, items: list[Any]) -> Any:
         except Exception:
             return x[1] if gate.enveloped else x
     return None
+
+
+def _bind(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``f`` with its bound arguments after the item(s); ``f`` itself when there are
+    none (a call with ``*args, **kwargs`` takes a slower path in CPython)."""
+    if not args and not kwargs:
+        return f
+
+    def bound(*items: Any) -> Any:
+        return f(*items, *args, **kwargs)
+
+    return bound
 
 
 def _callable(functor: Any) -> Any:

@@ -11,10 +11,12 @@ spread over all their workers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
 import signal
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -151,6 +153,9 @@ class _Worker:
         except StageError as exc:
             if status == "ok":
                 self._send("error", exc)
+        for stream in (sys.stdout, sys.stderr):  # what the stage printed goes out first
+            with contextlib.suppress(Exception):
+                stream.flush()
         r = self.runner
         self._send("done", (r.items_in, r.items_out, r.errors, self.busy))
 
