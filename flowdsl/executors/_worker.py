@@ -33,6 +33,7 @@ __all__ = ["LINGER", "Job", "Ordering", "worker_main"]
 LINGER = 0.005  # seconds an item may wait in a batch
 BATCH_WORK = 0.002  # seconds of consumer work one batch should hold
 MAX_BATCH = 256
+MESSAGE_BYTES = 1 << 20  # batches aim below this size
 ZIP_WARN = 100_000  # items one zip input may run ahead before a warning
 _CHUNK_TIME = 0.001
 
@@ -105,6 +106,8 @@ class _Worker:
         self.since: list[float | None] = [None] * len(node.outputs)
         self.per_item = 0.0
         self.chunk = 1
+        self.max_chunk = MAX_BATCH  # lowered when items are big: see _send_batch
+        self.item_bytes = [0.0] * len(node.outputs)
         self.busy = 0.0
         self.flag = node.stage.term_flag
         self.closed_ports: set[int] = set()
@@ -428,8 +431,8 @@ class _Worker:
     # -- batching ----------------------------------------------------------------------
     def _adapt(self, n: int, dt: float) -> None:
         self.per_item = dt / n
-        if dt < _CHUNK_TIME / 2 and self.chunk < MAX_BATCH:
-            self.chunk *= 2
+        if dt < _CHUNK_TIME / 2 and self.chunk < self.max_chunk:
+            self.chunk = min(self.chunk * 2, self.max_chunk)
         elif dt > _CHUNK_TIME * 4 and self.chunk > 1:
             self.chunk //= 2
 
@@ -446,7 +449,7 @@ class _Worker:
                 self._flush(port)
 
     def _batch_limit(self, port: int) -> int:
-        limit = MAX_BATCH
+        limit = self.max_chunk
         for ch in self.job.outputs[port]:
             cost = ch.cost.value
             by_cost = int(BATCH_WORK / cost) if cost > 0 else MAX_BATCH
@@ -488,6 +491,10 @@ class _Worker:
             ) from exc
         if port != self.node.dead_letter:
             self.runner.items_out += len(batch)
+        # big items travel in small messages, so stages overlap and memory stays low
+        self.item_bytes[port] = len(data) / len(batch)
+        self.max_chunk = max(1, min(MAX_BATCH, int(MESSAGE_BYTES / max(self.item_bytes))))
+        self.chunk = min(self.chunk, self.max_chunk)
         for ch in self.job.outputs[port]:
             ch.put(data)
 
