@@ -131,3 +131,25 @@ def _group_is_empty(pgid):
         except (ProcessLookupError, psutil.Error):
             continue
     return True
+
+
+def test_a_stuck_local_term_cannot_hang_shutdown():
+    @transform
+    class Stuck:
+        def run(self, x):
+            return x
+
+        def local_term(self):
+            time.sleep(60)  # the scenario: a hook that never returns in time
+
+    start = time.monotonic()
+    with pytest.raises(StageError):
+        (numbers(10 ** 9) >> Stuck() >> fail_at_100 >> ignore).run()
+    assert time.monotonic() - start < 3
+
+
+@transform
+def fail_at_100(x):
+    if x == 100:
+        raise RuntimeError("boom")
+    return x
