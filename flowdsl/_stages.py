@@ -449,7 +449,8 @@ def _reroute(obj: Any, attr: str) -> tuple[str, str] | None:
     stage itself lives, or None when it is not at module level.
     """
     module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
-    if not module or "<locals>" in qualname or _lookup(module, qualname) is obj:
+    if (not module or module == "__main__" or "<locals>" in qualname
+            or _lookup(module, qualname) is obj):
         return None  # nested, or still reachable by its name: pickle finds it as it is
     try:
         obj.__qualname__ = f"{qualname}.{attr}"

@@ -41,6 +41,7 @@ def test_python_blocks_run(page, tmp_path):
     script = tmp_path / f"{page.stem}_blocks.py"
     script.write_text("\n".join(f"# {page.name}, line {line}\n{code}" for line, code in blocks))
     env = {**os.environ, "MPLBACKEND": "Agg"}
+    env.pop("FLOWDSL_START_METHOD", None)  # the blocks run as a script, as written
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=55)
     assert result.returncode == 0, (

@@ -48,6 +48,9 @@ def _env():
     # Buffered output: a print() from a worker reaches the pipe in one write, so lines
     # of concurrent workers do not interleave.
     env.pop("PYTHONUNBUFFERED", None)
+    # Scripts run as written, with the platform's start method (a script meant for
+    # spawn needs an ``if __name__ == "__main__":`` guard, as with multiprocessing).
+    env.pop("FLOWDSL_START_METHOD", None)
     return env
 
 

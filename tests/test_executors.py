@@ -381,3 +381,32 @@ def test_messages_never_exceed_the_consumers_buffer(monkeypatch, tmp_path):
     sizes = [int(n) for n in log_path.read_text().split()]
     assert sum(sizes) == report["small"].items_in == 2000
     assert max(sizes) <= 4
+
+
+NOTEBOOK_LIKE = """
+import json
+from flowdsl import ProcessExecutor, source, transform
+
+@source
+def nums(n):
+    yield from range(n)
+
+@transform
+def encode(x):                      # uses a module imported in __main__ only
+    return json.dumps({"x": x})
+
+print((nums(3) >> encode).collect(executor=ProcessExecutor("METHOD")))
+"""
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_functions_of_an_unimportable_main_work_without_fork(method):
+    """As in a notebook: __main__ cannot be imported by a fresh interpreter, so the
+    stage's code must carry the globals it uses."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", NOTEBOOK_LIKE.replace("METHOD", method)],
+                            capture_output=True, text=True, timeout=50)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str([f'{{"x": {i}}}' for i in range(3)])

@@ -19,6 +19,7 @@ import signal
 import time
 import weakref
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import dill
@@ -42,13 +43,15 @@ class ProcessExecutor(Executor):
     """Run each stage in ``workers`` processes of package ``multiprocess``.
 
     ``start_method`` is ``"fork"``, ``"spawn"`` or ``"forkserver"`` (default: the
-    platform's).  ``grace`` is how long a stopped worker may spend in
-    ``local_term`` before it is killed.
+    ``FLOWDSL_START_METHOD`` environment variable, else the platform's).
+    ``grace`` is how long a stopped worker may spend in ``local_term`` before it
+    is killed.
     """
 
     name = "process"
 
     def __init__(self, start_method: str | None = None, *, grace: float = 1.0) -> None:
+        start_method = start_method or os.environ.get("FLOWDSL_START_METHOD") or None
         if start_method is not None and start_method not in START_METHODS:
             raise ValueError(f"start_method must be one of {START_METHODS}, "
                              f"got {start_method!r}")
@@ -74,8 +77,11 @@ class _ProcessExecution(Execution):
         self.done: set[tuple[int, int]] = set()
         self.procs: dict[Any, tuple[int, int, Any]] = {}  # sentinel -> (node, worker, proc)
         self.shared: list[Any] = []
+        # Under spawn and forkserver, each stage's code travels as dill bytes made
+        # here (so an unpicklable stage is a GraphError before anything starts).
+        self.code: dict[int, bytes] = {}
         if self.ctx.get_start_method() != "fork":
-            _check_serialisable(plan, self.ctx.get_start_method())
+            self.code = _ship(plan, self.ctx.get_start_method())
         self.control = ControlPipe(self.ctx)
         self.stop = self.ctx.Event()  # set on StopFlow: sources end, the flow drains
         self.channels = [
@@ -115,12 +121,14 @@ class _ProcessExecution(Execution):
                 # keep it alive: a spawned child opens its semaphores after start()
                 self.shared.append(ordering)
             for w in range(node.workers):
-                job = Job(node, w, [self.channels[c] for c in node.inputs],
+                # the stage itself travels as dill bytes when it is not inherited
+                shipped = replace(node, stage=None) if node.id in self.code else node  # type: ignore[arg-type]
+                job = Job(shipped, w, [self.channels[c] for c in node.inputs],
                           [[self.channels[c] for c in port] for port in node.outputs],
                           self.control, ordering, levels,
                           [(counters[g], self.channels[_feedback(self.plan, g)])
                            for g in node.regions],
-                          counters.get(node.id), self.stop)
+                          counters.get(node.id), self.stop, self.code.get(node.id))
                 proc = self.ctx.Process(target=worker_main, args=(job,),
                                         name=f"flowdsl:{node.name}:{w}")
                 proc.start()
@@ -241,13 +249,18 @@ def _signal(proc: Any, sig: int) -> None:
         os.kill(proc.pid, sig)
 
 
-def _check_serialisable(plan: Plan, method: str) -> None:
+def _ship(plan: Plan, method: str) -> dict[int, bytes]:
+    """Each stage as dill bytes.  ``recurse`` makes dill take along the globals a
+    function uses, so functions defined in a notebook or script work in a fresh
+    interpreter."""
+    code = {}
     for node in plan.nodes:
         try:
-            dill.dumps(node.stage)
+            code[node.id] = dill.dumps(node.stage, recurse=True)
         except Exception as exc:
             raise GraphError(
                 f"stage {node.name!r} cannot be sent to a worker process under the "
                 f"{method!r} start method: {type(exc).__name__}: {exc}. Use the 'fork' "
                 f"start method, or make the stage's function and arguments picklable"
             ) from exc
+    return code
