@@ -34,6 +34,7 @@ class ChannelSpec:
     producers: list[tuple[int, int]] = field(default_factory=list)  # (node, port)
     consumers: list[tuple[int, int]] = field(default_factory=list)  # (node, port)
     seeds: list[Any] = field(default_factory=list)
+    seeded: bool = False  # items will be put in before the run (explicit API)
 
 
 @dataclass
@@ -123,6 +124,8 @@ def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
         ch = channel_for(key, name, _buffer_of(e.stream, stage))
         if e.stream is not None:
             ch.seeds = e.stream.seeds
+            queue = getattr(e.stream, "q", None)
+            ch.seeded = bool(e.stream.seeds) or (queue is not None and not queue.empty())
         src = None if e.src is None else (index[e.src], e.src_port)  # None: seeds only
         link(src, (d, e.dst_port), ch)
 
@@ -157,6 +160,7 @@ def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
     for spec in specs:
         _check_node(spec, plan)
         spec.arity = _arity(spec, plan)
+    _check_reachable(plan)
     for spec in list(specs):
         if len(spec.inputs) > 1 and spec.workers > 1:
             _lower_zip(plan, spec)
@@ -261,6 +265,28 @@ def _check_node(spec: NodeSpec, plan: Plan) -> None:
         if n_in > 1:
             hint = f" (it is fed by a zip of {n_in} upstreams, one argument each)"
         raise GraphError(problem + hint)
+
+
+def _check_reachable(plan: Plan) -> None:
+    """Every stage must be able to receive an item: from a source, a seeded stream
+    or a loop's seed.  A stage fed only by a cycle with nothing in it would wait
+    forever."""
+    starts = [n.id for n in plan.nodes if n.kind == "source"
+              or (n.loop is not None and n.gate.seed)]
+    starts += [cid for c in plan.channels if c.seeds or c.seeded or not c.producers
+               for cid, _ in c.consumers if cid != DRIVER]
+    seen, todo = set(starts), list(starts)
+    while todo:
+        for port in plan.nodes[todo.pop()].outputs:
+            for ch in port:
+                for cid, _ in plan.channels[ch].consumers:
+                    if cid != DRIVER and cid not in seen:
+                        seen.add(cid)
+                        todo.append(cid)
+    for node in plan.nodes:
+        if node.id not in seen:
+            raise GraphError(f"stage {node.name!r} can never receive an item: no source, "
+                             f"seeded stream or loop seed reaches it")
 
 
 def _unique_names(names: Iterable[str]) -> list[str]:

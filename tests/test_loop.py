@@ -144,3 +144,8 @@ def test_max_iterations_property(executor, counts, limit):
     flow = listed(items) >> loop(countdown, until=lambda x: x[1] <= 0, max_iterations=limit)
     expected = [(i, max(n - limit, 0) if n > 0 else -1) for i, n in items]
     assert sorted(flow.collect(executor=executor)) == sorted(expected)
+
+
+def test_a_loop_with_neither_upstream_nor_seed_is_rejected():
+    with pytest.raises(GraphError, match="can never receive an item"):
+        loop(halve).collect(executor="serial")

@@ -332,3 +332,10 @@ def test_close_twice_is_harmless_and_rerun_needs_reset(tmp_path):
     pline.close()
     with pytest.raises(RuntimeError, match="reset"):
         pline.run()
+
+
+def test_a_cycle_with_nothing_in_it_is_rejected_at_build():
+    s = mp.Stream()
+    lonely = mp.Transform(square, "lonely", upstreams=[s], downstreams=[s])
+    with pytest.raises(GraphError, match="'lonely' can never receive an item"):
+        mp.PipeSystem([lonely]).build()
