@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ._sentinel import Sentinel, is_sentinel
-from ._stages import Regulator, Stage
+from ._stages import Regulator, Stage, callable_of, hook_of
 from .errors import Failure, StageError, StopFlow
 
 __all__ = ["Cancelled", "Runner", "StageDone"]
@@ -70,10 +70,10 @@ class Runner:
     def open(self) -> None:
         """Run ``local_init`` (once, in the worker)."""
         self.opened = True
-        hook = _hook(self.functor, "local_init")
+        hook = hook_of(self.functor, "local_init")
         if hook is not None:
             self._guard(hook, None, **self.stage.init_kwargs)
-        self.call = _callable(self.functor)
+        self.call = callable_of(self.functor)
         self.generator = self.stage.is_generator  # looked up once, not per item
         self.fn = _bind(self.call, self.args, self.kwargs)
         if isinstance(self.stage, Regulator):
@@ -84,7 +84,7 @@ class Runner:
         if not self.opened:
             return
         self.opened = False
-        hook = _hook(self.functor, "local_term")
+        hook = hook_of(self.functor, "local_term")
         if hook is not None:
             self._guard(hook, None)
         log.info("Local termination", extra={"stage": self.name, "worker": self.worker})
@@ -320,20 +320,6 @@ def _bind(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return f(*items, *args, **kwargs)
 
     return bound
-
-
-def _callable(functor: Any) -> Any:
-    run = getattr(functor, "run", None)
-    if run is not None and callable(run) and not inspect.isfunction(functor):
-        return run
-    return functor
-
-
-def _hook(functor: Any, name: str) -> Any:
-    if inspect.isfunction(functor) or inspect.isgenerator(functor):
-        return None
-    hook = getattr(functor, name, None)
-    return hook if callable(hook) else None
 
 
 def _discard(_: Any) -> None:

@@ -104,17 +104,11 @@ class Stage(Composable):
     @property
     def callable(self) -> Callable[..., Any]:
         """What is called per item: ``run`` of an object, else the object itself."""
-        run = getattr(self.functor_obj, "run", None)
-        if run is not None and not inspect.isfunction(self.functor_obj):
-            return run
-        return self.functor_obj
+        return callable_of(self.functor_obj)
 
     def hook(self, name: str) -> Callable[..., Any] | None:
         """``local_init`` / ``local_term`` of an object functor, if it has them."""
-        if inspect.isfunction(self.functor_obj) or inspect.isgenerator(self.functor_obj):
-            return None
-        hook = getattr(self.functor_obj, name, None)
-        return hook if callable(hook) else None
+        return hook_of(self.functor_obj, name)
 
     @property
     def is_generator(self) -> bool:
@@ -386,6 +380,22 @@ def as_stage(obj: Any) -> Stage:
 
 
 # -- helpers -------------------------------------------------------------------------
+
+def callable_of(functor: Any) -> Any:
+    """What is called per item: ``run`` of an object, else the object itself."""
+    run = getattr(functor, "run", None)
+    if run is not None and callable(run) and not inspect.isfunction(functor):
+        return run
+    return functor
+
+
+def hook_of(functor: Any, name: str) -> Any:
+    """``local_init`` / ``local_term`` of an object functor, or None."""
+    if inspect.isfunction(functor) or inspect.isgenerator(functor):
+        return None
+    hook = getattr(functor, name, None)
+    return hook if callable(hook) else None
+
 
 def _name_of(obj: Any) -> str | None:
     name = getattr(obj, "__name__", None)
