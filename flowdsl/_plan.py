@@ -187,9 +187,9 @@ def _mark_regions(plan: Plan, nodes: list[Node], index: dict[Node, int]) -> None
             spec = plan.nodes[index[member]]
             spec.regions += (g,)
             if isinstance(gate.stage, LoopGate) and gate.stage.enveloped:
-                if spec.envelope or spec.kind == "loop":
+                if spec.envelope or spec.kind == "loop" or len(spec.inputs) > 1:
                     raise GraphError(f"loop {plan.nodes[g].name!r}: max_iterations is not "
-                                     f"supported around a nested loop")
+                                     f"supported around a nested loop or a zip")
                 spec.envelope = True
 
 
@@ -220,7 +220,8 @@ def _lower_zip(plan: Plan, spec: NodeSpec) -> None:
     ch = ChannelSpec(cid, f"{spec.name}:zip", spec.stage.buffer or DEFAULT_BUFFER,
                      producers=[(zid, 0)], consumers=[(spec.id, 0)])
     zipper = NodeSpec(zid, f"{spec.name}:zip", Transform(_pack, name=f"{spec.name}:zip"),
-                      spec.inputs, [[cid]], arity=spec.arity, hidden=True)
+                      spec.inputs, [[cid]], arity=spec.arity, hidden=True,
+                      regions=spec.regions)  # inside a loop, it counts in-flight items too
     for port, c in enumerate(spec.inputs):
         consumers = plan.channels[c].consumers
         consumers[consumers.index((spec.id, port))] = (zid, port)

@@ -5,7 +5,7 @@ from helpers import ignore, inc, listed, numbers
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowdsl import GraphError, StageError, StopFlow, loop, transform
+from flowdsl import GraphError, StageError, StopFlow, loop, merge, transform
 
 
 @transform
@@ -149,3 +149,46 @@ def test_max_iterations_property(executor, counts, limit):
 def test_a_loop_with_neither_upstream_nor_seed_is_rejected():
     with pytest.raises(GraphError, match="can never receive an item"):
         loop(halve).collect(executor="serial")
+
+
+@transform
+def pair_sum(a, b):
+    return a + b
+
+
+def test_zip_with_workers_inside_a_loop_body(executor):
+    """The planner's pairing stage in front of a parallel zip counts items in flight."""
+    # x -> h = x // 2 -> (h + 1) + (h - 1) = 2h -> h: one halving per pass
+    body = (halve >> [inc, transform(lambda x: x - 1)] >> pair_sum.options(workers=2)
+            >> halve)
+    flow = numbers(40) >> loop(body, until=lambda x: x < 4)
+    assert sorted(flow.collect(executor=executor, timeout=20)) == sorted(
+        _halve_until_below(x, 4) for x in range(40))
+
+
+def _halve_until_below(x, limit):
+    x //= 2
+    while not x < limit:
+        x //= 2
+    return x
+
+
+def test_max_iterations_around_a_zip_is_rejected():
+    body = halve >> [inc, halve] >> pair_sum
+    with pytest.raises(GraphError, match="around a nested loop or a zip"):
+        (numbers(3) >> loop(body, max_iterations=2)).collect(executor="serial")
+
+
+@transform
+def odds(x):
+    return x if x % 2 else None
+
+
+def test_broadcast_inside_a_loop_body_counts_every_copy(executor):
+    """A broadcast puts one copy in flight per branch; the loop must wait for all."""
+    from helpers import evens
+
+    body = merge(halve >> [evens, odds])  # exactly one branch keeps each item
+    flow = numbers(60) >> loop(body, until=lambda x: x < 3)
+    assert sorted(flow.collect(executor=executor, timeout=20)) == sorted(
+        _halve_until_below(x, 3) for x in range(60))

@@ -254,14 +254,19 @@ class _Worker:
                 self.out[1].extend(out)
                 self._flush_all()
                 with counter.get_lock():
-                    counter.value += len(back) - len(items)
+                    counter.value += len(back) * len(self.job.outputs[0]) - len(items)
 
     def _enter(self, items: list[Any], counter: Any) -> None:
         items = self.node.gate.enter(list(items))
         if items:
             with counter.get_lock():
-                counter.value += len(items)
+                counter.value += len(items) * len(self.job.outputs[0])
             self.out[0].extend(items)
+
+    def _in_flight_out(self) -> int:
+        """Items waiting in the output buffers, counted once per channel they will
+        be sent to (a broadcast puts one copy in flight per branch)."""
+        return sum(len(items) * len(chans) for items, chans in zip(self.out, self.job.outputs, strict=True))
 
     def _count(self, produced: int, consumed: int) -> None:
         """Report to every enclosing loop what this batch changed in flight."""
@@ -402,12 +407,12 @@ class _Worker:
         while i < n:
             k = self.chunk
             if counting:
-                before = sum(map(len, out))
+                before = self._in_flight_out()
             t = time.perf_counter()
             process(batch if (i == 0 and k >= n) else batch[i:i + k], out)
             dt = time.perf_counter() - t
             if counting:
-                produced += sum(map(len, out)) - before
+                produced += self._in_flight_out() - before
             self.busy += dt
             self._adapt(min(k, n - i), dt)
             i += k

@@ -158,7 +158,8 @@ class _SerialExecution(Execution):
         finally:
             self.busy[nid] += time.perf_counter() - t
         self._emit(nid, out)
-        self._count(node, sum(map(len, out)), node.arity if len(node.inputs) > 1 else 1)
+        produced = sum(len(items) * len(chans) for items, chans in zip(out, node.outputs, strict=True))
+        self._count(node, produced, node.arity if len(node.inputs) > 1 else 1)
         if self.port_ended[nid] and self._zip_exhausted(nid):
             self._end(nid)  # an ended input has nothing left to pair
         elif self._unread(nid):
@@ -179,12 +180,12 @@ class _SerialExecution(Execution):
             runner.items_in += 1
             back, out = runner.route([x])
             self._emit(gid, [back, out])
-            self.in_flight[gid] += len(back) - 1
+            self.in_flight[gid] += len(back) * len(self.plan.nodes[gid].outputs[0]) - 1
         self._maybe_close_loop(gid)
 
     def _enter(self, gid: int, items: Any) -> None:
         items = self.plan.nodes[gid].gate.enter(list(items))
-        self.in_flight[gid] += len(items)
+        self.in_flight[gid] += len(items) * len(self.plan.nodes[gid].outputs[0])
         self._emit(gid, [items, []])
         self._maybe_close_loop(gid)
 
