@@ -266,7 +266,8 @@ class _Worker:
     def _in_flight_out(self) -> int:
         """Items waiting in the output buffers, counted once per channel they will
         be sent to (a broadcast puts one copy in flight per branch)."""
-        return sum(len(items) * len(chans) for items, chans in zip(self.out, self.job.outputs, strict=True))
+        pairs = zip(self.out, self.job.outputs, strict=True)
+        return sum(len(items) * len(chans) for items, chans in pairs)
 
     def _count(self, produced: int, consumed: int) -> None:
         """Report to every enclosing loop what this batch changed in flight."""

@@ -158,7 +158,8 @@ class _SerialExecution(Execution):
         finally:
             self.busy[nid] += time.perf_counter() - t
         self._emit(nid, out)
-        produced = sum(len(items) * len(chans) for items, chans in zip(out, node.outputs, strict=True))
+        pairs = zip(out, node.outputs, strict=True)
+        produced = sum(len(items) * len(chans) for items, chans in pairs)
         self._count(node, produced, node.arity if len(node.inputs) > 1 else 1)
         if self.port_ended[nid] and self._zip_exhausted(nid):
             self._end(nid)  # an ended input has nothing left to pair
