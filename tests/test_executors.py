@@ -103,12 +103,22 @@ def test_zip_into_stage_with_workers(executor):
 
 
 def test_workers_really_run_in_parallel_processes():
-    @transform(workers=2, ordered=False)
-    def where(x):
-        time.sleep(0.01)  # long enough for both workers to take items
-        return os.getpid()
+    import multiprocessing
 
-    pids = set((numbers(40) >> where).collect())
+    both_busy = multiprocessing.Barrier(2)  # passes only when two workers hold items
+
+    @transform(workers=2, ordered=False)
+    class Where:
+        def local_init(self):
+            self.first = True
+
+        def run(self, x):
+            if self.first:
+                self.first = False
+                both_busy.wait(timeout=10)
+            return os.getpid()
+
+    pids = set((numbers(40) >> Where()).collect(timeout=20))
     assert len(pids) == 2 and os.getpid() not in pids
 
 
