@@ -152,6 +152,26 @@ class Flow(Composable):
         count = f"{len(self.nodes)} stage" + ("s" if len(self.nodes) != 1 else "")
         return f"<Flow of {count}: {names}>"
 
+    def with_stages(self, new: dict[Node, Stage]) -> Flow:
+        """The same graph with the stages of some nodes replaced (node ids kept)."""
+        memo: dict[Node, Node] = {}
+
+        def final(n: Node) -> Node:
+            if n not in memo:
+                loop = None if n.loop is None else frozenset(final(x) for x in n.loop)
+                stage = new.get(n, n.stage)
+                same = stage is n.stage and loop == n.loop
+                memo[n] = n if same else Node(stage, n.uid, loop)
+            return memo[n]
+
+        def edge(e: Edge) -> Edge:
+            src = None if e.src is None else final(e.src)
+            return Edge(src, e.src_port, final(e.dst), e.dst_port, e.stream, e.back)
+
+        return Flow(tuple(map(final, self.nodes)), tuple(map(edge, self.edges)),
+                    tuple(map(final, self.inlets)),
+                    tuple(tuple((final(n), p) for n, p in g) for g in self.outlets))
+
     @staticmethod
     def union(flows: list[Flow], inlets: tuple[Node, ...],
               outlets: tuple[tuple[Port, ...], ...], edges: tuple[Edge, ...] = ()) -> Flow:

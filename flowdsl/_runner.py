@@ -25,6 +25,14 @@ __all__ = ["Cancelled", "Runner", "StageDone"]
 log = logging.getLogger("flowdsl")
 
 
+_opening: list[int] = []  # the worker whose local_init is running, if any
+
+
+def opening_worker() -> int:
+    """The index of the worker whose ``local_init`` is running (0 outside one)."""
+    return _opening[-1] if _opening else 0
+
+
 class Cancelled(BaseException):
     """Raised in a worker that the driver is stopping; never user-visible."""
 
@@ -72,7 +80,11 @@ class Runner:
         self.opened = True
         hook = hook_of(self.functor, "local_init")
         if hook is not None:
-            self._guard(hook, None, **self.stage.init_kwargs)
+            _opening.append(self.worker)
+            try:
+                self._guard(hook, None, **self.stage.init_kwargs)
+            finally:
+                _opening.pop()
         self.call = callable_of(self.functor)
         self.generator = self.stage.is_generator  # looked up once, not per item
         self.fn = _bind(self.call, self.args, self.kwargs)

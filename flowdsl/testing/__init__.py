@@ -1,0 +1,16 @@
+"""Tools to test your own flows.
+
+- :func:`run_inline` runs a flow in this process on given inputs;
+- :func:`assert_equivalent` checks that the process executor agrees with the serial
+  reference on a flow, for given or hypothesis-generated inputs;
+- :func:`inject_fault` makes one worker of one stage fail, die or hang at one item,
+  so error handling can be tested;
+- :mod:`flowdsl.testing.strategies` (needs hypothesis: ``pip install
+  flowdsl[testing]``) draws streams of items and random flows built from your stages.
+"""
+
+from .equivalence import assert_equivalent, keeps_order, run_inline
+from .faults import FAULT_KINDS, InjectedFault, inject_fault
+
+__all__ = ["FAULT_KINDS", "InjectedFault", "assert_equivalent", "inject_fault", "keeps_order",
+           "run_inline"]
