@@ -48,6 +48,7 @@ _SHAPES: dict[str, dict[str, str]] = {
 }
 _STREAM_STYLE = {"shape": "box", "style": "filled", "fillcolor": "lightgrey",
                  "fontsize": "9", "height": "0.2"}
+_HIGHLIGHT = {"style": "filled,rounded", "fillcolor": "#ffd8a8", "penwidth": "2"}
 _BACK_STYLE = {"style": "dashed", "constraint": "false"}
 
 
@@ -163,15 +164,26 @@ def diagram(flow: Flow, draw_streams: bool = False) -> graphviz.Digraph:
     return _digraph(compile_flow(flow, want_results=False), draw_streams)
 
 
-def _digraph(plan: Plan, draw_streams: bool) -> graphviz.Digraph:
+def annotated(plan: Plan, notes: dict[str, str], highlight: str | None) -> graphviz.Digraph:
+    """The diagram of ``plan`` with ``notes[name]`` under each stage's label and
+    the stage named ``highlight`` filled (a run report's figures and bottleneck)."""
+    return _digraph(plan, False, notes, highlight)
+
+
+def _digraph(plan: Plan, draw_streams: bool, notes: dict[str, str] | None = None,
+             highlight: str | None = None) -> graphviz.Digraph:
     import graphviz
 
     found = links(plan)
     dot = _diagram_class()("flow", node_attr={"fontname": "Helvetica", "fontsize": "11"},
                            edge_attr={"fontname": "Helvetica", "fontsize": "9"})
     for spec in _visible(plan):
-        dot.node(f"n{spec.id}", graphviz.escape(_label(spec)),
-                 **_SHAPES.get(spec.kind, {"shape": "ellipse"}))
+        lines = [_label(spec), *(notes or {}).get(spec.name, "").splitlines()]
+        attrs = dict(_SHAPES.get(spec.kind, {"shape": "ellipse"}))
+        if spec.name == highlight:
+            attrs.update(_HIGHLIGHT)
+        label = "\\n".join(line.replace("\\", "\\\\") for line in lines)
+        dot.node(f"n{spec.id}", graphviz.nohtml(label), **attrs)
     if draw_streams:
         _draw_with_streams(dot, plan, found)
     else:

@@ -1,43 +1,61 @@
-"""Run reports: what each stage did during one run."""
+"""Run reports: what each stage did during one run, and where the time went."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["RunReport", "StageStats"]
+__all__ = ["FIGURES", "RunReport", "StageStats"]
+
+# The per-worker figures, in the order workers publish them (see executors/_worker.py).
+FIGURES = ("items_in", "items_out", "errors", "busy_seconds",
+           "blocked_in_seconds", "blocked_out_seconds")
 
 
 @dataclass
 class StageStats:
-    """Counters of one stage, summed over its workers."""
+    """Counters of one stage, summed over its workers.
+
+    ``busy_seconds`` is time spent in the stage's own code; ``blocked_in_seconds``
+    waiting for input (upstream too slow) and ``blocked_out_seconds`` waiting for
+    room downstream (downstream too slow).  A stage that is busy nearly all the
+    time while its neighbours wait on it is the bottleneck.  The serial executor
+    never waits, so its blocked times are zero.
+    """
 
     name: str
     kind: str
     workers: int = 1
     items_in: int = 0
     items_out: int = 0
-    errors: int = 0
+    errors: int = 0  # items that failed and were skipped or sent to the dead letters
     busy_seconds: float = 0.0
+    blocked_in_seconds: float = 0.0
+    blocked_out_seconds: float = 0.0
 
-    def add(self, items_in: int, items_out: int, errors: int, busy: float) -> None:
-        self.items_in += items_in
-        self.items_out += items_out
-        self.errors += errors
-        self.busy_seconds += busy
+    def add(self, *figures: float) -> None:
+        """Add one worker's figures, given in :data:`FIGURES` order."""
+        for name, value in zip(FIGURES, figures, strict=False):  # a prefix is fine
+            setattr(self, name, getattr(self, name) + type(getattr(self, name))(value))
+
+    def busy_share(self, seconds: float) -> float:
+        """The fraction of ``seconds`` of wall time its workers spent busy."""
+        return self.busy_seconds / self.workers / seconds if seconds > 0 else 0.0
 
 
 @dataclass
 class RunReport:
     """Returned by ``flow.run()``: per-stage counters and the wall time of the run.
 
-    ``report["square"]`` gives the :class:`StageStats` of a stage by name.
+    ``report["square"]`` gives the :class:`StageStats` of a stage by name;
+    ``report.diagram()`` draws the flow annotated with them.
     """
 
     stages: dict[str, StageStats] = field(default_factory=dict)
     seconds: float = 0.0
     executor: str = ""
     stopped: bool = False  # ended early by StopFlow
+    plan: Any = field(default=None, repr=False, compare=False)  # what diagram() draws
 
     def __getitem__(self, name: str) -> StageStats:
         try:
@@ -48,21 +66,52 @@ class RunReport:
 
     @property
     def bottleneck(self) -> str | None:
-        """The stage with the most busy time per worker."""
+        """The stage that limited the run: the most busy time per worker."""
         if not self.stages:
             return None
         return max(self.stages.values(), key=lambda s: s.busy_seconds / s.workers).name
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready): the figures, the bottleneck, no objects."""
         return {"seconds": self.seconds, "executor": self.executor, "stopped": self.stopped,
+                "bottleneck": self.bottleneck,
                 "stages": {k: asdict(v) for k, v in self.stages.items()}}
+
+    def diagram(self) -> Any:
+        """A ``graphviz.Digraph`` of the flow, each stage labelled with its figures
+        and the bottleneck highlighted."""
+        if self.plan is None:
+            raise ValueError("this report has no flow to draw (it was built by hand)")
+        from ._diagram import annotated
+
+        return annotated(self.plan, {s.name: _note(s, self.seconds) for s in
+                                     self.stages.values()}, self.bottleneck)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "plan": None}  # figures travel, the stages' code does not
 
     def __repr__(self) -> str:
         rows = [f"RunReport({self.executor}, {self.seconds:.3f} s"
                 + (", stopped by StopFlow" if self.stopped else "") + ")"]
-        width = max((len(n) for n in self.stages), default=5)
-        rows.append(f"  {'stage':<{width}}  {'in':>9} {'out':>9} {'errors':>6} {'busy s':>8}")
+        width = max((len(n) for n in self.stages), default=5) + 2
+        rows.append(f"  {'stage':<{width}} {'in':>9} {'out':>9} {'errors':>6} {'busy s':>8} "
+                    f"{'busy %':>6} {'wait in s':>9} {'wait out s':>10}")
         for s in self.stages.values():
-            rows.append(f"  {s.name:<{width}}  {s.items_in:>9} {s.items_out:>9} "
-                        f"{s.errors:>6} {s.busy_seconds:>8.3f}")
+            mark = " *" if s.name == self.bottleneck and len(self.stages) > 1 else ""
+            rows.append(f"  {s.name + mark:<{width}} {s.items_in:>9} {s.items_out:>9} "
+                        f"{s.errors:>6} {s.busy_seconds:>8.3f} "
+                        f"{100 * s.busy_share(self.seconds):>6.0f} "
+                        f"{s.blocked_in_seconds:>9.3f} {s.blocked_out_seconds:>10.3f}")
+        if len(self.stages) > 1:
+            rows.append("  * bottleneck")
         return "\n".join(rows)
+
+
+def _note(s: StageStats, seconds: float) -> str:
+    lines = [f"in {s.items_in}  out {s.items_out}"
+             + (f"  errors {s.errors}" if s.errors else ""),
+             f"busy {s.busy_seconds:.2f} s ({100 * s.busy_share(seconds):.0f}%)"]
+    if s.blocked_in_seconds or s.blocked_out_seconds:
+        lines.append(f"waits: in {s.blocked_in_seconds:.2f} s, out {s.blocked_out_seconds:.2f} s")
+    return "\n".join(lines)
+

@@ -7,6 +7,7 @@ from typing import Any
 
 from .._flow import Flow
 from .._plan import compile_flow
+from .._progress import Progress
 from ._base import Execution, Executor
 from .process import ProcessExecutor
 from .serial import SerialExecutor
@@ -36,7 +37,12 @@ def execute(flow: Flow, *, executor: Any = "process", timeout: float | None = No
     runner = resolve_executor(executor)
     plan = compile_flow(flow, want_results=want_results)
     execution: Execution = runner.start(plan, timeout=timeout)
+    display = Progress(execution) if progress else None
     try:
         yield execution
     finally:
-        execution.close()
+        try:
+            execution.close()
+        finally:
+            if display is not None:
+                display.close()

@@ -44,7 +44,7 @@ class Execution(abc.ABC):
         self.plan = plan
         self.report = RunReport(
             {n.name: StageStats(n.name, n.kind, n.workers) for n in plan.nodes if not n.hidden},
-            executor=executor_name)
+            executor=executor_name, plan=plan)
         self._started = time.perf_counter()
 
     @abc.abstractmethod
@@ -52,6 +52,16 @@ class Execution(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    def stats(self) -> dict[str, StageStats]:
+        """Each stage's figures so far: live while the run goes on (read by the
+        progress display), final once it is closed."""
+        return self.report.stages
+
+    def queue_fill(self) -> dict[str, float]:
+        """For each stage with inputs, how full its fullest input queue is (0 to 1);
+        empty where the executor has no queues."""
+        return {}
 
     def _finish_report(self) -> None:
         self.report.seconds = time.perf_counter() - self._started

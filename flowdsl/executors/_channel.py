@@ -46,6 +46,14 @@ class Channel:
         self._slots.release()
         return data
 
+    def fill(self) -> float:
+        """The share of the channel's batch slots in use (0 to 1)."""
+        try:
+            free = self._slots.get_value()
+        except NotImplementedError:  # macOS has no sem_getvalue
+            return 0.0
+        return max(0, self.capacity - free) / self.capacity
+
     def ready(self) -> bool:
         """True if a message is waiting (a hint: another consumer may take it)."""
         return self.reader.poll(0)

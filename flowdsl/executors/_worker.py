@@ -25,6 +25,7 @@ from typing import Any
 import dill
 
 from .._plan import NodeSpec
+from .._report import FIGURES
 from .._runner import Cancelled, Runner, StageDone
 from ..errors import StageError, StopFlow
 from ._channel import Channel, ControlPipe
@@ -33,6 +34,7 @@ from ._codec import EOS, decode, encode, find_unpicklable
 __all__ = ["LINGER", "Job", "Ordering", "worker_main"]
 
 LINGER = 0.005  # seconds an item may wait in a batch
+PUBLISH = 0.05  # seconds between updates of the live counters
 BATCH_WORK = 0.002  # seconds of consumer work one batch should hold
 MAX_BATCH = 256
 MESSAGE_BYTES = 1 << 20  # batches aim below this size
@@ -67,6 +69,8 @@ class Job:
     counter: Any = None  # a gate's own in-flight counter
     stop: Any = None  # Event: a stage raised StopFlow, sources end their streams
     code: bytes | None = None  # the stage as dill bytes, when not inherited by fork
+    stats: Any = None  # RawArray of doubles: this worker publishes FIGURES at ``slot``
+    slot: int = 0
 
 
 def worker_main(job: Job) -> None:
@@ -114,6 +118,9 @@ class _Worker:
         self.max_chunk = MAX_BATCH  # lowered when items are big: see _send_batch
         self.item_bytes = [0.0] * len(node.outputs)
         self.busy = 0.0
+        self.blocked_in = 0.0  # seconds waiting for input
+        self.blocked_out = 0.0  # seconds waiting for room downstream
+        self.published = 0.0
         self.flag = node.stage.term_flag
         self.closed_ports: set[int] = set()
         self.dropped = 0  # items made for outputs nobody reads any more
@@ -164,8 +171,18 @@ class _Worker:
         for stream in (sys.stdout, sys.stderr):  # what the stage printed goes out first
             with contextlib.suppress(Exception):
                 stream.flush()
-        r = self.runner
-        self._send("done", (r.items_in, r.items_out, r.errors, self.busy))
+        self._publish()
+        self._send("done", None)
+
+    def _publish(self) -> None:
+        """Write this worker's figures where the driver reads them (progress, report)."""
+        r, stats = self.runner, self.job.stats
+        if stats is None:
+            return
+        base = self.job.slot * len(FIGURES)
+        stats[base:base + len(FIGURES)] = [r.items_in, r.items_out, r.errors, self.busy,
+                                           self.blocked_in, self.blocked_out]
+        self.published = time.perf_counter()
 
     def _send(self, kind: str, payload: Any) -> None:
         if isinstance(payload, StageError):  # exceptions pickle without their cause
@@ -199,6 +216,8 @@ class _Worker:
             if n < k or (flag is not None and flag.is_set()) or self.job.stop.is_set():
                 return
             self._maybe_flush(t)
+            if t - self.published > PUBLISH:
+                self._publish()
 
     def _close_port(self, port: int) -> None:
         """End the stream of one output port (once)."""
@@ -255,6 +274,8 @@ class _Worker:
                 self._flush_all()
                 with counter.get_lock():
                     counter.value += len(back) * len(self.job.outputs[0]) - len(items)
+                if time.perf_counter() - self.published > PUBLISH:
+                    self._publish()
 
     def _enter(self, items: list[Any], counter: Any) -> None:
         items = self.node.gate.enter(list(items))
@@ -293,6 +314,7 @@ class _Worker:
         while True:
             if any(self.out) and (shared or not ch.ready()):
                 self._flush_all()
+            t = time.perf_counter()
             if ordering is None:
                 data, seq = ch.get(), None
             else:
@@ -301,6 +323,7 @@ class _Worker:
                     seq = ordering.seq.value
                     if data != EOS:
                         ordering.seq.value = seq + 1
+            self.blocked_in += time.perf_counter() - t
             if data == EOS:
                 self.ended_inputs.add(0)
                 return
@@ -341,7 +364,9 @@ class _Worker:
             if not ready:
                 self._flush_all()
                 waiting = {chans[i].reader: i for i in open_inputs}
+                t = time.perf_counter()
                 ready = [waiting[r] for r in wait(list(waiting))]
+                self.blocked_in += time.perf_counter() - t
             for i in ready:
                 data = chans[i].get()
                 if data == EOS:
@@ -427,13 +452,17 @@ class _Worker:
             ch.cost.value = self.per_item
         if seq is not None:
             self._emit_in_turn(seq)
+        if time.perf_counter() - self.published > PUBLISH:
+            self._publish()
 
     def _emit_in_turn(self, seq: int) -> None:
         ordering = self.job.ordering
         assert ordering is not None
+        t = time.perf_counter()
         with ordering.turn:
             while ordering.next_emit.value < seq:
                 ordering.turn.wait()
+            self.blocked_out += time.perf_counter() - t  # waiting for our turn to emit
             self._flush_all()
             if ordering.next_emit.value == seq:  # not if a worker stopped: order is moot
                 ordering.next_emit.value = seq + 1
@@ -506,8 +535,10 @@ class _Worker:
         self.item_bytes[port] = len(data) / len(batch)
         self.max_chunk = max(1, min(MAX_BATCH, int(MESSAGE_BYTES / max(self.item_bytes))))
         self.chunk = min(self.chunk, self.max_chunk)
+        t = time.perf_counter()
         for ch in self.job.outputs[port]:
             ch.put(data)
+        self.blocked_out += time.perf_counter() - t
 
 
 def _die_with_parent() -> None:

@@ -27,6 +27,7 @@ import multiprocess
 from multiprocess.connection import wait
 
 from .._plan import Plan
+from .._report import FIGURES, StageStats
 from ..errors import FlowTimeout, GraphError, WorkerDied
 from ._base import Execution, Executor
 from ._channel import Channel, ControlPipe
@@ -83,6 +84,10 @@ class _ProcessExecution(Execution):
         if self.ctx.get_start_method() != "fork":
             self.code = _ship(plan, self.ctx.get_start_method())
         self.control = ControlPipe(self.ctx)
+        # every worker's live figures, one slot each (the report and progress read them)
+        self.slots = {(n.id, w): i for i, (n, w) in enumerate(
+            (n, w) for n in plan.nodes for w in range(n.workers))}
+        self.figures = self.ctx.RawArray("d", len(self.slots) * len(FIGURES))
         self.stop = self.ctx.Event()  # set on StopFlow: sources end, the flow drains
         self.channels = [
             Channel(self.ctx, c.name, c.buffer, plan.producer_workers(c.id),
@@ -128,7 +133,8 @@ class _ProcessExecution(Execution):
                           self.control, ordering, levels,
                           [(counters[g], self.channels[_feedback(self.plan, g)])
                            for g in node.regions],
-                          counters.get(node.id), self.stop, self.code.get(node.id))
+                          counters.get(node.id), self.stop, self.code.get(node.id),
+                          self.figures, self.slots[node.id, w])
                 proc = self.ctx.Process(target=worker_main, args=(job,),
                                         name=f"flowdsl:{node.name}:{w}")
                 proc.start()
@@ -171,9 +177,6 @@ class _ProcessExecution(Execution):
                 logging.getLogger(payload.name).handle(payload)
             elif kind == "done":
                 self.done.add((node_id, worker))
-                node = self.plan.nodes[node_id]
-                if not node.hidden:
-                    self.report.stages[node.name].add(*payload)
             elif kind == "stop":
                 self.report.stopped = True
                 self.stop.set()
@@ -190,6 +193,24 @@ class _ProcessExecution(Execution):
         if (node_id, worker) not in self.done:
             raise WorkerDied(self.plan.nodes[node_id].name, worker, proc.exitcode)
 
+    def stats(self) -> dict[str, StageStats]:
+        figures, k = self.figures[:], len(FIGURES)
+        stages = {n.name: StageStats(n.name, n.kind, n.workers)
+                  for n in self.plan.nodes if not n.hidden}
+        for (node_id, _), slot in self.slots.items():
+            node = self.plan.nodes[node_id]
+            if not node.hidden:
+                stages[node.name].add(*figures[slot * k:(slot + 1) * k])
+        return stages
+
+    def queue_fill(self) -> dict[str, float]:
+        fill: dict[str, float] = {}
+        for node in self.plan.nodes:
+            if node.inputs and not node.hidden:
+                shares = [self.channels[c].fill() for c in node.inputs]
+                fill[node.name] = max(shares)
+        return fill
+
     # -- teardown ----------------------------------------------------------------------
     def close(self) -> None:
         if self.closed:
@@ -204,6 +225,7 @@ class _ProcessExecution(Execution):
             for ch in self.channels:
                 ch.close()
             self.control.close()
+            self.report.stages = self.stats()
             self._finish_report()
 
     def _stop_workers(self) -> None:

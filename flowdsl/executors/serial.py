@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .._plan import DRIVER, Plan
+from .._report import StageStats
 from .._runner import Runner, StageDone
 from ..errors import FlowTimeout, StopFlow
 from ._base import Execution, Executor
@@ -272,6 +273,14 @@ class _SerialExecution(Execution):
         flag = self.plan.nodes[nid].stage.term_flag
         return flag is not None and flag.is_set()
 
+    def stats(self) -> dict[str, StageStats]:
+        stages = {}
+        for node, r in zip(self.plan.nodes, self.runners, strict=True):
+            if not node.hidden:
+                stages[node.name] = StageStats(node.name, node.kind, node.workers)
+                stages[node.name].add(r.items_in, r.items_out, r.errors, self.busy[node.id])
+        return stages
+
     def _check_deadline(self) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise FlowTimeout(f"the flow did not finish within {self.timeout} s")
@@ -286,10 +295,7 @@ class _SerialExecution(Execution):
                 r.close()
             except Exception as exc:
                 first = first or exc
-        for node, r in zip(self.plan.nodes, self.runners, strict=False):
-            if not node.hidden:
-                self.report.stages[node.name].add(r.items_in, r.items_out, r.errors,
-                                                  self.busy[node.id])
+        self.report.stages = self.stats()
         self._finish_report()
         if first is not None and sys.exc_info()[1] is None:
             raise first

@@ -1,0 +1,199 @@
+"""Live progress of a run: per-stage counters drawn while the flow runs.
+
+``run(progress=True)`` starts a :class:`Progress`: a daemon thread in the driver
+that reads the execution's live figures a few times a second and draws them, in
+a terminal with ``tqdm`` (one line per stage), in Jupyter as an HTML table
+updated in place (no ipywidgets needed).  Workers always publish their figures
+(the run report is built from them), so asking for progress costs the run
+nothing but this thread; not asking for it starts nothing.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+import sys
+import threading
+import time
+from typing import Any, Protocol
+
+from ._report import StageStats
+
+__all__ = ["Progress"]
+
+
+class _View(Protocol):
+    def draw(self, rows: list[_Row], final: bool) -> None: ...
+    def close(self) -> None: ...
+
+
+class _Row:
+    """One stage's line: its figures, its current rate and its input queue fill."""
+
+    def __init__(self, stats: StageStats, rate: float, fill: float | None) -> None:
+        self.stats, self.rate, self.fill = stats, rate, fill
+
+    @property
+    def done(self) -> int:
+        """Items the stage has handled: produced for a source, taken in otherwise."""
+        s = self.stats
+        return s.items_out if s.kind == "source" else s.items_in
+
+    def summary(self) -> str:
+        s = self.stats
+        parts = [f"{_rate(self.rate):>9} items/s"]
+        if s.kind != "source":
+            parts.append(f"in {s.items_in:,}")
+        if s.kind != "sink":
+            parts.append(f"out {s.items_out:,}")
+        if s.errors:
+            parts.append(f"errors {s.errors:,}")
+        if self.fill is not None:
+            parts.append(f"queue {self.fill:.0%}")
+        return ", ".join(parts)
+
+
+class Progress:
+    """Draws ``execution``'s live figures until :meth:`close`, which draws the
+    final ones."""
+
+    def __init__(self, execution: Any, view: _View | None = None,
+                 interval: float | None = None) -> None:
+        self.execution = execution
+        notebook = _in_notebook()
+        self.view = view or (_NotebookView() if notebook else _terminal_view())
+        self.interval = interval or (0.5 if notebook else 0.2)
+        self._started = time.perf_counter()
+        self._last: dict[str, tuple[float, int]] = {}  # when each stage was drawn, at what count
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="flowdsl-progress",
+                                        daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.view.draw(self.rows(), False)
+
+    def rows(self, final: bool = False) -> list[_Row]:
+        """The figures now; the rate is the recent one, or the whole run's when final."""
+        now = time.perf_counter()
+        fill = self.execution.queue_fill()
+        rows = []
+        for name, stats in self.execution.stats().items():
+            row = _Row(stats, 0.0, fill.get(name))
+            then, before = self._last.get(name, (self._started, 0))
+            if final:
+                then, before = self._started, 0
+            if now > then:
+                row.rate = (row.done - before) / (now - then)
+            self._last[name] = (now, row.done)
+            rows.append(row)
+        return rows
+
+    def close(self) -> None:
+        """Stop drawing; draw the final figures once."""
+        self._stop.set()
+        self._thread.join()
+        try:
+            self.view.draw(self.rows(final=True), True)
+        finally:
+            self.view.close()
+
+
+def _terminal_view() -> _View:
+    """Live lines on a terminal; on a pipe or file, a plain block now and then."""
+    stream = sys.stderr
+    return _TerminalView(stream) if stream.isatty() else _PlainView(stream)
+
+
+class _TerminalView:
+    """One ``tqdm`` line per stage, redrawn in place."""
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+        self.bars: dict[str, Any] = {}
+
+    def draw(self, rows: list[_Row], final: bool) -> None:
+        from tqdm import tqdm
+
+        width = max(len(r.stats.name) for r in rows) if rows else 0
+        for i, row in enumerate(rows):
+            bar = self.bars.get(row.stats.name)
+            if bar is None:
+                bar = self.bars[row.stats.name] = tqdm(
+                    position=i, file=self.file, ncols=shutil.get_terminal_size().columns,
+                    leave=True, mininterval=0, bar_format="{desc}")
+            bar.set_description_str(f"{row.stats.name:<{width}}  {row.summary()}",
+                                    refresh=False)
+            bar.refresh()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+class _PlainView:
+    """For logs: a block of lines every ``every`` seconds, and at the end."""
+
+    def __init__(self, file: Any, every: float = 10.0) -> None:
+        self.file, self.every = file, every
+        self.drawn = time.perf_counter()
+
+    def draw(self, rows: list[_Row], final: bool) -> None:
+        now = time.perf_counter()
+        if not final and now - self.drawn < self.every:
+            return
+        self.drawn = now
+        width = max(len(r.stats.name) for r in rows) if rows else 0
+        self.file.write("".join(f"{r.stats.name:<{width}}  {r.summary()}\n" for r in rows))
+        self.file.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class _NotebookView:
+    """An HTML table in the cell's output, replaced in place at each draw."""
+
+    def __init__(self) -> None:
+        self.handle: Any = None
+
+    def draw(self, rows: list[_Row], final: bool) -> None:
+        from IPython.display import HTML, display
+
+        table = HTML(_html_table(rows))
+        if self.handle is None:
+            self.handle = display(table, display_id=True)
+        else:
+            self.handle.update(table)
+
+    def close(self) -> None:
+        pass
+
+
+def _html_table(rows: list[_Row]) -> str:
+    head = "".join(f"<th>{h}</th>" for h in
+                   ("stage", "in", "out", "items/s", "errors", "queue"))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{c}</td>" for c in (
+            html.escape(r.stats.name), f"{r.stats.items_in:,}", f"{r.stats.items_out:,}",
+            _rate(r.rate), f"{r.stats.errors:,}",
+            "" if r.fill is None else f"{r.fill:.0%}")) + "</tr>"
+        for r in rows)
+    return f'<table class="flowdsl-progress"><tr>{head}</tr>{body}</table>'
+
+
+def _rate(per_second: float) -> str:
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if per_second >= scale:
+            return f"{per_second / scale:.1f}{suffix}"
+    return f"{per_second:.0f}"
+
+
+def _in_notebook() -> bool:
+    """True in a Jupyter kernel (IPython is only looked at if already imported)."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    shell = ipython.get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
