@@ -26,6 +26,8 @@ EXPECTED = {
     "loops.py": ([FIB_LINES, "stopped by StopFlow: True", "9 reaches 1 after 19 steps",
                   "sqrt(2) = 1.41421356237", "sqrt(1e+06) = 1000\n"], []),
     "stateful_functors.py": ([FIB_LINES, "saved moving_average.png (100 steps)"], []),
+    "finding_the_bottleneck.py": (["bottleneck: fingerprint", "wrote report.gv"],
+                                  ["fingerprint", "in 2,000, out 2,000"]),
     "etl.py": (["9 rows read, 7 kept", "'apples': {'quantity': 15, 'revenue': 7.65}",
                 "2024-01-09,S2,pears,6,0.8,4.8"],
                ["skipping north/2024-01.csv:4: bad number",
