@@ -420,6 +420,7 @@ def describe(exc: BaseException, with_trace: bool = False) -> str:
     hint = "" if with_trace else " (run again with --traceback to see the traceback)"
     if isinstance(exc, StageError):
         item = "" if exc.item is None else f" on item {exc.item}"
+        hint = hint if exc.remote_traceback else ""
         return f"stage {exc.stage!r} failed in worker {exc.worker}{item}: {exc.message}{hint}"
     if isinstance(exc, WorkerDied):
         return (f"worker {exc.worker} of stage {exc.stage!r} died without reporting: "

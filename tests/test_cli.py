@@ -200,9 +200,11 @@ def test_options_reach_the_run(work, monkeypatch):
     monkeypatch.setattr(_cli, "_configure_logging", lambda level: None)
     monkeypatch.chdir(work)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.setattr(sys, "modules", dict(sys.modules))
-    assert _cli.main(["run", "flows:squares", "--progress", "--timeout", "2.5",
-                      "--start-method", "spawn"]) == 0
+    try:
+        assert _cli.main(["run", "flows:squares", "--progress", "--timeout", "2.5",
+                          "--start-method", "spawn"]) == 0
+    finally:
+        sys.modules.pop("flows", None)
     assert seen["progress"] is True and seen["timeout"] == 2.5
     assert seen["executor"].start_method == "spawn"
 
