@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from ._flow import Flow
 
-__all__ = ["diagram", "mimebundle", "render_svg", "to_text"]
+__all__ = ["diagram", "mimebundle", "render", "render_svg", "to_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -351,16 +351,27 @@ def _diagram_class() -> type[graphviz.Digraph]:
 def render_svg(dot_source: str) -> str | None:
     """SVG for a DOT source: with Graphviz's ``dot`` if installed, else with
     ``graphviz-pure``; ``None`` when neither works (never raises)."""
+    data = render(dot_source, "svg")
+    try:
+        return None if data is None else data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def render(dot_source: str, fmt: str) -> bytes | None:
+    """A DOT source rendered to ``fmt`` (``"svg"``, ``"png"``, ``"pdf"``...) with
+    Graphviz's ``dot`` if installed, else with ``graphviz-pure`` (which has no
+    ``pdf``); ``None`` when neither can (never raises)."""
     import graphviz
 
     try:
-        return str(graphviz.Source(dot_source).pipe(format="svg", encoding="utf-8"))
+        return bytes(graphviz.Source(dot_source).pipe(format=fmt))
     except Exception as exc:  # ExecutableNotFound, or dot failed: try the fallback
-        logger.debug("dot cannot render (%s); trying %s", exc, PURE)
-    return _render_pure(dot_source, "svg")
+        logger.debug("dot cannot render %s (%s); trying %s", fmt, exc, PURE)
+    return _render_pure(dot_source, fmt)
 
 
-def _render_pure(dot_source: str, fmt: str) -> str | None:
+def _render_pure(dot_source: str, fmt: str) -> bytes | None:
     exe = find_renderer()
     if exe is None:
         logger.debug("no %s executable found", PURE)
@@ -368,8 +379,8 @@ def _render_pure(dot_source: str, fmt: str) -> str | None:
     try:
         done = subprocess.run([exe, f"-T{fmt}"], input=dot_source.encode("utf-8"),
                               capture_output=True, timeout=RENDER_TIMEOUT, check=True)
-        return done.stdout.decode("utf-8")
-    except (OSError, subprocess.SubprocessError, UnicodeDecodeError) as exc:
+        return done.stdout
+    except (OSError, subprocess.SubprocessError) as exc:
         logger.debug("%s failed: %s", exe, exc)
         return None
 
