@@ -121,8 +121,16 @@ def test_run_with_a_sink_prints_the_report_to_stderr(work):
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     assert done.stderr.startswith("RunReport(process, ")
-    assert re.search(r"^\s+keep\s+5\s+0\s+0\s", done.stderr, re.MULTILINE)
+    assert re.search(r"^\s+keep( \*)?\s+5\s+0\s+0\s", done.stderr, re.MULTILINE)
     assert sorted(map(int, (work / "kept.txt").read_text().split())) == [0, 1, 4, 9, 16]
+
+
+def test_progress_draws_the_stages_before_the_report(work):
+    done = cli(work, "run", "flows:pipeline", "--progress")
+    assert done.returncode == 0, done.stderr
+    drawn, report = done.stderr.split("RunReport(", 1)
+    assert re.search(r"^keep\s.*, in 5, queue 0%$", drawn, re.MULTILINE), done.stderr
+    assert "keep" in report
 
 
 def test_run_streams_results_one_per_line(work):
