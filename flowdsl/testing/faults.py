@@ -36,7 +36,8 @@ FAULT_KINDS = {
     "exit": "os._exit(70): the worker vanishes without a word",
     "segfault": "crash the interpreter with a segmentation fault",
     "hang": "block forever (for timeouts and Ctrl-C)",
-    "unpicklable": "emit an object that cannot be serialised instead of the result",
+    "unpicklable": "emit an object that cannot be serialised instead of the result "
+                   "(fails where items cross processes; the serial executor passes it on)",
     "init": "raise InjectedFault in local_init (``at`` is ignored)",
     "term": "raise InjectedFault in local_term (``at`` is ignored)",
 }
