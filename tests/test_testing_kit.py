@@ -3,7 +3,7 @@
 import os
 
 import pytest
-from helpers import add, double, evens, ignore, inc, numbers, pid_of, twice
+from helpers import add, double, evens, ignore, inc, numbers, pid_of, scale, twice
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -141,15 +141,21 @@ def test_ordered_flows_keep_order(flow):
     assert keeps_order(flow)
 
 
-@given(flow=flows([inc, double, evens]))
+@given(flow=flows([inc, double, evens, scale(factor=3)]))
 def test_drawn_flows_show_the_expression_that_builds_them(flow):
-    rebuilt = eval(repr(flow), {"inc": inc, "double": double, "evens": evens, "merge": merge})
+    names = {"inc": inc, "double": double, "evens": evens, "scale": scale, "merge": merge}
+    rebuilt = eval(repr(flow), names)
     assert sorted(run_inline(rebuilt, range(20))) == sorted(run_inline(flow, range(20)))
 
 
 def test_flows_refuses_sources_and_sinks():
     with pytest.raises(ValueError, match="transforms"):
         flows([numbers, inc])
+
+
+def test_flows_refuses_transforms_that_do_not_take_one_item():
+    with pytest.raises(ValueError, match="take one item; transform 'add' cannot be called"):
+        flows([inc, add])
 
 
 @given(streams(st.text(max_size=3), max_size=5, long_size=50))
