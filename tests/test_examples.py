@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,9 @@ EXPECTED = {
                 "2024-01-09,S2,pears,6,0.8,4.8"],
                ["skipping north/2024-01.csv:4: bad number",
                 "skipping south/2024-01.csv:3: quantity -1"]),
+    # its tests run here, once, under pytest: the suite's testpaths leave examples/ out
+    "testing_pipelines.py": (['index: {"bat": ["hats.txt"], "cat": ["cats.txt", "hats.txt"]',
+                              "rejected: latin1.txt: UnicodeDecodeError", " passed in "], []),
     "minipipe/stateful_functors.py": (
         [FIB_LINES],
         ["INFO - random_walk - End of stream", "INFO - random_walk - Local termination",
@@ -81,6 +85,8 @@ def test_script_runs(script, tmp_path):
         assert result.stdout.split() == [str(x) for x in FIBONACCI]
     if name == "stateful_functors.py":  # the plot, saved by the sink's worker
         assert (tmp_path / "moving_average.png").stat().st_size > 0
+    if name == "testing_pipelines.py":
+        assert re.search(r"^14 passed in ", result.stdout, re.MULTILINE), result.stdout
     if name.endswith("pipesystem.py"):  # 2 sources x 5 arrays x 2 batches, none lost
         sums = [ln for ln in result.stdout.splitlines() if ln.startswith(("1 <", "1 >"))]
         assert len(sums) == 20

@@ -3,7 +3,7 @@
 import os
 
 import pytest
-from helpers import add, double, evens, ignore, inc, numbers, pid_of, twice
+from helpers import add, double, evens, ignore, inc, numbers, pid_of, scale, twice
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -78,6 +78,38 @@ def test_assert_equivalent_detects_a_difference():
         assert_equivalent(pid_of, [1, 2])
 
 
+def test_assert_equivalent_runs_every_executor_on_all_of_a_one_shot_iterable():
+    assert assert_equivalent(inc, (x for x in range(5))) == [1, 2, 3, 4, 5]
+    with pytest.raises(AssertionError, match="'process' gave"):
+        assert_equivalent(pid_of, iter([1, 2]))
+
+
+def test_assert_equivalent_counts_what_each_sink_receives():
+    driver = os.getpid()
+
+    @transform
+    def only_in_the_driver(x):
+        return x if os.getpid() == driver else None
+
+    assert assert_equivalent(inc >> [double, ignore], range(3)) == [2, 4, 6]
+    with pytest.raises(AssertionError, match=r"delivered \{'ignore': 0\} item\(s\) to its "
+                                             r"sinks, 'serial' \{'ignore': 3\}"):
+        assert_equivalent(only_in_the_driver >> ignore, range(3))
+
+
+def test_assert_equivalent_keeps_its_message_short_on_long_results():
+    with pytest.raises(AssertionError) as info:
+        assert_equivalent(pid_of, range(1000))
+    message = str(info.value)
+    assert "1000 and 1000 items, first difference at index 0" in message
+    assert len(message) < 400
+
+
+def test_assert_equivalent_says_what_is_missing_from_a_multiset():
+    with pytest.raises(AssertionError, match=rf"lacks \[{os.getpid()}, {os.getpid()}\]"):
+        assert_equivalent(pid_of, [1, 2], ordered=False)
+
+
 def test_assert_equivalent_accepts_a_strategy():
     assert_equivalent(inc >> evens.options(workers=2), st.lists(st.integers()), max_examples=5)
 
@@ -109,15 +141,21 @@ def test_ordered_flows_keep_order(flow):
     assert keeps_order(flow)
 
 
-@given(flow=flows([inc, double, evens]))
+@given(flow=flows([inc, double, evens, scale(factor=3)]))
 def test_drawn_flows_show_the_expression_that_builds_them(flow):
-    rebuilt = eval(repr(flow), {"inc": inc, "double": double, "evens": evens, "merge": merge})
+    names = {"inc": inc, "double": double, "evens": evens, "scale": scale, "merge": merge}
+    rebuilt = eval(repr(flow), names)
     assert sorted(run_inline(rebuilt, range(20))) == sorted(run_inline(flow, range(20)))
 
 
 def test_flows_refuses_sources_and_sinks():
     with pytest.raises(ValueError, match="transforms"):
         flows([numbers, inc])
+
+
+def test_flows_refuses_transforms_that_do_not_take_one_item():
+    with pytest.raises(ValueError, match="take one item; transform 'add' cannot be called"):
+        flows([inc, add])
 
 
 @given(streams(st.text(max_size=3), max_size=5, long_size=50))
@@ -142,6 +180,16 @@ def test_every_fault_kind_has_the_documented_effect(kind):
     elif kind != "unpicklable":
         assert isinstance(info.value.__cause__, InjectedFault)
         assert f"{kind!r} fault" in str(info.value)
+
+
+def test_injected_fault_reports_its_public_home():
+    import pickle
+
+    assert InjectedFault.__module__ == "flowdsl.testing"
+    assert type(pickle.loads(pickle.dumps(InjectedFault("x")))) is InjectedFault
+    with pytest.raises(StageError) as info:
+        inject_fault(numbers(3) >> inc, "inc").collect(timeout=20)
+    assert "flowdsl.testing.InjectedFault: injected 'raise' fault" in info.value.remote_traceback
 
 
 def test_unpicklable_fault_fails_serialisation_of_the_output():

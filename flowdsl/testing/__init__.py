@@ -14,3 +14,5 @@ from .faults import FAULT_KINDS, InjectedFault, inject_fault
 
 __all__ = ["FAULT_KINDS", "InjectedFault", "assert_equivalent", "inject_fault", "keeps_order",
            "run_inline"]
+
+InjectedFault.__module__ = __name__  # its public home, in tracebacks and pickles

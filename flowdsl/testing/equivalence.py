@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from .._flow import Flow, as_flow
 from .._plan import compile_flow
 from .._stages import Source
-from ..errors import FlowError, GraphError, StageError, WorkerDied
+from ..errors import GraphError, StageError, WorkerDied
 
 __all__ = ["assert_equivalent", "complete", "feed", "keeps_order", "run_inline"]
 
@@ -61,16 +62,22 @@ def assert_equivalent(flow: Any, items: Any = None, *, ordered: bool | None = No
                       timeout: float = 60, max_examples: int = 20) -> list[Any] | None:
     """Assert that every executor gives the same outcome for ``flow`` on ``items``.
 
-    The first executor (the serial one by default) is the reference.  Results are
-    compared as lists when ``ordered`` (by default: when :func:`keeps_order`), else
-    as multisets; when the reference raises a :class:`~flowdsl.StageError`, the
-    others must raise one for the same stage.  ``items`` may be a hypothesis strategy
-    (outside ``@given``): the check then runs on ``max_examples`` drawn inputs.
-    Returns the reference results (None for a strategy).
+    The first executor (the serial one by default) is the reference.  What reaches
+    the end of the flow is compared as a list when ``ordered`` (by default: when
+    :func:`keeps_order`), else as a multiset; each sink must receive as many items
+    on every executor (what a sink does with them is not compared).  When the
+    reference raises a :class:`~flowdsl.StageError` or :class:`~flowdsl.WorkerDied`,
+    the others must raise the same for the same stage.  ``items`` may be a
+    hypothesis strategy (outside ``@given``): the check then runs on
+    ``max_examples`` drawn inputs.  Returns the reference results (None for a
+    strategy).
     """
+    strategy = _is_strategy(items)
+    if items is not None and not strategy:
+        items = list(items)  # every executor runs on them: a generator would be used up
     if ordered is None:
-        ordered = keeps_order(feed(flow, _sample(items)))
-    if _is_strategy(items):
+        ordered = keeps_order(feed(flow, [] if strategy else items))
+    if strategy:
         from hypothesis import given, settings
 
         @settings(max_examples=max_examples, deadline=None, database=None)
@@ -87,42 +94,82 @@ def _compare(flow: Any, items: Any, ordered: bool, executors: Sequence[Any],
              timeout: float) -> list[Any]:
     graph = feed(flow, items)
     reference, *others = [_outcome(graph, ex, timeout) for ex in executors]
+    want = repr(executors[0])
     for executor, got in zip(executors[1:], others, strict=True):
         if reference[0] == "ok" and got[0] == "ok":
-            same = got[1] == reference[1] if ordered else (
-                _multiset(got[1]) == _multiset(reference[1]))
-            how = "list" if ordered else "multiset"
-            assert same, (f"{executor!r} gave {got[1]!r}, {executors[0]!r} gave "
-                          f"{reference[1]!r} (compared as a {how})")
+            problem = (_difference(got[1], reference[1], ordered, repr(executor), want)
+                       or _sink_difference(got[2], reference[2], repr(executor), want))
+            assert problem is None, f"{executor!r} and {want} disagree: {problem}"
         else:
             assert got[:2] == reference[:2], (
-                f"{executor!r} ended with {_show(got)}, {executors[0]!r} with "
-                f"{_show(reference)}")
+                f"{executor!r} ended with {_show(got)}, {want} with {_show(reference)}")
     return reference[1] if reference[0] == "ok" else []
 
 
 def _outcome(graph: Flow, executor: Any, timeout: float) -> tuple[Any, ...]:
+    """("ok", results, items received per sink), or (error kind, stage, error)."""
+    from ..executors import execute
+
     try:
-        return ("ok", graph.collect(executor=executor, timeout=timeout))
+        with execute(graph, executor=executor, timeout=timeout) as execution:
+            results = list(execution)
+        sinks = {s.name: s.items_in for s in execution.report.stages.values()
+                 if s.kind == "sink"}
+        return ("ok", results, sinks)
     except StageError as exc:
         return ("StageError", exc.stage, exc)
     except WorkerDied as exc:
         return ("WorkerDied", exc.stage, exc)
-    except FlowError:
-        raise
 
 
 def _show(outcome: tuple[Any, ...]) -> str:
     if outcome[0] == "ok":
-        return f"results {outcome[1]!r}"
+        return f"results {_short(outcome[1])}"
     return f"{outcome[0]} in stage {outcome[1]!r}: {outcome[2]}"
 
 
-def _multiset(items: list[Any]) -> Any:
+def _difference(got: list[Any], want: list[Any], ordered: bool, name: str,
+                reference: str) -> str | None:
+    """How the results ``got`` by executor ``name`` differ from those of the
+    ``reference`` executor (None: they do not), short enough to read."""
+    if ordered:
+        if got == want:
+            return None
+        pairs = zip(got, want, strict=False)
+        first = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(got), len(want)))
+        return (f"{name} gave {_short(got)}, {reference} gave {_short(want)} (compared as "
+                f"lists: {len(got)} and {len(want)} items, first difference at index {first})")
+    have, need = _multiset(got), _multiset(want)
+    if have == need:
+        return None
+    missing, extra = list((need - have).elements()), list((have - need).elements())
+    return (f"{name} gave {_short(got)}, {reference} gave {_short(want)} (compared as "
+            f"multisets: {name} lacks {_short(missing)} and has {_short(extra)} more)")
+
+
+def _sink_difference(got: dict[str, int], want: dict[str, int], name: str,
+                     reference: str) -> str | None:
+    if got == want:
+        return None
+    return f"{name} delivered {got} item(s) to its sinks, {reference} {want}"
+
+
+def _multiset(items: list[Any]) -> Counter[Any]:
     try:
         return Counter(items)
-    except TypeError:  # unhashable items: compare sorted reprs
-        return sorted(map(repr, items))
+    except TypeError:  # unhashable items: count their reprs
+        return Counter(map(repr, items))
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 12
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlevel = 3
+
+
+def _short(obj: Any) -> str:
+    """A repr that stays readable for long result lists."""
+    return _SHORT.repr(obj)
 
 
 def _is_strategy(obj: Any) -> bool:
@@ -131,9 +178,3 @@ def _is_strategy(obj: Any) -> bool:
     except ImportError:
         return False
     return isinstance(obj, SearchStrategy)
-
-
-def _sample(items: Any) -> Any:
-    """Items standing in for a strategy while the flow's shape is checked."""
-    return [] if _is_strategy(items) else items
-

@@ -36,7 +36,8 @@ FAULT_KINDS = {
     "exit": "os._exit(70): the worker vanishes without a word",
     "segfault": "crash the interpreter with a segmentation fault",
     "hang": "block forever (for timeouts and Ctrl-C)",
-    "unpicklable": "emit an object that cannot be serialised instead of the result",
+    "unpicklable": "emit an object that cannot be serialised instead of the result "
+                   "(fails where items cross processes; the serial executor passes it on)",
     "init": "raise InjectedFault in local_init (``at`` is ignored)",
     "term": "raise InjectedFault in local_term (``at`` is ignored)",
 }
@@ -81,8 +82,10 @@ def inject_fault(flow: Any, stage: str, *, at: int = 0, worker: int | None = 0,
     ``worker`` selects the worker (``None``: every worker).  The serial executor runs
     a stage as one worker, 0.  Faults that end or block the process (``"kill"``,
     ``"exit"``, ``"segfault"``, ``"hang"``) only fire in worker processes: in the
-    serial executor they raise :class:`~flowdsl.FlowError` instead of taking the
-    caller down.  Faults compose: inject into the result again for several.
+    serial executor the stage raises :class:`~flowdsl.FlowError` instead (the caller
+    gets a :class:`~flowdsl.StageError`) rather than taking the caller down.
+    ``"unpicklable"`` fails where items cross processes; the serial executor passes
+    the object on.  Faults compose: inject into the result again for several.
     """
     if kind not in FAULT_KINDS:
         raise ValueError(f"unknown fault kind {kind!r}: use one of {sorted(FAULT_KINDS)}")

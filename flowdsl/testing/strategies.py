@@ -66,6 +66,9 @@ def flows(stages: Sequence[Any], *, max_stages: int = 6, ordered: bool = False,
     for s in pool:
         if s.kind != "transform":
             raise ValueError(f"flows() builds from transforms; {s.name!r} is a {s.kind}")
+        problem = s.bind_error(1)
+        if problem is not None:  # it would fail every drawn flow, far from here
+            raise ValueError(f"flows() chains transforms that take one item; {problem}")
     leaf = _uses(pool, ordered, max_workers)
     shapes = (lambda sub: _chain(sub)) if ordered else (
         lambda sub: st.one_of(_chain(sub), _fan(sub)))
@@ -80,8 +83,14 @@ def _uses(draw: Any, pool: list[Stage], ordered: bool, max_workers: int) -> Draw
                "buffer": draw(st.sampled_from(BUFFERS))}
     shown = ", ".join(f"{k}={v}" for k, v in options.items()
                       if (k, v) not in (("workers", 1), ("ordered", True), ("buffer", None)))
-    expression = f"{stage.name}.options({shown})" if shown else stage.name
+    expression = f"{_call(stage)}.options({shown})" if shown else _call(stage)
     return DrawnFlow(as_flow(stage.options(**options)), expression)
+
+
+def _call(stage: Stage) -> str:
+    """The stage's name, with the arguments bound to it: ``scale(factor=3)``."""
+    bound = [repr(a) for a in stage.args] + [f"{k}={v!r}" for k, v in stage.kwargs.items()]
+    return f"{stage.name}({', '.join(bound)})" if bound else stage.name
 
 
 def _chain(sub: Any) -> Any:
