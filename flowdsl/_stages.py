@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from ._flow import DEAD_LETTER, Composable, Edge, Flow, Node
+from .errors import GraphError
 
 __all__ = [
     "Regulator",
@@ -129,6 +130,8 @@ class Stage(Composable):
         if isinstance(self.on_error, Stage):  # failed items go to a dead-letter stage
             letters = self.on_error._as_flow()
             edges = tuple(Edge(node, DEAD_LETTER, n, 0) for n in letters.inlets)
+            if letters.outlets:  # a dead-letter transform: what it makes rejoins the stream
+                outlets = _rejoin(self, outlets, letters.outlets)
             flow = Flow.union([flow, letters], inlets, outlets, edges)
         return flow
 
@@ -432,10 +435,24 @@ def _check_on_error(name: str, kind: str, on_error: Any) -> Any:
             raise ValueError(f"source {name!r}: a generator that raised cannot go on, so "
                              f"on_error='skip' is for transforms and sinks")
         return on_error
+    if isinstance(on_error, Stage) and on_error.kind == "transform" and kind == "sink":
+        raise ValueError(f"sink {name!r}: what a dead-letter transform makes would rejoin "
+                         f"the sink's output, and a sink has none; use a sink for on_error")
     if isinstance(on_error, Stage) and on_error.kind in ("transform", "sink"):
         return on_error
     raise ValueError(f"stage {name!r}: on_error must be 'raise', 'skip' or a sink or "
                      f"transform stage to receive the failures, got {on_error!r}")
+
+
+def _rejoin(stage: Stage, outlets: tuple[tuple[Any, ...], ...],
+            letters: tuple[tuple[Any, ...], ...]) -> tuple[tuple[Any, ...], ...]:
+    """The outputs of ``stage`` merged with those of its dead-letter transform, so a
+    replacement made for a failed item goes on downstream like a result."""
+    if len(outlets) != 1 or len(letters) != 1:
+        raise GraphError(f"stage {stage.name!r} has {len(outlets)} outputs: the results of "
+                         f"its dead-letter transform cannot rejoin them; use a sink for "
+                         f"on_error")
+    return ((*outlets[0], *letters[0]),)
 
 
 def _check_retries(name: str, retries: Any) -> int:

@@ -73,6 +73,25 @@ def test_dead_letters_account_for_every_input(executor, tmp_path):
     assert report["Letters"].items_in == 1
 
 
+@transform
+def replacement(failure):
+    return -failure.item
+
+
+def test_a_dead_letter_transform_replaces_failed_items_downstream(executor):
+    stage = fail_on(bad=3).options(on_error=replacement)
+    got = (numbers(6) >> stage >> transform(lambda x: x * 10)).collect(executor=executor)
+    assert sorted(got) == [-30, 0, 10, 20, 40, 50]
+    report = (numbers(6) >> stage >> ignore).run(executor=executor)
+    assert (report["fail_on"].errors, report["replacement"].items_out,
+            report["ignore"].items_in) == (1, 1, 6)
+
+
+def test_a_sink_cannot_send_failures_to_a_transform():
+    with pytest.raises(ValueError, match=r"sink 'ignore'.*use a sink for on_error"):
+        ignore.options(on_error=replacement)
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"on_error": "ignore"}, "on_error must be"),
     ({"on_error": numbers}, "on_error must be"),
