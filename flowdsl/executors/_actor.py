@@ -4,7 +4,8 @@ An actor only runs user code, through a :class:`~flowdsl._runner.Runner`; the
 driver decides what each actor gets and when.  Every call returns a small *meta*
 dict (status, figures, log records) first, then one list of items per output port,
 so the driver reads the meta and passes the item lists on as object references
-without looking inside them.
+without looking inside them.  Items travel as bytes of the executors' codec
+(pickle, dill when pickle cannot), made and read here.
 
 This module is imported by the Ray worker processes and never imports ray itself.
 """
@@ -25,6 +26,7 @@ import dill
 
 from .._runner import Runner, StageDone
 from ..errors import StageError, StopFlow
+from ._codec import decode, encode, find_unpicklable
 
 __all__ = ["StageActor"]
 
@@ -92,11 +94,11 @@ class StageActor:
                 return
         self.status = "ended"
 
-    def process(self, port: int, ended: bool, *batches: list[Any]) -> Any:
+    def process(self, port: int, ended: bool, *batches: bytes) -> Any:
         """Apply the stage to the items of ``batches`` (from input ``port``); with
         ``ended`` that input has no more items after these."""
         out = self._out()
-        items = [x for b in batches for x in b]
+        items = [x for b in batches for x in decode(b)]
         if self.status != "ok":  # stopped or ended: what still arrives is dropped
             self.leftover += len(items)
             return self._reply(out)
@@ -186,9 +188,26 @@ class StageActor:
         if self.runner is not None:
             dead = self.runner.dead_letter
             self.runner.items_out += sum(len(o) for p, o in enumerate(out) if p != dead)
+        data = [self._encode(o) for o in out]
         meta = self._meta()
         meta["counts"] = [len(o) for o in out]
-        return (meta, *out) if out else meta  # one return value is not a tuple
+        return (meta, *data) if out else meta  # one return value is not a tuple
+
+    def _encode(self, items: list[Any]) -> bytes:
+        """Serialise one port's output here, so an item that cannot travel is this
+        stage's error (Ray would only fail the consumer's call)."""
+        if not items:
+            return b""
+        try:
+            return encode(items)
+        except Exception as exc:
+            bad = find_unpicklable(items)
+            if self.status != "error":
+                self._fail(StageError(
+                    self.node.name, repr(bad)[:200], self.worker, traceback.format_exc(),
+                    f"output cannot be serialised to send downstream: "
+                    f"{type(exc).__name__}: {exc}"))
+            return b""
 
     def _meta(self) -> dict[str, Any]:
         r = self.runner

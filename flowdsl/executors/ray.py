@@ -36,6 +36,7 @@ from .._plan import DRIVER, Plan
 from .._report import StageStats
 from ..errors import FlowTimeout, GraphError, StageError, WorkerDied
 from ._base import Execution, Executor
+from ._codec import decode, encode
 
 __all__ = ["RayExecutor"]
 
@@ -206,7 +207,7 @@ class _RayExecution(Execution):
                 self._submit(node.id, w, "open", actor.open, ())
         for c in channels:
             if c.seeds:
-                self._put(c.id, ray.put(list(c.seeds)), len(c.seeds))
+                self._put(c.id, ray.put(encode(list(c.seeds))), len(c.seeds))
 
     # -- the run ---------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
@@ -217,8 +218,8 @@ class _RayExecution(Execution):
             if self.results:
                 refs = [ref for ref, _ in self.results]
                 self.results.clear()
-                for items in ray.get(refs):
-                    yield from items
+                for data in ray.get(refs):
+                    yield from decode(data)
                 continue
             if not self.calls:
                 if all(self.done):
