@@ -50,6 +50,7 @@ class StageActor:
         self.busy = 0.0
         self.cost = 0.0  # seconds per item of the last call
         self.leftover = 0  # zip: items that will never be paired
+        self.item_bytes = 0.0  # serialised size of an output item, last measured
         self._capture_logging()
 
     # -- calls from the driver -----------------------------------------------------------
@@ -199,7 +200,7 @@ class StageActor:
         if not items:
             return b""
         try:
-            return encode(items)
+            data = encode(items)
         except Exception as exc:
             bad = find_unpicklable(items)
             if self.status != "error":
@@ -208,12 +209,15 @@ class StageActor:
                     f"output cannot be serialised to send downstream: "
                     f"{type(exc).__name__}: {exc}"))
             return b""
+        self.item_bytes = len(data) / len(items)
+        return data
 
     def _meta(self) -> dict[str, Any]:
         r = self.runner
         figures = (0, 0, 0, self.busy) if r is None else (r.items_in, r.items_out, r.errors,
                                                           self.busy)
         meta = {"status": self.status, "figures": figures, "cost": self.cost,
+                "item_bytes": self.item_bytes,
                 "leftover": self.leftover, "logs": self.records}
         self.records = []
         self.leftover = 0

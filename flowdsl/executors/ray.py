@@ -32,7 +32,7 @@ from typing import Any
 
 import dill
 
-from .._plan import DRIVER, Plan
+from .._plan import DEFAULT_BUFFER, DRIVER, Plan
 from .._report import StageStats
 from ..errors import FlowTimeout, GraphError, StageError, WorkerDied
 from ._base import Execution, Executor
@@ -43,7 +43,8 @@ __all__ = ["RayExecutor"]
 log = logging.getLogger("flowdsl")
 
 IN_FLIGHT = 2  # calls outstanding per actor: one running, one queued behind it
-MAX_BATCH = 256  # items per call, at most
+MAX_BATCH = 2048  # items per call, at most: a call costs about a millisecond
+MESSAGE_BYTES = 1 << 20  # batches aim below this size
 FIRST_BATCH = 16  # items per call until a stage's cost is measured
 BATCH_WORK = 0.002  # seconds of a stage's work one call should hold
 _POLL = 0.05  # seconds between looks at term flags, when a stage has one
@@ -185,6 +186,7 @@ class _RayExecution(Execution):
         self.done = [False] * len(nodes)  # every actor finished: outputs closed
         self.figures: dict[tuple[int, int], tuple[float, ...]] = {}
         self.cost = [0.0] * len(nodes)
+        self.item_bytes = [0.0] * len(nodes)  # serialised size of an output item
         self.leftover = [0] * len(nodes)  # zip items never paired, dropped inputs
         self.stopped = [False] * len(nodes)
         self.pids: dict[tuple[int, int], tuple[str, int]] = {}  # (host, pid) per actor
@@ -324,11 +326,15 @@ class _RayExecution(Execution):
     def _batch(self, nid: int) -> int:
         """How many items a call to ``nid`` should get: about BATCH_WORK seconds of
         its work and of its consumers' (a cheap stage feeding a slow one gets small
-        batches, so the slow one's workers share the work)."""
-        costs, limit = [self.cost[nid]], MAX_BATCH
+        batches, so the slow one's workers share the work), at most MESSAGE_BYTES of
+        output, and no more than a ``buffer`` the user chose."""
+        costs = [self.cost[nid]]
+        limit = max(1, min(MAX_BATCH, int(MESSAGE_BYTES / max(1.0, self.item_bytes[nid]))))
         for port in self.plan.nodes[nid].outputs:
             for ch in port:
-                limit = min(limit, self.plan.channels[ch].buffer)
+                buffer = self.plan.channels[ch].buffer
+                if buffer != DEFAULT_BUFFER:  # a buffer chosen by the user bounds batches too
+                    limit = min(limit, buffer)
                 costs += [self.cost[c] for c, _ in self.plan.channels[ch].consumers
                           if c != DRIVER]
         if not all(costs[1:]) or (not costs[0] and self.plan.nodes[nid].kind != "source"):
@@ -379,6 +385,8 @@ class _RayExecution(Execution):
             self.pids[call.node, call.worker] = reply["pid"]
         if reply["cost"]:
             self.cost[call.node] = reply["cost"]
+        if reply["item_bytes"]:
+            self.item_bytes[call.node] = reply["item_bytes"]
         if reply["status"] == "error":
             error, cause = reply["error"]
             error.__cause__ = cause
