@@ -200,16 +200,20 @@ class _RayExecution(Execution):
                   "flowdsl": log.getEffectiveLevel()}
         paths = [p for p in sys.path if p]
         remote = _actor_class(ray).options(**{"max_restarts": 0, **executor.actor_options})
-        self.actors = []
-        for node in nodes:
-            handles = [remote.remote(code[node.id], w, paths, levels)
-                       for w in range(node.workers)]
-            self.actors.append(handles)
-            for w, actor in enumerate(handles):
-                self._submit(node.id, w, "open", actor.open, ())
-        for c in channels:
-            if c.seeds:
-                self._put(c.id, ray.put(encode(list(c.seeds))), len(c.seeds))
+        self.actors: list[list[Any]] = []
+        try:
+            for node in nodes:
+                handles = [remote.remote(code[node.id], w, paths, levels)
+                           for w in range(node.workers)]
+                self.actors.append(handles)
+                for w, actor in enumerate(handles):
+                    self._submit(node.id, w, "open", actor.open, ())
+            for c in channels:
+                if c.seeds:
+                    self._put(c.id, ray.put(encode(list(c.seeds))), len(c.seeds))
+        except BaseException:
+            self.close()  # the actors made so far go too
+            raise
 
     # -- the run ---------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
@@ -489,9 +493,9 @@ class _RayExecution(Execution):
         ray = self.ray
         try:
             pending = []
-            for node in self.plan.nodes:
-                for w in sorted(self.finishing[node.id]):
-                    pending.append(self.actors[node.id][w].terminate.remote())
+            for nid, handles in enumerate(self.actors):
+                for w in sorted(self.finishing[nid]):
+                    pending.append(handles[w].terminate.remote())
             opens = [c.meta for c in self.calls.values() if c.kind == "open"]
             if pending or opens:
                 ready, _ = ray.wait(pending + opens, num_returns=len(pending) + len(opens),
