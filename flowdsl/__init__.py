@@ -15,7 +15,7 @@ from ._report import RunReport, StageStats
 from ._sentinel import Sentinel
 from ._stages import Regulator, Sink, Source, Stage, Transform, sink, source, transform
 from .errors import Failure, FlowError, FlowTimeout, GraphError, StageError, StopFlow, WorkerDied
-from .executors import Executor, ProcessExecutor, SerialExecutor
+from .executors import Executor, ProcessExecutor, RayExecutor, SerialExecutor
 
 __version__ = "0.1.0"
 
@@ -29,6 +29,7 @@ __all__ = [
     "PipeLine",
     "PipeSystem",
     "ProcessExecutor",
+    "RayExecutor",
     "Regulator",
     "RunReport",
     "Sentinel",

@@ -1,4 +1,5 @@
 import os
+import sys
 
 import psutil
 import pytest
@@ -15,15 +16,36 @@ settings.load_profile("flowdsl")
 EXECUTORS = ["serial", "process"]
 
 
+# The processes of a local Ray instance that outlive every run: its servers, its
+# agents and its pool of idle workers.  A worker hosting an actor is titled
+# "ray::<ActorClass>" and must be gone when a run ends.
+_RAY_SERVICES = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent")
+
+
+def _ray_service(cmd: list[str]) -> bool:
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized() or not cmd:
+        return False
+    if cmd[0] in _RAY_SERVICES:
+        return True
+    # servers (gcs_server, raylet), helper scripts, and workers still starting
+    # (before they set their title) all run from the ray package
+    package = os.path.dirname(ray.__file__) + os.sep
+    return any(part.startswith(package) for part in cmd)
+
+
 def _children() -> list[psutil.Process]:
     kids = []
     for p in psutil.Process(os.getpid()).children(recursive=True):
         try:
-            cmd = " ".join(p.cmdline())
+            argv, name = p.cmdline(), p.name()
         except psutil.Error:
             continue
+        cmd = " ".join(argv)
         if "forkserver" in cmd or "resource_tracker" in cmd:
             continue  # long-lived helpers of the standard start methods
+        if _ray_service(argv) or _ray_service([name]):
+            continue
         kids.append(p)
     return kids
 

@@ -1,4 +1,5 @@
-"""Executors interpret flows: ``"process"`` (the default) and ``"serial"``."""
+"""Executors interpret flows: ``"process"`` (the default), ``"serial"`` and
+``"ray"`` (optional: ``pip install flowdsl[ray]``)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from .._plan import compile_flow
 from .._progress import Progress
 from ._base import Execution, Executor
 from .process import ProcessExecutor
+from .ray import RayExecutor  # imports ray only when a run starts
 from .serial import SerialExecutor
 
-__all__ = ["Execution", "Executor", "ProcessExecutor", "SerialExecutor", "execute",
-           "resolve_executor"]
+__all__ = ["Execution", "Executor", "ProcessExecutor", "RayExecutor", "SerialExecutor",
+           "execute", "resolve_executor"]
 
-_NAMED = {"process": ProcessExecutor, "serial": SerialExecutor}
+_NAMED = {"process": ProcessExecutor, "ray": RayExecutor, "serial": SerialExecutor}
 
 
 def resolve_executor(executor: Any) -> Executor:

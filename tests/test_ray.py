@@ -1,0 +1,333 @@
+"""The ray executor gives the serial executor's results, and fails like the others.
+
+One local Ray instance serves all these tests (starting one takes seconds).
+Skipped when Ray is not installed (``pip install flowdsl[ray]``).
+"""
+
+import logging
+import os
+import re
+import time
+
+import pytest
+from helpers import add, double, evens, fail_on, ignore, inc, listed, numbers, scale, twice
+
+from flowdsl import (
+    FlowTimeout,
+    GraphError,
+    RayExecutor,
+    Regulator,
+    StageError,
+    StopFlow,
+    Transform,
+    WorkerDied,
+    loop,
+    merge,
+    source,
+    transform,
+)
+from flowdsl.executors import execute
+
+ray = pytest.importorskip("ray")
+
+pytestmark = pytest.mark.timeout(40)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session():
+    """One local Ray instance for these tests (the only ones that use Ray, so it
+    starts once per session), shut down before other modules fork workers."""
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def same(flow, ordered=True):
+    """Run ``flow`` on ray and on serial; return the ray results, checked equal."""
+    got = flow.collect(executor="ray", timeout=30)
+    want = flow.collect(executor="serial")
+    if ordered:
+        assert got == want
+    else:
+        assert sorted(got) == sorted(want)
+    return got
+
+
+# -- the same results as the serial executor ------------------------------------------
+@pytest.mark.parametrize("make, ordered", [
+    # a chain of one-worker stages: map, filter, flat-map, bound arguments
+    (lambda: listed(range(50)) >> inc >> evens >> twice >> scale(factor=3), True),
+    (lambda: numbers(30) >> [inc, double] >> add, True),  # diamond: broadcast, then zip
+    (lambda: numbers(4) >> [inc, double], False),  # broadcast to two open ends
+    (lambda: merge(numbers(5), numbers(7) >> double) >> inc, False),
+    (lambda: numbers(300) >> inc.options(workers=3) >> double, True),
+    (lambda: numbers(300) >> twice.options(workers=2, ordered=False), False),
+    (lambda: [numbers(100), numbers(100)] >> add.options(workers=2), True),
+    (lambda: numbers(2000) >> inc >> evens >> double, True),
+], ids=["chain", "diamond",
+        "broadcast", "merge", "ordered-workers", "unordered-workers", "zip-workers",
+        "many-batches"])
+def test_same_results_as_serial(make, ordered):
+    same(make(), ordered)
+
+
+def test_lambdas_and_closures_travel():
+    offset = 7
+    flow = numbers(10) >> (lambda x: x + offset) >> transform(lambda x: x * 2)
+    assert same(flow) == [2 * (x + 7) for x in range(10)]
+
+
+def test_regulator_flushes_at_end_of_stream():
+    from flowdsl import Sentinel
+
+    def pairs():
+        held = []
+        try:
+            while True:
+                held.append((yield))
+                if len(held) == 2:
+                    yield tuple(held)
+                    held = []
+        except Sentinel:
+            if held:
+                yield tuple(held)
+
+    assert same(numbers(5) >> Regulator(pairs)) == [(0, 1), (2, 3), (4,)]
+
+
+def test_run_returns_report():
+    flow = numbers(200) >> inc.options(workers=2) >> evens >> ignore
+    report = flow.run(executor="ray", timeout=30)
+    assert report.executor == "ray" and report.seconds > 0
+    assert report["numbers"].items_out == 200
+    assert (report["inc"].workers, report["inc"].items_in, report["inc"].items_out) == (
+        2, 200, 200)
+    assert (report["evens"].items_in, report["evens"].items_out) == (200, 100)
+    assert report["ignore"].items_in == 100
+
+
+@transform(workers=2, ordered=False)
+class Where:
+    """Emits how often local_init ran in its worker, and the worker's pid."""
+
+    def local_init(self):
+        self.opened = getattr(self, "opened", 0) + 1
+
+    def run(self, x):
+        time.sleep(0.01)  # a slow stage: batches of one, spread over both workers
+        return self.opened, os.getpid()
+
+
+def test_each_worker_is_an_actor_opened_once():
+    got = (numbers(40) >> Where()).collect(executor="ray", timeout=30)
+    assert {opened for opened, _ in got} == {1}
+    pids = {pid for _, pid in got}
+    assert len(pids) == 2 and os.getpid() not in pids
+
+
+def test_local_term_runs_in_every_worker(tmp_path):
+    @transform(workers=2, ordered=False)
+    class Marked:
+        def __init__(self, folder):
+            self.folder = folder
+
+        def run(self, x):
+            time.sleep(0.005)
+            return x
+
+        def local_term(self):
+            open(os.path.join(self.folder, str(os.getpid())), "w").close()
+
+    (numbers(40) >> Marked(str(tmp_path)) >> ignore).run(executor="ray", timeout=30)
+    assert len(os.listdir(tmp_path)) == 2
+
+
+def test_zip_leftovers_are_reported(caplog):
+    caplog.set_level(logging.WARNING, logger="flowdsl")
+    flow = [numbers(3), numbers(7) >> twice] >> add
+    assert flow.collect(executor="ray", timeout=30) == [0, 1, 3]
+    counts = [int(m.group(1)) for r in caplog.records
+              if (m := re.search(r"(\d+) item\(s\) left over", r.getMessage()))]
+    assert len(counts) == 1 and 1 <= counts[0] <= 11
+
+
+def test_records_made_in_actors_reach_driver_handlers(caplog):
+    @transform
+    def chatty(x):
+        logging.getLogger("myapp").warning("saw %s", x)
+        return x
+
+    caplog.set_level(logging.INFO)
+    (numbers(2) >> chatty >> ignore).run(executor="ray", timeout=30)
+    assert sorted(r.getMessage() for r in caplog.records if r.name == "myapp") == [
+        "saw 0", "saw 1"]
+    messages = [(r.getMessage(), getattr(r, "stage", None)) for r in caplog.records]
+    assert ("End of stream", "numbers") in messages
+    assert ("Local termination", "ignore") in messages
+
+
+def test_error_policies(tmp_path):
+    from test_policies import Flaky, Letters
+
+    skip = Transform(fail_on.func, "skip", ignore_exceptions=[ValueError])
+    report = (numbers(6) >> skip >> ignore).run(executor="ray", timeout=30)
+    assert (report["skip"].items_out, report["skip"].errors) == (5, 1)
+    assert same(numbers(10) >> Flaky()) == list(range(10))
+    path = tmp_path / "letters"
+    stage = fail_on(bad=3).options(on_error=Letters(str(path)), workers=2)
+    report = (numbers(8) >> stage >> ignore).run(executor="ray", timeout=30)
+    assert path.read_text().splitlines() == ["fail_on|3|ValueError: bad item 3|ValueError"]
+    assert (report["fail_on"].items_out, report["fail_on"].errors) == (7, 1)
+
+
+def test_stop_flow_ends_cleanly():
+    @transform
+    def until_five(x):
+        if x == 5:
+            raise StopFlow
+        return x
+
+    report = (numbers(10 ** 9) >> until_five >> ignore).run(executor="ray", timeout=30)
+    assert report.stopped and report["ignore"].items_in == 5
+
+
+def test_term_flag_set_in_the_driver_stops_the_stage():
+    import threading
+
+    flag = threading.Event()
+    stage = inc.options()
+    stage.set_term_flag(flag)
+    got = []
+    for x in (numbers(10 ** 9) >> stage).iterate(executor="ray", timeout=30):
+        got.append(x)
+        if len(got) == 10:
+            flag.set()
+    assert got[:10] == list(range(1, 11))  # the stage stopped, so the run ended
+
+
+# -- streaming and backpressure ----------------------------------------------------------
+def test_iteration_streams_and_leaving_early_stops_the_run():
+    seen = []
+    for x in (numbers(10 ** 9) >> inc).iterate(executor="ray", timeout=30):
+        seen.append(x)
+        if len(seen) == 3:
+            break
+    assert seen == [1, 2, 3]  # the fixture checks that no actor process is left
+
+
+def test_a_slow_stage_holds_a_fast_source_back():
+    @transform
+    def slow(x):
+        time.sleep(0.002)
+        return x
+
+    with execute(numbers(10 ** 9) >> slow, executor="ray", timeout=30) as run:
+        it = iter(run)
+        for _ in range(200):
+            next(it)
+        made = run.stats()["numbers"].items_out
+        fill = run.queue_fill()
+    # the source is held to the queue in front of `slow` (256) and a few small calls
+    assert 200 <= made < 200 + 256 + 100
+    assert set(fill) == {"slow"} and 0.0 <= fill["slow"] <= 1.0
+
+
+def test_a_slow_reader_holds_the_flow_back():
+    from flowdsl.executors.ray import MAX_BATCH
+
+    with execute(numbers(10 ** 9) >> inc >> double, executor="ray", timeout=30) as run:
+        it = iter(run)
+        for _ in range(3000):
+            next(it)
+        made = run.stats()["numbers"].items_out
+    # bounded by queues and a few calls per actor, however long the stream
+    assert 3000 <= made < 3000 + 12 * MAX_BATCH
+
+
+# -- failures ------------------------------------------------------------------------------
+def test_stage_error_names_stage_item_and_cause():
+    start = time.monotonic()
+    with pytest.raises(StageError) as info:
+        (numbers(10 ** 9) >> fail_on(bad=4) >> inc >> ignore).run(executor="ray", timeout=30)
+    err = info.value
+    assert err.stage == "fail_on" and err.item == "4" and err.worker == 0
+    assert isinstance(err.__cause__, ValueError) and "bad item 4" in str(err.__cause__)
+    assert "ValueError: bad item 4" in err.remote_traceback
+    assert time.monotonic() - start < 5
+
+
+def test_error_in_source_and_in_local_init():
+    @source
+    def broken():
+        yield 1
+        raise KeyError("gone")
+
+    with pytest.raises(StageError, match="KeyError") as info:
+        (broken >> inc).collect(executor="ray", timeout=30)
+    assert info.value.stage == "broken"
+
+    @transform
+    class BadInit:
+        def local_init(self):
+            raise RuntimeError("no init")
+
+        def run(self, x):
+            return x
+
+    with pytest.raises(StageError, match="local_init") as info:
+        (numbers(3) >> BadInit()).collect(executor="ray", timeout=30)
+    assert info.value.stage == "BadInit"
+
+
+@transform
+def exit_at_five(x):
+    if x == 5:
+        os._exit(3)
+    return x
+
+
+def test_vanished_actor_raises_worker_died():
+    with pytest.raises(WorkerDied) as info:
+        (numbers(10 ** 6) >> exit_at_five >> inc >> ignore).run(executor="ray", timeout=30)
+    assert info.value.stage == "exit_at_five"
+
+
+def test_timeout():
+    @transform
+    def slow(x):
+        time.sleep(0.05)
+        return x
+
+    start = time.monotonic()
+    with pytest.raises(FlowTimeout):
+        (numbers(10 ** 6) >> slow >> ignore).run(executor="ray", timeout=1)
+    assert time.monotonic() - start < 5
+
+
+def test_loops_are_rejected_before_anything_starts():
+    with pytest.raises(NotImplementedError, match="loop"):
+        loop(inc, seed=[1], until=lambda x: x > 5).collect(executor="ray")
+
+
+def test_a_stage_that_cannot_be_sent_is_a_graph_error():
+    stage = scale(factor=(i for i in range(3))).options(name="gen_arg")  # no pickler
+    with pytest.raises(GraphError, match="'gen_arg'"):
+        (numbers(3) >> stage).collect(executor=RayExecutor())
+
+
+def test_unpicklable_output_is_an_error_of_the_producing_stage():
+    from helpers import Unpicklable
+
+    @transform
+    def make_bad(x):
+        return Unpicklable()
+
+    with pytest.raises(StageError, match="cannot be serialised") as info:
+        (numbers(3) >> make_bad >> inc).collect(executor="ray", timeout=30)
+    assert info.value.stage == "make_bad" and info.value.item == "<Unpicklable>"
+
+
+def test_executor_by_object():
+    assert (numbers(3) >> inc).collect(executor=RayExecutor(), timeout=30) == [1, 2, 3]
