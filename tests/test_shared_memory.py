@@ -247,7 +247,9 @@ def test_a_segment_is_reused_once_its_objects_are_freed():
         assert got[0] == i
         del got
         consumer.receiver.poll()
+        assert consumer.receiver.held == 0
     assert len(producer.pool.segments) == 1
+    assert consumer.receiver.mapped == 1  # mapped once, read again in place
     producer.close()
     assert leftovers() == []  # released and let go: nothing for a sweep to do
 

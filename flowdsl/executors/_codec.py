@@ -80,6 +80,8 @@ class Codec:
     def __init__(self, shm_prefix: str | None) -> None:
         self.pool = None if shm_prefix is None else _shm.SegmentPool(shm_prefix)
         self.receiver = _shm.Receiver()
+        self._taken: list[memoryview] = []
+        self._take = _taker(self._taken)
 
     def encode(self, batch: list[Any], copies: int = 1) -> tuple[list[bytes], int]:
         """``copies`` messages holding ``batch``, one per channel it goes to (each
@@ -88,8 +90,20 @@ class Codec:
         if self.pool is None:
             data = encode(batch)
             return [data] * copies, len(data)
-        self.receiver.poll()
-        tag, stream, buffers = _dump(batch, True)
+        if self.receiver.dropped:
+            self.receiver.poll()
+        taken = self._taken
+        try:
+            stream = pickle.dumps(batch, _PROTOCOL, buffer_callback=self._take)
+        except Exception:
+            taken.clear()
+            tag, stream, buffers = _dump_hooked(batch, True)
+        else:
+            if not taken and len(stream) < _shm.THRESHOLD:  # the common case
+                data = _PICKLE + stream
+                return [data] * copies, len(data)
+            tag, stream, buffers = _second_look(batch, stream, taken[:])
+            taken.clear()
         if not buffers:
             data = tag + stream
             return [data] * copies, len(data)
@@ -108,32 +122,28 @@ class Codec:
         return b"".join((_SHARED, len(meta).to_bytes(4, "little"), meta, tag, stream))
 
     def decode(self, data: bytes) -> list[Any]:
+        if data[:1] == _PICKLE:
+            return pickle.loads(memoryview(data)[1:])  # type: ignore[no-any-return]
         return decode(data, self.receiver)
 
     def close(self) -> None:
         """Release what this process holds and let go of its segments."""
-        self.receiver.poll()
+        self.receiver.close()
         if self.pool is not None:
             self.pool.close()
 
 
 # -- pickling ------------------------------------------------------------------------------
-def _dump(batch: list[Any], out_of_band: bool) -> tuple[bytes, bytes, list[memoryview]]:
-    """(tag, pickle stream, buffers left out of the stream) of ``batch``.  With
-    ``out_of_band``, buffers of ``THRESHOLD`` bytes or more are left out."""
-    buffers: list[memoryview] = []
-    try:
-        stream = pickle.dumps(batch, _PROTOCOL,
-                              buffer_callback=_taker(buffers) if out_of_band else None)
-    except Exception:
-        return _dump_hooked(batch, out_of_band)
-    if not out_of_band or len(stream) < _shm.THRESHOLD:
-        return _PICKLE, stream, buffers
-    # something big stayed in the stream: perhaps bytes that the hook takes out
-    more: list[memoryview] = []
-    hooked = _dump_with(_Pickler, batch, _taker(more))
-    if len(more) > len(buffers):
-        return _HOOKED, hooked, more
+def _second_look(batch: list[Any], stream: bytes,
+                 buffers: list[memoryview]) -> tuple[bytes, bytes, list[memoryview]]:
+    """(tag, stream, out-of-band buffers) for a batch the standard pickle wrote as
+    ``stream`` and ``buffers``: if something big stayed in the stream, perhaps a
+    ``bytes`` object, pickle again with the hook that takes it out."""
+    if len(stream) >= _shm.THRESHOLD:
+        more: list[memoryview] = []
+        hooked = _dump_with(_Pickler, batch, _taker(more))
+        if len(more) > len(buffers):
+            return _HOOKED, hooked, more
     return _PICKLE, stream, buffers
 
 
@@ -227,7 +237,6 @@ def _decode_shared(data: bytes, receiver: _shm.Receiver) -> list[Any]:
     view = memoryview(data)
     n = int.from_bytes(view[1:5], "little")
     name, spans, length = pickle.loads(view[5:5 + n])
-    whole = memoryview(receiver.attach(name, length))
+    whole = receiver.attach(name, length)
     buffers = [whole[start:start + size] for start, size in spans]
-    whole.release()
     return _load(bytes(view[5 + n:6 + n]), view[6 + n:], buffers)

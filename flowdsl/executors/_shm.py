@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import itertools
 import logging
 import mmap
@@ -49,9 +50,10 @@ SHM_DIR = "/dev/shm"
 THRESHOLD = 64 * 1024  # buffers of at least this many bytes go through shared memory
 POOL_SEGMENTS = 8  # segments a producer keeps mapped
 POOL_BYTES = 256 << 20  # … and their bytes, beyond which old ones are let go
+MAPPED_SEGMENTS = 16  # segments a consumer keeps mapped for reuse
 OWNER, HELD = 0, 1  # header bytes
 HEADER = 64  # the first buffer starts here (and every buffer on a 64-byte boundary)
-_MIN_SEGMENT = 1 << 20
+_MIN_SEGMENT = 256 << 10
 _counter = itertools.count()
 
 
@@ -168,49 +170,89 @@ class SegmentPool:
 class Receiver:
     """The segments one consumer process has mapped, released as their objects die.
 
-    A mapping lives as long as any object built on it (an array, a memoryview).
-    When the last one goes, a weak reference puts the mapping on a queue (no
-    Python code runs in that callback, so it is safe anywhere); :meth:`poll`,
-    called on the consumer's own schedule, tells the producers.
+    What a message's objects use is a view of the segment's mapping, through an
+    object made for that message; when the last object built on it (an array, a
+    memoryview) goes, a weak reference puts that view on a queue (no Python code
+    runs in that callback, so it is safe anywhere), and :meth:`poll`, called on the
+    consumer's own schedule, tells the producer.  Mappings are kept for the next
+    message in the same segment: mapping anew costs a page fault per few pages.
     """
 
     def __init__(self) -> None:
-        self._held: dict[int, tuple[Any, str]] = {}
-        self._dropped: collections.deque[Any] = collections.deque()
+        self._held: dict[int, tuple[Any, str]] = {}  # id(weak ref) -> (weak ref, name)
+        self.dropped: collections.deque[Any] = collections.deque()
+        self._maps: collections.OrderedDict[str, mmap.mmap] = collections.OrderedDict()
+        self._in_use: set[str] = set()
 
-    def attach(self, name: str, length: int) -> mmap.mmap:
-        """Map segment ``name`` (``length`` bytes), writable and private to us."""
+    def attach(self, name: str, length: int) -> memoryview:
+        """The first ``length`` bytes of segment ``name``, writable; the segment is
+        held until every object built on this view is gone."""
         self.poll()
-        path = os.path.join(SHM_DIR, name)
-        fd = os.open(path, os.O_RDWR)
-        try:
-            seg_map = mmap.mmap(fd, length, flags=mmap.MAP_SHARED)
-        finally:
-            os.close(fd)
-        ref = weakref.ref(seg_map, self._dropped.append)
-        self._held[id(ref)] = (ref, path)
-        return seg_map
+        seg_map = self._maps.get(name)
+        if seg_map is None:
+            seg_map = self._maps[name] = _map(name)
+            self._trim()
+        else:
+            self._maps.move_to_end(name)
+        view = (ctypes.c_char * length).from_buffer(seg_map)
+        ref = weakref.ref(view, self.dropped.append)
+        self._held[id(ref)] = (ref, name)
+        self._in_use.add(name)
+        return memoryview(view).cast("B")
 
     def poll(self) -> None:
         """Release the segments whose objects have all been freed."""
-        while self._dropped:
-            ref = self._dropped.popleft()
-            _, path = self._held.pop(id(ref))
-            _release(path)
+        while self.dropped:
+            ref = self.dropped.popleft()
+            _, name = self._held.pop(id(ref))
+            self._in_use.discard(name)
+            if not _release(os.path.join(SHM_DIR, name)):  # unlinked: no reuse to come
+                self._unmap(name)
+
+    def close(self) -> None:
+        """Release what can be, and unmap every segment not in use."""
+        self.poll()
+        for name in [n for n in self._maps if n not in self._in_use]:
+            self._unmap(name)
+
+    def _trim(self) -> None:
+        for name in list(self._maps)[:max(0, len(self._maps) - MAPPED_SEGMENTS)]:
+            self._unmap(name)
+
+    def _unmap(self, name: str) -> None:
+        seg_map = self._maps.pop(name, None)
+        if seg_map is not None and name not in self._in_use:
+            seg_map.close()  # else it goes with the last object that uses it
 
     @property
     def held(self) -> int:
+        """How many segments objects of this process still use."""
         return len(self._held)
 
+    @property
+    def mapped(self) -> int:
+        """How many segments this process keeps mapped."""
+        return len(self._maps)
 
-def _release(path: str) -> None:
+
+def _map(name: str) -> mmap.mmap:
+    fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR)
+    try:
+        return mmap.mmap(fd, os.fstat(fd).st_size, flags=mmap.MAP_SHARED)
+    finally:
+        os.close(fd)
+
+
+def _release(path: str) -> bool:
+    """Tell the producer of segment ``path`` that we are done with it; unlink it if
+    the producer has let go of it.  True if the segment may come back."""
     try:
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:  # swept, or unlinked by its producer
-        return
+        return False
     except OSError as exc:  # the producer stops reusing it; the run's sweep unlinks it
         log.debug("cannot release %s: %s", path, exc)
-        return
+        return False
     try:
         os.pwrite(fd, b"\0", HELD)
         gone = os.pread(fd, 1, OWNER) == b"\1"
@@ -219,6 +261,7 @@ def _release(path: str) -> None:
     if gone:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+    return not gone
 
 
 def _rounded(n: int) -> int:

@@ -490,9 +490,18 @@ class _Worker:
             self.runner.items_out += len(items)
             items.clear()
             return
-        size = min(ch.batch_limit for ch in chans)  # a message never exceeds a buffer
-        for start in range(0, len(items), size):
-            self._send_batch(port, items[start:start + size] if len(items) > size else items)
+        limit = min(ch.batch_limit for ch in chans)  # a message never exceeds a buffer
+        start = 0
+        if not self.item_bytes[port] and len(items) > 1:
+            # the first message of a port: one item tells how big they are (a stage
+            # may have made many big ones before it first flushes)
+            self._send_batch(port, items[:1])
+            start = 1
+        while start < len(items):
+            size = min(limit, self.max_chunk)
+            self._send_batch(port, items if start == 0 and len(items) <= size
+                             else items[start:start + size])
+            start += size
         items.clear()
 
     def _send_batch(self, port: int, batch: list[Any]) -> None:
