@@ -5,7 +5,8 @@ The driver starts the workers, then only supervises: it waits on the control pip
 so it notices a failure, a dead worker or a timeout as soon as it happens.  One
 teardown path serves success, error, timeout, early exit and Ctrl-C: SIGTERM to
 the workers (each runs ``local_term`` and exits), SIGKILL after a grace period,
-then join and close everything.
+then join and close everything, and remove what is left of the run's
+shared-memory segments (see :mod:`._shm`).
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ class ProcessExecutor(Executor):
     ``start_method`` is ``"fork"``, ``"spawn"`` or ``"forkserver"`` (default: the
     ``FLOWDSL_START_METHOD`` environment variable, else the platform's).
     ``grace`` is how long a stopped worker may spend in ``local_term`` before it
-    is killed.  ``shared_memory`` lets big buffers (numpy arrays, big ``bytes``)
-    travel through shared memory instead of the pipes, where ``/dev/shm`` is
-    usable (see :mod:`flowdsl.executors._codec`).
+    is killed.  ``shared_memory`` lets big buffers (numpy arrays, ``bytes``,
+    ``memoryview`` objects of 64 KiB or more) travel through shared memory instead
+    of the pipes, where ``/dev/shm`` is usable.
     """
 
     name = "process"
