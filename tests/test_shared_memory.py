@@ -237,6 +237,35 @@ def test_codec_keeps_layout_and_writability(make):
     _shm.sweep(producer.pool.prefix)
 
 
+@pytest.mark.parametrize(("item", "shared"), [
+    (b"b" * T, True),
+    (("key", bytearray(T)), True),
+    ({"image": b"i" * T, "size": T}, True),
+    ([[b"deep" * T]], False),  # deeper than the search goes: in the message
+    ({f"k{i}": b"many" * T for i in range(20)}, False),  # too many entries to search
+    ([memoryview(b"deep" * T)], True),  # memoryviews are found wherever they are
+])
+def test_where_big_bytes_are_found(item, shared):
+    producer, consumer = _codec.Codec(_shm.new_prefix()), _codec.Codec(None)
+    (data,), nbytes = producer.encode([item])
+    assert (data[:1] == b"S") == shared
+    (got,) = consumer.decode(data)
+    assert plain(got) == plain(item)
+    del got
+    producer.close()
+    consumer.close()
+    _shm.sweep(producer.pool.prefix)
+
+
+def plain(x):
+    """``x`` with memoryviews as bytes (memoryviews compare by value only sometimes)."""
+    if isinstance(x, memoryview):
+        return x.tobytes()
+    if isinstance(x, list | tuple):
+        return type(x)(map(plain, x))
+    return x
+
+
 def test_a_segment_is_reused_once_its_objects_are_freed():
     producer, consumer = _codec.Codec(_shm.new_prefix()), _codec.Codec(None)
     names = set()

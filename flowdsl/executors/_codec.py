@@ -11,12 +11,13 @@ thread).  The first byte says how it was written:
 - ``S``: any of the above whose big buffers are in a shared-memory segment
   (see :mod:`._shm`): the message holds the segment's name and the pickle stream.
 
-Big buffers (pickle protocol 5's out-of-band buffers: numpy arrays and the
-objects above, from :data:`~._shm.THRESHOLD` bytes) go through shared memory when
-the run has it; a consumer's arrays and memoryviews then use the segment in place
-(writable if the sent object was), while ``bytes`` and ``bytearray`` are copied
-out of it.  Everything smaller, and everything when ``/dev/shm`` is not usable,
-travels in the message as before.
+Big buffers (pickle protocol 5's out-of-band buffers, from
+:data:`~._shm.THRESHOLD` bytes: numpy arrays and ``memoryview`` objects wherever
+they are, ``bytes``/``bytearray`` that are an item or directly inside one) go
+through shared memory when the run has it; a consumer's arrays and memoryviews
+then use the segment in place (writable if the sent object was), while ``bytes``
+and ``bytearray`` are copied out of it.  Everything smaller, and everything when
+``/dev/shm`` is not usable, travels in the message as before.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ log = logging.getLogger("flowdsl")
 EOS = b""  # the end-of-stream marker: no batch encodes to zero bytes
 _PICKLE, _HOOKED, _DILL, _SHARED = b"P", b"Q", b"D", b"S"
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+_BLOBS = (bytes, bytearray)
+_FEW = 16  # entries of a container the search for big bytes looks into
 # memoryview formats that memoryview.cast rebuilds
 _CASTABLE = frozenset("cbB?hHiIlLqQnNfdeP") | {"@" + c for c in "cbB?hHiIlLqQnNfdeP"}
 
@@ -137,14 +140,35 @@ class Codec:
 def _second_look(batch: list[Any], stream: bytes,
                  buffers: list[memoryview]) -> tuple[bytes, bytes, list[memoryview]]:
     """(tag, stream, out-of-band buffers) for a batch the standard pickle wrote as
-    ``stream`` and ``buffers``: if something big stayed in the stream, perhaps a
-    ``bytes`` object, pickle again with the hook that takes it out."""
-    if len(stream) >= _shm.THRESHOLD:
+    ``stream`` and ``buffers``: if a big ``bytes`` or ``bytearray`` stayed in the
+    stream, pickle again with the hook that takes it out."""
+    if len(stream) >= _shm.THRESHOLD and _has_big_bytes(batch):
         more: list[memoryview] = []
         hooked = _dump_with(_Pickler, batch, _taker(more))
         if len(more) > len(buffers):
             return _HOOKED, hooked, more
     return _PICKLE, stream, buffers
+
+
+def _has_big_bytes(batch: list[Any]) -> bool:
+    """Whether an item is a big ``bytes``/``bytearray``, or holds one directly in a
+    tuple, list or dict of a few entries.  Looking deeper would cost more than
+    it saves on batches of many small objects (the hook is a Python call per
+    object), so a big ``bytes`` deeper inside travels in the message."""
+    for item in batch:
+        kind = type(item)
+        if kind is bytes or kind is bytearray:
+            if len(item) >= _shm.THRESHOLD:
+                return True
+        elif kind is tuple or kind is list or kind is dict:
+            inside = item.values() if kind is dict else item
+            if len(item) <= _FEW and any(_is_big_bytes(x) for x in inside):
+                return True
+    return False
+
+
+def _is_big_bytes(x: Any) -> bool:
+    return type(x) in _BLOBS and len(x) >= _shm.THRESHOLD
 
 
 def _dump_hooked(batch: list[Any], out_of_band: bool) -> tuple[bytes, bytes, list[memoryview]]:
