@@ -247,7 +247,7 @@ def test_codec_keeps_layout_and_writability(make):
 ])
 def test_where_big_bytes_are_found(item, shared):
     producer, consumer = _codec.Codec(_shm.new_prefix()), _codec.Codec(None)
-    (data,), nbytes = producer.encode([item])
+    (data,), _ = producer.encode([item])
     assert (data[:1] == b"S") == shared
     (got,) = consumer.decode(data)
     assert plain(got) == plain(item)
