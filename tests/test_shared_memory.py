@@ -295,6 +295,24 @@ def test_a_segment_still_held_outlives_its_producer():
     assert leftovers() == []
 
 
+def test_pools_stay_bounded_when_a_consumer_keeps_everything(monkeypatch):
+    monkeypatch.setattr(_shm, "POOL_SEGMENTS", 3)
+    monkeypatch.setattr(_shm, "MAPPED_SEGMENTS", 3)
+    producer, consumer = _codec.Codec(_shm.new_prefix()), _codec.Codec(None)
+    kept = []
+    for i in range(10):
+        (data,), _ = producer.encode([np.full(T, i)])
+        kept += consumer.decode(data)
+        assert len(producer.pool.segments) <= 3 and consumer.receiver.mapped <= 3
+    assert len(leftovers()) == 10  # each still used by an array
+    assert [x[0] for x in kept] == list(range(10))
+    del kept
+    consumer.receiver.poll()
+    assert len(leftovers()) == 3  # the producer's pool; the rest unlinked on release
+    producer.close()
+    consumer.close()
+
+
 def test_without_dev_shm_everything_goes_through_the_pipe(monkeypatch):
     monkeypatch.setattr(_shm, "available", lambda: False)
     got = (arrays(3) >> in_shared_memory).collect(executor=ProcessExecutor("fork"))

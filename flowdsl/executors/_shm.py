@@ -50,7 +50,7 @@ SHM_DIR = "/dev/shm"
 THRESHOLD = 64 * 1024  # buffers of at least this many bytes go through shared memory
 POOL_SEGMENTS = 8  # segments a producer keeps mapped
 POOL_BYTES = 256 << 20  # … and their bytes, beyond which old ones are let go
-MAPPED_SEGMENTS = 16  # segments a consumer keeps mapped for reuse
+MAPPED_SEGMENTS = 16  # segments a consumer keeps mapped for reuse (and POOL_BYTES)
 OWNER, HELD = 0, 1  # header bytes
 HEADER = 64  # the first buffer starts here (and every buffer on a 64-byte boundary)
 _MIN_SEGMENT = 256 << 10
@@ -216,7 +216,13 @@ class Receiver:
             self._unmap(name)
 
     def _trim(self) -> None:
-        for name in list(self._maps)[:max(0, len(self._maps) - MAPPED_SEGMENTS)]:
+        """Unmap the least recently used segments beyond the bounds (a producer may
+        have let go of them: then only our mapping keeps their memory)."""
+        size = sum(len(m) for m in self._maps.values())
+        for name, seg_map in list(self._maps.items())[:-1]:
+            if len(self._maps) <= MAPPED_SEGMENTS and size <= POOL_BYTES:
+                break
+            size -= len(seg_map)
             self._unmap(name)
 
     def _unmap(self, name: str) -> None:
