@@ -313,6 +313,25 @@ def test_pools_stay_bounded_when_a_consumer_keeps_everything(monkeypatch):
     consumer.close()
 
 
+def test_a_full_dev_shm_sends_through_the_pipe(monkeypatch):
+    created = []
+
+    def create(self, size, real=_shm.SegmentPool._create):
+        if created:  # the second segment: /dev/shm is full
+            raise OSError(28, "No space left on device")
+        created.append(real(self, size))
+        return created[-1]
+
+    monkeypatch.setattr(_shm.SegmentPool, "_create", create)
+    producer, consumer = _codec.Codec(_shm.new_prefix()), _codec.Codec(None)
+    (first, second), _ = producer.encode([np.full(T, 1.0)], copies=2)  # a broadcast
+    assert first[:1] == second[:1] == b"P"
+    assert created[0].map[_shm.HELD] == 0  # written, never sent: free again
+    assert consumer.decode(second)[0][0] == 1.0
+    producer.close()
+    consumer.close()
+
+
 def test_without_dev_shm_everything_goes_through_the_pipe(monkeypatch):
     monkeypatch.setattr(_shm, "available", lambda: False)
     got = (arrays(3) >> in_shared_memory).collect(executor=ProcessExecutor("fork"))

@@ -111,16 +111,21 @@ class Codec:
             data = tag + stream
             return [data] * copies, len(data)
         nbytes = len(stream) + sum(b.nbytes for b in buffers)
+        written: list[str] = []
         try:
-            return [self._shared(tag, stream, buffers) for _ in range(copies)], nbytes
+            return [self._shared(tag, stream, buffers, written) for _ in range(copies)], nbytes
         except OSError as exc:  # no room in /dev/shm, too many files, …
             log.debug("shared memory unavailable (%s): the batch goes through the pipe", exc)
+            for name in written:  # never sent: free for reuse
+                self.pool.unhold(name)
             data = encode(batch)
             return [data] * copies, len(data)
 
-    def _shared(self, tag: bytes, stream: bytes, buffers: list[memoryview]) -> bytes:
+    def _shared(self, tag: bytes, stream: bytes, buffers: list[memoryview],
+                written: list[str]) -> bytes:
         assert self.pool is not None
         name, spans, length = self.pool.write(buffers)
+        written.append(name)
         meta = pickle.dumps((name, spans, length), _PROTOCOL)
         return b"".join((_SHARED, len(meta).to_bytes(4, "little"), meta, tag, stream))
 

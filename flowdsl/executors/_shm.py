@@ -115,6 +115,12 @@ class SegmentPool:
         seg.map[HELD] = 1  # before the name leaves this process
         return os.path.basename(seg.path), list(zip(offsets, sizes, strict=True)), length
 
+    def unhold(self, name: str) -> None:
+        """Make segment ``name``, written but never sent, free again."""
+        for seg in self.segments:
+            if os.path.basename(seg.path) == name:
+                seg.map[HELD] = 0
+
     def _take(self, length: int) -> _Segment:
         best = None
         for seg in self.segments:

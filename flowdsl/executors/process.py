@@ -215,7 +215,8 @@ class _ProcessExecution(Execution):
             for ch in self.channels:
                 ch.close()
             self.control.close()
-            self.codec.close()
+            with contextlib.suppress(OSError):
+                self.codec.close()
             if self.shm_prefix is not None:  # unread messages, killed workers
                 _shm.sweep(self.shm_prefix)
             self._finish_report()
