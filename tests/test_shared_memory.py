@@ -5,6 +5,7 @@ Every run here checks ``/dev/shm`` for the segments of this process's runs
 early exits all leave none.
 """
 
+import contextlib
 import os
 import time
 
@@ -41,6 +42,23 @@ def leftovers():
 def no_leftover_segments():
     yield
     assert leftovers() == []
+
+
+@contextlib.contextmanager
+def codecs():
+    """A producer's codec and a consumer's, as two workers have them.  A test that
+    fails midway leaves segments: they are swept so later tests start clean."""
+    prefix = _shm.new_prefix()
+    producer, consumer = _codec.Codec(prefix), _codec.Codec(None)
+    ok = False
+    try:
+        yield producer, consumer
+        ok = True
+    finally:
+        producer.close()
+        consumer.close()
+        if not ok:
+            _shm.sweep(prefix)
 
 
 def mapped_segments():
@@ -155,6 +173,12 @@ def built(specs):
         yield build(kind, size)
 
 
+def assert_all_same(got, sent):
+    assert len(got) == len(sent)
+    for g, s in zip(got, sent, strict=True):
+        assert_same(g, s)
+
+
 def assert_same(got, sent):
     assert type(got) is type(sent)
     if isinstance(sent, np.ndarray):
@@ -176,23 +200,14 @@ def assert_same(got, sent):
 @given(specs=st.lists(payloads(), max_size=6), copies=st.integers(1, 2))
 def test_codec_round_trips_buffers_of_every_size(specs, copies):
     batch = [build(*spec) for spec in specs]
-    producer, consumer = _codec.Codec(_shm.new_prefix()), _codec.Codec(None)
-    try:
+    with codecs() as (producer, consumer):
         messages, nbytes = producer.encode(batch, copies)
         assert len(messages) == copies
         for data in messages:
-            got = consumer.decode(data)
-            assert len(got) == len(batch)
-            for g, s in zip(got, batch, strict=True):
-                assert_same(g, s)
+            assert_all_same(consumer.decode(data), batch)
             if any(_is_big(x) for x in batch):
                 assert data[:1] == b"S"
                 assert len(data) < nbytes - T + 200  # big buffers are not in the message
-            del got
-    finally:
-        producer.close()
-        consumer.close()
-        _shm.sweep(producer.pool.prefix)
 
 
 def _is_big(x):
@@ -203,10 +218,9 @@ def _is_big(x):
 
 
 def test_small_batches_keep_the_plain_pickle_path():
-    producer = _codec.Codec(_shm.new_prefix())
-    (data,), nbytes = producer.encode([1, "two", np.arange(10), b"x" * (T - 1)])
+    with codecs() as (producer, _):
+        (data,), nbytes = producer.encode([1, "two", np.arange(10), b"x" * (T - 1)])
     assert data[:1] == b"P" and nbytes == len(data)
-    producer.close()
 
 
 @pytest.mark.parametrize("make", [
@@ -220,21 +234,19 @@ def test_small_batches_keep_the_plain_pickle_path():
 ], ids=["strided", "fortran", "readonly", "2d-view", "strided-view", "int64-view", "dill"])
 def test_codec_keeps_layout_and_writability(make):
     sent = make()
-    producer, consumer = _codec.Codec(_shm.new_prefix()), _codec.Codec(None)
-    (data,), _ = producer.encode([sent])
-    (got,) = consumer.decode(data)
-    if isinstance(sent, list):
-        assert got[0]() == 1 and np.array_equal(got[1], sent[1])
-    elif isinstance(sent, memoryview):
-        assert (got.format, got.shape, got.readonly) == (sent.format, sent.shape, sent.readonly)
-        assert got.tobytes() == sent.tobytes()
-    else:
-        assert_same(got, sent)
-        assert got.flags.c_contiguous or got.flags.f_contiguous == sent.flags.f_contiguous
-    del got
-    producer.close()
-    consumer.close()
-    _shm.sweep(producer.pool.prefix)
+    with codecs() as (producer, consumer):
+        (data,), _ = producer.encode([sent])
+        (got,) = consumer.decode(data)
+        if isinstance(sent, list):
+            assert got[0]() == 1 and np.array_equal(got[1], sent[1])
+        elif isinstance(sent, memoryview):
+            assert (got.format, got.shape, got.readonly) == (
+                sent.format, sent.shape, sent.readonly)
+            assert got.tobytes() == sent.tobytes()
+        else:
+            assert_same(got, sent)
+            assert got.flags.c_contiguous or got.flags.f_contiguous == sent.flags.f_contiguous
+        del got
 
 
 @pytest.mark.parametrize(("item", "shared"), [
@@ -246,15 +258,12 @@ def test_codec_keeps_layout_and_writability(make):
     ([memoryview(b"deep" * T)], True),  # memoryviews are found wherever they are
 ])
 def test_where_big_bytes_are_found(item, shared):
-    producer, consumer = _codec.Codec(_shm.new_prefix()), _codec.Codec(None)
-    (data,), _ = producer.encode([item])
-    assert (data[:1] == b"S") == shared
-    (got,) = consumer.decode(data)
-    assert plain(got) == plain(item)
-    del got
-    producer.close()
-    consumer.close()
-    _shm.sweep(producer.pool.prefix)
+    with codecs() as (producer, consumer):
+        (data,), _ = producer.encode([item])
+        assert (data[:1] == b"S") == shared
+        (got,) = consumer.decode(data)
+        assert plain(got) == plain(item)
+        del got
 
 
 def plain(x):
@@ -267,50 +276,46 @@ def plain(x):
 
 
 def test_a_segment_is_reused_once_its_objects_are_freed():
-    producer, consumer = _codec.Codec(_shm.new_prefix()), _codec.Codec(None)
-    names = set()
-    for i in range(20):
-        (data,), _ = producer.encode([np.full(T, i)])
-        names.add(data)
-        (got,) = consumer.decode(data)
-        assert got[0] == i
-        del got
-        consumer.receiver.poll()
-        assert consumer.receiver.held == 0
-    assert len(producer.pool.segments) == 1
-    assert consumer.receiver.mapped == 1  # mapped once, read again in place
-    producer.close()
-    assert leftovers() == []  # released and let go: nothing for a sweep to do
+    with codecs() as (producer, consumer):
+        for i in range(20):
+            (data,), _ = producer.encode([np.full(T, i)])
+            (got,) = consumer.decode(data)
+            assert got[0] == i
+            del got
+            consumer.receiver.poll()
+            assert consumer.receiver.held == 0
+        assert len(producer.pool.segments) == 1
+        assert consumer.receiver.mapped == 1  # mapped once, read again in place
+        producer.close()
+        assert leftovers() == []  # released and let go: nothing for a sweep to do
 
 
 def test_a_segment_still_held_outlives_its_producer():
-    producer, consumer = _codec.Codec(_shm.new_prefix()), _codec.Codec(None)
-    (data,), _ = producer.encode([np.full(T, 7.0)])
-    (got,) = consumer.decode(data)
-    producer.close()  # the consumer still holds the segment: it stays
-    assert len(leftovers()) == 1
-    assert got[0] == 7.0
-    del got
-    consumer.receiver.poll()  # released: the consumer unlinks it
-    assert leftovers() == []
+    with codecs() as (producer, consumer):
+        (data,), _ = producer.encode([np.full(T, 7.0)])
+        (got,) = consumer.decode(data)
+        producer.close()  # the consumer still holds the segment: it stays
+        assert len(leftovers()) == 1
+        assert got[0] == 7.0
+        del got
+        consumer.receiver.poll()  # released: the consumer unlinks it
+        assert leftovers() == []
 
 
 def test_pools_stay_bounded_when_a_consumer_keeps_everything(monkeypatch):
     monkeypatch.setattr(_shm, "POOL_SEGMENTS", 3)
     monkeypatch.setattr(_shm, "MAPPED_SEGMENTS", 3)
-    producer, consumer = _codec.Codec(_shm.new_prefix()), _codec.Codec(None)
-    kept = []
-    for i in range(10):
-        (data,), _ = producer.encode([np.full(T, i)])
-        kept += consumer.decode(data)
-        assert len(producer.pool.segments) <= 3 and consumer.receiver.mapped <= 3
-    assert len(leftovers()) == 10  # each still used by an array
-    assert [x[0] for x in kept] == list(range(10))
-    del kept
-    consumer.receiver.poll()
-    assert len(leftovers()) == 3  # the producer's pool; the rest unlinked on release
-    producer.close()
-    consumer.close()
+    with codecs() as (producer, consumer):
+        kept = []
+        for i in range(10):
+            (data,), _ = producer.encode([np.full(T, i)])
+            kept += consumer.decode(data)
+            assert len(producer.pool.segments) <= 3 and consumer.receiver.mapped <= 3
+        assert len(leftovers()) == 10  # each still used by an array
+        assert [x[0] for x in kept] == list(range(10))
+        del kept
+        consumer.receiver.poll()
+        assert len(leftovers()) == 3  # the producer's pool; the rest unlinked on release
 
 
 def test_a_full_dev_shm_sends_through_the_pipe(monkeypatch):
@@ -323,13 +328,11 @@ def test_a_full_dev_shm_sends_through_the_pipe(monkeypatch):
         return created[-1]
 
     monkeypatch.setattr(_shm.SegmentPool, "_create", create)
-    producer, consumer = _codec.Codec(_shm.new_prefix()), _codec.Codec(None)
-    (first, second), _ = producer.encode([np.full(T, 1.0)], copies=2)  # a broadcast
-    assert first[:1] == second[:1] == b"P"
-    assert created[0].map[_shm.HELD] == 0  # written, never sent: free again
-    assert consumer.decode(second)[0][0] == 1.0
-    producer.close()
-    consumer.close()
+    with codecs() as (producer, consumer):
+        (first, second), _ = producer.encode([np.full(T, 1.0)], copies=2)  # a broadcast
+        assert first[:1] == second[:1] == b"P"
+        assert created[0].map[_shm.HELD] == 0  # written, never sent: free again
+        assert consumer.decode(second)[0][0] == 1.0
 
 
 def test_without_dev_shm_everything_goes_through_the_pipe(monkeypatch):
@@ -360,10 +363,7 @@ def test_every_kind_of_item_round_trips_under_spawn():
 
 def check_two_hops(specs, method):
     got = (built(specs) >> identity >> identity).collect(executor=ProcessExecutor(method))
-    batch = [build(*spec) for spec in specs]
-    assert len(got) == len(batch)
-    for g, s in zip(got, batch, strict=True):
-        assert_same(g, s)
+    assert_all_same(got, [build(*spec) for spec in specs])
 
 
 def test_results_stay_valid_after_the_run():
