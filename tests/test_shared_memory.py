@@ -375,6 +375,7 @@ def test_results_stay_valid_after_the_run():
 
 def test_shared_memory_can_be_turned_off():
     ex = ProcessExecutor("fork", shared_memory=False)
+    assert repr(ex) == "ProcessExecutor(start_method='fork', shared_memory=False)"
     assert (arrays(3) >> in_shared_memory).collect(executor=ex) == [False] * 3
 
 

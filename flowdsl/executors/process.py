@@ -68,7 +68,8 @@ class ProcessExecutor(Executor):
         return _ProcessExecution(plan, self, timeout)
 
     def __repr__(self) -> str:
-        return f"ProcessExecutor(start_method={self.start_method!r})"
+        off = "" if self.shared_memory else ", shared_memory=False"
+        return f"ProcessExecutor(start_method={self.start_method!r}{off})"
 
 
 class _ProcessExecution(Execution):
