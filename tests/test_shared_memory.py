@@ -20,6 +20,7 @@ from flowdsl import (
     StageError,
     StopFlow,
     WorkerDied,
+    loop,
     sink,
     source,
     transform,
@@ -392,6 +393,28 @@ def test_each_branch_of_a_broadcast_gets_its_own_copy():
     ex = ProcessExecutor("fork")
     got = sorted((arrays(10, start=1) >> [negate_in_place, first_value]).collect(executor=ex))
     assert got == sorted([-float(i) for i in range(1, 11)] + [float(i) for i in range(1, 11)])
+
+
+@transform
+def bump(x):
+    return x + 1
+
+
+@transform
+def pair_sum(a, b):
+    return a + b
+
+
+def reached_ten(x):
+    return x[0] >= 10
+
+
+def test_loops_and_zips_carry_arrays():
+    ex = ProcessExecutor("fork")
+    got = (arrays(5) >> loop(bump, until=reached_ten)).collect(executor=ex)
+    assert [float(x[0]) for x in got] == [10.0] * 5
+    got = ([arrays(5), arrays(5, start=1)] >> pair_sum >> first_value).collect(executor=ex)
+    assert got == [2.0 * i + 1 for i in range(5)]
 
 
 def test_messages_count_the_bytes_in_shared_memory(monkeypatch, tmp_path):
