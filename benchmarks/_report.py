@@ -268,9 +268,10 @@ METHOD = """\
   array is a distinct object, so pickle cannot send an array met twice in a batch
   only once (with one array yielded again and again, batching libraries looked 20x
   faster than they are).
-- Sizes differ per library (each case runs about 1-5 s); rates do not depend on them,
-  except where batching does (W3: flowdsl batches up to 256 items, so all 48 arrays
-  of a run travel in one or two messages).
+- Sizes differ per library (each case runs about 1-5 s); rates do not depend on them
+  once start-up is small beside the run. W3: flowdsl sends these arrays one per
+  message, through shared memory; 48 of them take it about 0.2 s, most of it
+  start-up (each worker process imports numpy), so its case moves 480.
 """
 
 

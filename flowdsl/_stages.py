@@ -125,7 +125,8 @@ class Stage(Composable):
     def _as_flow(self) -> Flow:
         node = Node(self)
         inlets = () if self.kind == "source" else (node,)
-        outlets = () if self.kind == "sink" else (((node, 0),),)
+        outlets: tuple[tuple[tuple[Node, int], ...], ...] = (
+            () if self.kind == "sink" else (((node, 0),),))
         flow = Flow((node,), (), inlets, outlets)
         if isinstance(self.on_error, Stage):  # failed items go to a dead-letter stage
             letters = self.on_error._as_flow()

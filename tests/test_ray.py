@@ -37,8 +37,9 @@ pytestmark = pytest.mark.timeout(40)
 def ray_session():
     """One local Ray instance for these tests (the only ones that use Ray, so it
     starts once per session), shut down before other modules fork workers."""
+    # address="local": a new instance of our own, never a cluster found on the machine
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
     yield
     ray.shutdown()

@@ -2,35 +2,65 @@
 
 Every message is one batch of items, serialised in the worker that produced it
 (so an unpicklable item is that stage's error, not a silent drop in a feeder
-thread).  The first byte says which pickler wrote it.
+thread).  The first byte says how it was written:
+
+- ``P``: the standard pickle, everything in the message (the common case);
+- ``Q``: the standard pickle with a hook for big ``bytes``/``bytearray`` and for
+  ``memoryview`` objects, which neither pickler takes on its own;
+- ``D``: dill, with the same hook;
+- ``S``: any of the above whose big buffers are in a shared-memory segment
+  (see :mod:`._shm`): the message holds the segment's name and the pickle stream.
+
+Big buffers (pickle protocol 5's out-of-band buffers, from
+:data:`~._shm.THRESHOLD` bytes: numpy arrays and ``memoryview`` objects wherever
+they are, ``bytes``/``bytearray`` that are an item or directly inside one) go
+through shared memory when the run has it; a consumer's arrays and memoryviews
+then use the segment in place (writable if the sent object was), while ``bytes``
+and ``bytearray`` are copied out of it.  Everything smaller, and everything when
+``/dev/shm`` is not usable, travels in the message as before.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import pickle
 from typing import Any
 
 import dill
 
-__all__ = ["EOS", "decode", "encode", "find_unpicklable"]
+from . import _shm
+
+__all__ = ["EOS", "Codec", "decode", "encode", "find_unpicklable"]
+
+log = logging.getLogger("flowdsl")
 
 EOS = b""  # the end-of-stream marker: no batch encodes to zero bytes
-_PICKLE, _DILL = b"P", b"D"
+_PICKLE, _HOOKED, _DILL, _SHARED = b"P", b"Q", b"D", b"S"
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+_BLOBS = (bytes, bytearray)
+_FEW = 16  # entries of a container the search for big bytes looks into
+# memoryview formats that memoryview.cast rebuilds
+_CASTABLE = frozenset("cbB?hHiIlLqQnNfdeP") | {"@" + c for c in "cbB?hHiIlLqQnNfdeP"}
 
 
 def encode(batch: list[Any]) -> bytes:
-    """Serialise ``batch``; raise the pickler's error if neither pickler can."""
+    """Serialise ``batch`` into one message; raise the pickler's error if neither
+    pickler can."""
     try:
         return _PICKLE + pickle.dumps(batch, _PROTOCOL)
     except Exception:
-        return _DILL + dill.dumps(batch, _PROTOCOL)
+        tag, stream, _ = _dump_hooked(batch, False)
+        return tag + stream
 
 
-def decode(data: bytes) -> list[Any]:
+def decode(data: bytes, receiver: _shm.Receiver | None = None) -> list[Any]:
+    """The batch in message ``data``; ``receiver`` maps its segment, if it has one."""
     if data[:1] == _PICKLE:
-        return pickle.loads(memoryview(data)[1:])
-    return dill.loads(data[1:])
+        return pickle.loads(memoryview(data)[1:])  # type: ignore[no-any-return]
+    if data[:1] == _SHARED:
+        return _decode_shared(data, receiver or _shm.Receiver())
+    return _load(data[:1], memoryview(data)[1:], None)
 
 
 def find_unpicklable(batch: list[Any]) -> Any:
@@ -41,3 +71,201 @@ def find_unpicklable(batch: list[Any]) -> Any:
         except Exception:
             return item
     return None
+
+
+class Codec:
+    """Encodes and decodes the messages of one process.
+
+    ``shm_prefix`` names the run's segments; ``None`` keeps every message in the
+    pipe.  A codec keeps this process's segments: :meth:`close` it at the end.
+    """
+
+    def __init__(self, shm_prefix: str | None) -> None:
+        self.pool = None if shm_prefix is None else _shm.SegmentPool(shm_prefix)
+        self.receiver = _shm.Receiver()
+        self._taken: list[memoryview] = []
+        self._take = _taker(self._taken)
+
+    def encode(self, batch: list[Any], copies: int = 1) -> tuple[list[bytes], int]:
+        """``copies`` messages holding ``batch``, one per channel it goes to (each
+        with its own segment, if it needs one), and the bytes of one: its pickle
+        stream and its out-of-band buffers."""
+        if self.pool is None:
+            data = encode(batch)
+            return [data] * copies, len(data)
+        if self.receiver.dropped:
+            self.receiver.poll()
+        taken = self._taken
+        try:
+            stream = pickle.dumps(batch, _PROTOCOL, buffer_callback=self._take)
+        except Exception:
+            taken.clear()
+            tag, stream, buffers = _dump_hooked(batch, True)
+        else:
+            if not taken and len(stream) < _shm.THRESHOLD:  # the common case
+                data = _PICKLE + stream
+                return [data] * copies, len(data)
+            tag, stream, buffers = _second_look(batch, stream, taken[:])
+            taken.clear()
+        if not buffers:
+            data = tag + stream
+            return [data] * copies, len(data)
+        nbytes = len(stream) + sum(b.nbytes for b in buffers)
+        written: list[str] = []
+        try:
+            return [self._shared(tag, stream, buffers, written) for _ in range(copies)], nbytes
+        except OSError as exc:  # no room in /dev/shm, too many files, …
+            log.debug("shared memory unavailable (%s): the batch goes through the pipe", exc)
+            for name in written:  # never sent: free for reuse
+                self.pool.unhold(name)
+            data = encode(batch)
+            return [data] * copies, len(data)
+
+    def _shared(self, tag: bytes, stream: bytes, buffers: list[memoryview],
+                written: list[str]) -> bytes:
+        assert self.pool is not None
+        name, spans, length = self.pool.write(buffers)
+        written.append(name)
+        meta = pickle.dumps((name, spans, length), _PROTOCOL)
+        return b"".join((_SHARED, len(meta).to_bytes(4, "little"), meta, tag, stream))
+
+    def decode(self, data: bytes) -> list[Any]:
+        if data[:1] == _PICKLE:
+            return pickle.loads(memoryview(data)[1:])  # type: ignore[no-any-return]
+        return decode(data, self.receiver)
+
+    def close(self) -> None:
+        """Release what this process holds and let go of its segments."""
+        self.receiver.close()
+        if self.pool is not None:
+            self.pool.close()
+
+
+# -- pickling ------------------------------------------------------------------------------
+def _second_look(batch: list[Any], stream: bytes,
+                 buffers: list[memoryview]) -> tuple[bytes, bytes, list[memoryview]]:
+    """(tag, stream, out-of-band buffers) for a batch the standard pickle wrote as
+    ``stream`` and ``buffers``: if a big ``bytes`` or ``bytearray`` stayed in the
+    stream, pickle again with the hook that takes it out."""
+    if len(stream) >= _shm.THRESHOLD and _has_big_bytes(batch):
+        more: list[memoryview] = []
+        hooked = _dump_with(_Pickler, batch, _taker(more))
+        if len(more) > len(buffers):
+            return _HOOKED, hooked, more
+    return _PICKLE, stream, buffers
+
+
+def _has_big_bytes(batch: list[Any]) -> bool:
+    """Whether an item is a big ``bytes``/``bytearray``, or holds one directly in a
+    tuple, list or dict of a few entries.  Looking deeper would cost more than
+    it saves on batches of many small objects (the hook is a Python call per
+    object), so a big ``bytes`` deeper inside travels in the message."""
+    for item in batch:
+        kind = type(item)
+        if kind is bytes or kind is bytearray:
+            if len(item) >= _shm.THRESHOLD:
+                return True
+        elif kind is tuple or kind is list or kind is dict:
+            inside = item.values() if kind is dict else item
+            if len(item) <= _FEW and any(_is_big_bytes(x) for x in inside):
+                return True
+    return False
+
+
+def _is_big_bytes(x: Any) -> bool:
+    return type(x) in _BLOBS and len(x) >= _shm.THRESHOLD
+
+
+def _dump_hooked(batch: list[Any], out_of_band: bool) -> tuple[bytes, bytes, list[memoryview]]:
+    """The standard pickle with the hook, else dill with it (whose error is raised)."""
+    buffers: list[memoryview] = []
+    try:
+        stream = _dump_with(_Pickler, batch, _taker(buffers) if out_of_band else None)
+        return _HOOKED, stream, buffers
+    except Exception:
+        buffers.clear()
+    stream = _dump_with(_DillPickler, batch, _taker(buffers) if out_of_band else None)
+    return _DILL, stream, buffers
+
+
+def _taker(into: list[memoryview]) -> Any:
+    """A ``buffer_callback`` that takes buffers of ``THRESHOLD`` bytes or more out of
+    the stream, into ``into``."""
+    def take(buf: pickle.PickleBuffer) -> bool:
+        try:
+            raw = buf.raw()
+        except BufferError:  # not contiguous: written in-band
+            return True
+        if raw.nbytes < _shm.THRESHOLD:
+            return True
+        into.append(raw)
+        return False
+    return take
+
+
+def _dump_with(pickler: Any, batch: list[Any], callback: Any) -> bytes:
+    f = io.BytesIO()
+    pickler(f, _PROTOCOL, buffer_callback=callback).dump(batch)
+    return f.getvalue()
+
+
+def _persistent_id(obj: Any) -> Any:
+    """Big ``bytes``/``bytearray`` and every ``memoryview`` travel as a
+    :class:`pickle.PickleBuffer` (so out-of-band when big), rebuilt on load."""
+    kind = type(obj)
+    if kind is bytes or kind is bytearray:
+        if len(obj) < _shm.THRESHOLD:
+            return None
+        return ("b" if kind is bytes else "a", pickle.PickleBuffer(obj))
+    if kind is memoryview and obj.format in _CASTABLE and (obj.ndim == 1 or obj.nbytes):
+        if not obj.c_contiguous:
+            obj = memoryview(bytes(obj) if obj.readonly else bytearray(obj))
+        return ("m", pickle.PickleBuffer(obj), obj.format, obj.shape)
+    return None
+
+
+def _persistent_load(pid: Any) -> Any:
+    kind, buf, *shape = pid
+    if kind == "b":
+        return bytes(buf)
+    if kind == "a":
+        return bytearray(buf)
+    fmt, dims = shape
+    view = memoryview(buf).cast("B")
+    return view.cast(fmt) if len(dims) == 1 else view.cast(fmt, dims)
+
+
+class _Pickler(pickle.Pickler):
+    def persistent_id(self, obj: Any) -> Any:
+        return _persistent_id(obj)
+
+
+class _Unpickler(pickle.Unpickler):
+    def persistent_load(self, pid: Any) -> Any:
+        return _persistent_load(pid)
+
+
+class _DillPickler(dill.Pickler):  # type: ignore[misc]
+    def persistent_id(self, obj: Any) -> Any:
+        return _persistent_id(obj)
+
+
+class _DillUnpickler(dill.Unpickler):  # type: ignore[misc]
+    def persistent_load(self, pid: Any) -> Any:
+        return _persistent_load(pid)
+
+
+def _load(tag: bytes, stream: Any, buffers: list[memoryview] | None) -> list[Any]:
+    if tag == _PICKLE:
+        return pickle.loads(stream, buffers=buffers)  # type: ignore[no-any-return]
+    unpickler = _Unpickler if tag == _HOOKED else _DillUnpickler
+    return unpickler(io.BytesIO(stream), buffers=buffers).load()  # type: ignore[no-any-return]
+
+
+def _decode_shared(data: bytes, receiver: _shm.Receiver) -> list[Any]:
+    view = memoryview(data)
+    n = int.from_bytes(view[1:5], "little")
+    name, spans, length = pickle.loads(view[5:5 + n])
+    whole = receiver.attach(name, length)
+    buffers = [whole[start:start + size] for start, size in spans]
+    return _load(bytes(view[5 + n:6 + n]), view[6 + n:], buffers)

@@ -29,7 +29,7 @@ from .._report import FIGURES
 from .._runner import Cancelled, Runner, StageDone
 from ..errors import StageError, StopFlow
 from ._channel import Channel, ControlPipe
-from ._codec import EOS, decode, encode, find_unpicklable
+from ._codec import EOS, Codec, encode, find_unpicklable
 
 __all__ = ["LINGER", "Job", "Ordering", "worker_main"]
 
@@ -69,6 +69,7 @@ class Job:
     counter: Any = None  # a gate's own in-flight counter
     stop: Any = None  # Event: a stage raised StopFlow, sources end their streams
     code: bytes | None = None  # the stage as dill bytes, when not inherited by fork
+    shm_prefix: str | None = None  # names of the run's shared-memory segments, if any
     stats: Any = None  # RawArray of doubles: this worker publishes FIGURES at ``slot``
     slot: int = 0
 
@@ -126,6 +127,7 @@ class _Worker:
         self.dropped = 0  # items made for outputs nobody reads any more
         self.ended_inputs: set[int] = set()  # inputs whose end-of-stream we have read
         self.stopping = False
+        self.codec = Codec(job.shm_prefix)
 
     # -- lifecycle -------------------------------------------------------------------
     def run(self) -> None:
@@ -168,6 +170,8 @@ class _Worker:
         except StageError as exc:
             if status == "ok":
                 self._send("error", exc)
+        with contextlib.suppress(OSError):
+            self.codec.close()
         for stream in (sys.stdout, sys.stderr):  # what the stage printed goes out first
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -261,10 +265,10 @@ class _Worker:
                     return  # the body has ended
                 upstream_done = True
             elif tag == "up":
-                self._enter(decode(data), counter)
+                self._enter(self.codec.decode(data), counter)
                 credit.release()
             else:
-                items = decode(data)
+                items = self.codec.decode(data)
                 t = time.perf_counter()
                 self.runner.items_in += len(items)
                 back, out = self.runner.route(items)
@@ -328,9 +332,9 @@ class _Worker:
                 self.ended_inputs.add(0)
                 return
             if flag is not None and flag.is_set():
-                self._count(0, len(decode(data)))
+                self._count(0, len(self.codec.decode(data)))
                 raise StageDone
-            self._process(decode(data), seq, self.job.inputs)
+            self._process(self.codec.decode(data), seq, self.job.inputs)
 
     def _run_zip(self) -> None:
         """One worker pairs items from several inputs, in lock-step.
@@ -372,7 +376,7 @@ class _Worker:
                 if data == EOS:
                     self.ended_inputs.add(i)
                 else:
-                    pending[i].extend(decode(data))
+                    pending[i].extend(self.codec.decode(data))
             if not warned and max(map(len, pending)) > ZIP_WARN:
                 warned = True
                 logging.getLogger("flowdsl").warning(
@@ -419,7 +423,7 @@ class _Worker:
         dropped."""
         ch, dropped = self.job.inputs[index], 0
         while (data := ch.get()) != EOS:
-            n = len(decode(data))
+            n = len(self.codec.decode(data))
             dropped += n
             self._count(0, n)
         self.ended_inputs.add(index)
@@ -515,14 +519,24 @@ class _Worker:
             self.runner.items_out += len(items)
             items.clear()
             return
-        size = min(ch.batch_limit for ch in chans)  # a message never exceeds a buffer
-        for start in range(0, len(items), size):
-            self._send_batch(port, items[start:start + size] if len(items) > size else items)
+        limit = min(ch.batch_limit for ch in chans)  # a message never exceeds a buffer
+        start = 0
+        if not self.item_bytes[port] and len(items) > 1:
+            # the first message of a port: one item tells how big they are (a stage
+            # may have made many big ones before it first flushes)
+            self._send_batch(port, items[:1])
+            start = 1
+        while start < len(items):
+            size = min(limit, self.max_chunk)
+            self._send_batch(port, items if start == 0 and len(items) <= size
+                             else items[start:start + size])
+            start += size
         items.clear()
 
     def _send_batch(self, port: int, batch: list[Any]) -> None:
+        chans = self.job.outputs[port]
         try:
-            data = encode(batch)
+            messages, nbytes = self.codec.encode(batch, len(chans))
         except Exception as exc:
             bad = find_unpicklable(batch)
             raise StageError(
@@ -531,12 +545,13 @@ class _Worker:
             ) from exc
         if port != self.node.dead_letter:
             self.runner.items_out += len(batch)
-        # big items travel in small messages, so stages overlap and memory stays low
-        self.item_bytes[port] = len(data) / len(batch)
+        # big items travel in small messages, so stages overlap and memory stays
+        # low; the bytes counted include those in shared memory
+        self.item_bytes[port] = nbytes / len(batch)
         self.max_chunk = max(1, min(MAX_BATCH, int(MESSAGE_BYTES / max(self.item_bytes))))
         self.chunk = min(self.chunk, self.max_chunk)
         t = time.perf_counter()
-        for ch in self.job.outputs[port]:
+        for ch, data in zip(chans, messages, strict=True):
             ch.put(data)
         self.blocked_out += time.perf_counter() - t
 

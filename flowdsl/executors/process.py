@@ -5,7 +5,8 @@ The driver starts the workers, then only supervises: it waits on the control pip
 so it notices a failure, a dead worker or a timeout as soon as it happens.  One
 teardown path serves success, error, timeout, early exit and Ctrl-C: SIGTERM to
 the workers (each runs ``local_term`` and exits), SIGKILL after a grace period,
-then join and close everything.
+then join and close everything, and remove what is left of the run's
+shared-memory segments (see :mod:`._shm`).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from multiprocess.connection import wait
 from .._plan import Plan
 from .._report import FIGURES, StageStats
 from ..errors import FlowTimeout, GraphError, WorkerDied
+from . import _shm
 from ._base import Execution, Executor
 from ._channel import Channel, ControlPipe
-from ._codec import EOS, decode, encode
+from ._codec import EOS, Codec, encode
 from ._worker import MAX_BATCH, Job, Ordering, worker_main
 
 __all__ = ["ProcessExecutor"]
@@ -46,24 +48,29 @@ class ProcessExecutor(Executor):
     ``start_method`` is ``"fork"``, ``"spawn"`` or ``"forkserver"`` (default: the
     ``FLOWDSL_START_METHOD`` environment variable, else the platform's).
     ``grace`` is how long a stopped worker may spend in ``local_term`` before it
-    is killed.
+    is killed.  ``shared_memory`` lets big buffers (numpy arrays, ``bytes``,
+    ``memoryview`` objects of 64 KiB or more) travel through shared memory instead
+    of the pipes, where ``/dev/shm`` is usable.
     """
 
     name = "process"
 
-    def __init__(self, start_method: str | None = None, *, grace: float = 1.0) -> None:
+    def __init__(self, start_method: str | None = None, *, grace: float = 1.0,
+                 shared_memory: bool = True) -> None:
         start_method = start_method or os.environ.get("FLOWDSL_START_METHOD") or None
         if start_method is not None and start_method not in START_METHODS:
             raise ValueError(f"start_method must be one of {START_METHODS}, "
                              f"got {start_method!r}")
         self.start_method = start_method
         self.grace = grace
+        self.shared_memory = shared_memory
 
     def start(self, plan: Plan, *, timeout: float | None = None) -> Execution:
         return _ProcessExecution(plan, self, timeout)
 
     def __repr__(self) -> str:
-        return f"ProcessExecutor(start_method={self.start_method!r})"
+        off = "" if self.shared_memory else ", shared_memory=False"
+        return f"ProcessExecutor(start_method={self.start_method!r}{off})"
 
 
 class _ProcessExecution(Execution):
@@ -78,6 +85,10 @@ class _ProcessExecution(Execution):
         self.done: set[tuple[int, int]] = set()
         self.procs: dict[Any, tuple[int, int, Any]] = {}  # sentinel -> (node, worker, proc)
         self.shared: list[Any] = []
+        # segments are named after the run, so teardown can sweep what is left
+        self.shm_prefix = (_shm.new_prefix() if executor.shared_memory and _shm.available()
+                           else None)
+        self.codec = Codec(None)  # the driver only decodes results
         # Under spawn and forkserver, each stage's code travels as dill bytes made
         # here (so an unpicklable stage is a GraphError before anything starts).
         self.code: dict[int, bytes] = {}
@@ -134,7 +145,7 @@ class _ProcessExecution(Execution):
                           [(counters[g], self.channels[_feedback(self.plan, g)])
                            for g in node.regions],
                           counters.get(node.id), self.stop, self.code.get(node.id),
-                          self.figures, self.slots[node.id, w])
+                          self.shm_prefix, self.figures, self.slots[node.id, w])
                 proc = self.ctx.Process(target=worker_main, args=(job,),
                                         name=f"flowdsl:{node.name}:{w}")
                 proc.start()
@@ -158,7 +169,7 @@ class _ProcessExecution(Execution):
                 if data == EOS:
                     result = None
                 else:
-                    yield from decode(data)
+                    yield from self.codec.decode(data)
             for sentinel in ready:
                 if sentinel in alive:
                     del alive[sentinel]
@@ -225,6 +236,10 @@ class _ProcessExecution(Execution):
             for ch in self.channels:
                 ch.close()
             self.control.close()
+            with contextlib.suppress(OSError):
+                self.codec.close()
+            if self.shm_prefix is not None:  # unread messages, killed workers
+                _shm.sweep(self.shm_prefix)
             self.report.stages = self.stats()
             self._finish_report()
 
