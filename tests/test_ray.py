@@ -4,6 +4,7 @@ One local Ray instance serves all these tests (starting one takes seconds).
 Skipped when Ray is not installed (``pip install flowdsl[ray]``).
 """
 
+import builtins
 import logging
 import os
 import re
@@ -38,11 +39,13 @@ def ray_session():
     """One local Ray instance for these tests (the only ones that use Ray, so it
     starts once per session), shut down before other modules fork workers."""
     # address="local": a new instance of our own, never a cluster found on the machine
+    printer = builtins.print  # Ray may swap it for its tqdm-aware one: put it back after
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
     yield
     ray.shutdown()
+    builtins.print = printer
 
 
 def same(flow, ordered=True):
