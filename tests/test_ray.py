@@ -306,9 +306,17 @@ def test_timeout():
     assert time.monotonic() - start < 5
 
 
-def test_loops_are_rejected_before_anything_starts():
-    with pytest.raises(NotImplementedError, match="loop"):
-        loop(inc, seed=[1], until=lambda x: x > 5).collect(executor="ray")
+def test_stream_cycles_are_rejected_before_anything_starts():
+    import flowdsl as mp
+
+    s = mp.Stream()
+    s.q.put(3)
+    stage = mp.Transform(lambda x: x - 1 if x else None, "down", upstreams=[s],
+                         downstreams=[s])
+    psys = mp.PipeSystem([stage])
+    psys.build()
+    with pytest.raises(NotImplementedError, match="'down' feeds itself"):
+        psys.run(executor="ray")
 
 
 def test_a_stage_that_cannot_be_sent_is_a_graph_error():
@@ -331,3 +339,92 @@ def test_unpicklable_output_is_an_error_of_the_producing_stage():
 
 def test_executor_by_object():
     assert (numbers(3) >> inc).collect(executor=RayExecutor(), timeout=30) == [1, 2, 3]
+
+
+# -- loops -------------------------------------------------------------------------------
+@transform
+def halve(x):
+    return x // 2
+
+
+@transform
+def dec(x):
+    return x - 1
+
+
+@transform
+def countdown(pair):
+    label, n = pair
+    return label, n - 1
+
+
+@transform
+def drop_at_zero(x):
+    return x - 1 if x > 0 else None
+
+
+@transform
+def split(x):
+    """Two copies of x - 1: 2**x items leave a loop that ends at 0."""
+    if x > 0:
+        yield x - 1
+        yield x - 1
+
+
+@pytest.mark.parametrize("make", [
+    # until, then more stages; max_iterations; a body that filters everything out
+    lambda: numbers(20) >> [loop(halve, until=lambda x: x < 2) >> inc,
+                            loop(halve, max_iterations=2), loop(drop_at_zero)],
+    # the seed and upstream both enter a body with two workers; every item leaves once
+    lambda: listed([(i, i % 7) for i in range(30)]) >> loop(
+        countdown.options(workers=2), seed=[(-1, 3)], until=lambda x: x[1] <= 0),
+    # a broadcast and a zip with workers inside the body: every copy is counted
+    lambda: numbers(40) >> loop(halve >> [inc, dec] >> add.options(workers=2) >> halve,
+                                until=lambda x: x < 4),
+    # thousands of items inside at once, far more than the queues hold
+    lambda: listed([11, 10, 11]) >> loop(split, until=lambda x: x == 0),
+    # a loop inside a loop's body
+    lambda: numbers(20) >> loop(loop(halve, until=lambda x: x % 3 == 0) >> dec,
+                                until=lambda x: x <= 0),
+], ids=["until-max-iterations-filter", "seed-and-workers", "broadcast-zip-body",
+        "more-than-buffers", "nested"])
+def test_loops_give_the_serial_results(make):
+    same(make(), ordered=False)
+
+
+def test_stop_flow_in_a_loop_ends_the_flow(caplog):
+    """The spec's example: a loop fed by its seed alone, ended by StopFlow."""
+    @transform
+    def fib(a, b):
+        logging.getLogger("fib").warning("%d", a)
+        if b >= 1000:
+            raise StopFlow
+        return b, a + b
+
+    caplog.set_level(logging.WARNING, logger="fib")
+    report = loop(fib, seed=[(0, 1)]).run(executor="ray", timeout=30)
+    assert report.stopped
+    assert [int(r.getMessage()) for r in caplog.records if r.name == "fib"] == [
+        0, 1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 987]
+
+
+def test_stop_flow_in_a_loop_stops_an_endless_upstream():
+    @transform
+    def halve_until_500(x):
+        if x == 500:
+            raise StopFlow
+        return x // 2
+
+    flow = numbers(10 ** 9) >> loop(halve_until_500, until=lambda x: x < 2) >> ignore
+    report = flow.run(executor="ray", timeout=30)
+    assert report.stopped and 0 < report["ignore"].items_in < 1000
+
+
+def test_error_in_until_names_the_loop():
+    def until(x):
+        raise ValueError("no")
+
+    with pytest.raises(StageError, match="until") as info:
+        (numbers(3) >> loop(halve, until=until, name="halver")).collect(executor="ray",
+                                                                        timeout=30)
+    assert info.value.stage == "halver" and isinstance(info.value.__cause__, ValueError)

@@ -12,8 +12,16 @@ outstanding, and a stage gets no new input while one of its output channels hold
 ``buffer`` items waiting for their consumers.  Batches are sized by each stage's
 measured per-item cost, like the process executor's.
 
+Loops follow the in-flight protocol of :mod:`flowdsl._loop`: the gate is an
+actor like any stage (its ``enter``/``route`` are the other executors'), and since
+every call goes through the driver, the driver does the counting: when a call of
+a stage inside a loop is released, the loop's count grows by what the call
+produced and shrinks by what it was given.  Once the loop's upstream has ended,
+no item is entering and the count is zero, the body's input ends.  The gate's
+feedback input is never held back, so a loop cannot block itself.
+
 Ray is an optional dependency (``pip install flowdsl[ray]``), imported only when a
-run starts.  ``loop()`` and other cycles are not supported yet and are rejected
+run starts.  Cycles made with explicit streams are not supported and are rejected
 before anything starts.
 """
 
@@ -85,14 +93,11 @@ class RayExecutor(Executor):
 
 
 def check_supported(plan: Plan) -> None:
-    """Raise ``NotImplementedError`` for what this executor cannot run yet."""
-    for node in plan.nodes:
-        if node.loop is not None or node.regions:
-            raise NotImplementedError(
-                f"the ray executor does not support loop() yet (stage {node.name!r}); "
-                f"use the 'process' or 'serial' executor for this flow")
+    """Raise ``NotImplementedError`` for a cycle not made with ``loop()`` (a loop's
+    feedback into its gate is the one back edge the driver knows how to end)."""
     succ = {n.id: {c for port in n.outputs for ch in port
-                   for c, _ in plan.channels[ch].consumers if c != DRIVER} for n in plan.nodes}
+                   for c, p in plan.channels[ch].consumers
+                   if c != DRIVER and not _feedback(plan, c, p)} for n in plan.nodes}
     state: dict[int, int] = {}
 
     def visit(n: int) -> None:
@@ -110,6 +115,11 @@ def check_supported(plan: Plan) -> None:
     for node in plan.nodes:
         if node.id not in state:
             visit(node.id)
+
+
+def _feedback(plan: Plan, nid: int, port: int) -> bool:
+    """True for the input of a loop gate that its body feeds back into."""
+    return nid != DRIVER and plan.nodes[nid].loop is not None and port == 1
 
 
 _remote: Any = None
@@ -161,6 +171,8 @@ class _Call:
     meta: Any  # the reference of the meta reply
     ports: list[Any] = field(default_factory=list)  # references of the output lists
     reply: dict[str, Any] | None = None  # the meta, once it came back
+    port: int = 0  # the input port of a "process" call
+    items: int = 0  # how many items it was given
 
 
 class _RayExecution(Execution):
@@ -195,6 +207,12 @@ class _RayExecution(Execution):
         self.live = [len(c.producers) for c in channels]  # producer ports not done
         self.ended_ports: set[tuple[int, int]] = set()  # zip inputs told of their end
         self.results: deque[tuple[Any, int]] = deque()
+        self.port_closed: set[tuple[int, int]] = set()  # (node, output port) ended
+        # loops, per gate: items inside the loop, calls entering items into it
+        # (the seed, upstream batches), and whether its upstream has ended
+        self.in_flight = [0] * len(nodes)
+        self.entering = [0] * len(nodes)
+        self.upstream_done = [n.loop is not None and n.loop.upstream is None for n in nodes]
         self.flagged = any(n.stage.term_flag is not None for n in nodes)
         levels = {"": logging.getLogger().getEffectiveLevel(),
                   "flowdsl": log.getEffectiveLevel()}
@@ -211,6 +229,11 @@ class _RayExecution(Execution):
             for c in channels:
                 if c.seeds:
                     self._put(c.id, ray.put(encode(list(c.seeds))), len(c.seeds))
+            for node in nodes:
+                if node.loop is not None and node.gate.seed:  # enters like upstream items
+                    seed = list(node.gate.seed)
+                    self._submit(node.id, 0, "process", self.actors[node.id][0].process,
+                                 (0, False, encode(seed)), len(node.outputs), 0, len(seed))
         except BaseException:
             self.close()  # the actors made so far go too
             raise
@@ -274,9 +297,10 @@ class _RayExecution(Execution):
         consumers = [(n, p) for n, p in channel.consumers if n == DRIVER or not self.ended[n]]
         if not consumers:
             backlog.clear()
-            for n, _ in channel.consumers:
+            for n, p in channel.consumers:
                 if n != DRIVER:
                     self.leftover[n] += self.waiting[cid]
+                    self._count(self._loops_of(n, p), 0, self.waiting[cid])
                     self._report_leftovers(n)
             self.waiting[cid] = 0
         elif consumers[0][0] == DRIVER:
@@ -300,7 +324,7 @@ class _RayExecution(Execution):
             if last and len(self.plan.nodes[nid].inputs) > 1:
                 self.ended_ports.add((nid, port))
             self._submit(nid, w, "process", self.actors[nid][w].process,
-                         (port, last, *refs), len(self.plan.nodes[nid].outputs))
+                         (port, last, *refs), len(self.plan.nodes[nid].outputs), port, count)
         if self.live[cid] == 0 and not backlog:
             for nid, port in channel.consumers:
                 if nid != DRIVER and not self.ended[nid]:
@@ -309,8 +333,8 @@ class _RayExecution(Execution):
     def _choose(self, consumers: list[tuple[int, int]]) -> Any:
         """A consumer actor with room for a call, round robin; None if none has."""
         for nid, port in consumers:
-            if self._full(nid):
-                continue
+            if self._full(nid) and not _feedback(self.plan, nid, port):
+                continue  # (what comes back into a loop is always taken)
             k = self.plan.nodes[nid].workers
             for i in range(k):
                 w = (self.turn[nid] + i) % k
@@ -320,7 +344,12 @@ class _RayExecution(Execution):
         return None
 
     def _input_ended(self, nid: int, port: int) -> None:
-        if len(self.plan.nodes[nid].inputs) == 1:
+        node = self.plan.nodes[nid]
+        if node.loop is not None and port == 0:  # a loop's upstream: it may end now
+            if not self.upstream_done[nid]:
+                self.upstream_done[nid] = True
+                self._maybe_close_loop(nid)
+        elif len(node.inputs) == 1 or node.loop is not None:
             self._end(nid)
         elif (nid, port) not in self.ended_ports:  # a zip: the actor decides
             self.ended_ports.add((nid, port))
@@ -358,16 +387,18 @@ class _RayExecution(Execution):
 
     # -- calls -------------------------------------------------------------------------
     def _submit(self, nid: int, w: int, kind: str, method: Any, args: tuple[Any, ...],
-                ports: int = -1) -> None:
+                ports: int = -1, port: int = 0, items: int = 0) -> None:
         if ports >= 0:  # the meta, then one list per output port
             refs = method.options(num_returns=1 + ports).remote(*args)
             refs = refs if isinstance(refs, list) else [refs]
-            call = _Call(nid, w, kind, refs[0], refs[1:])
+            call = _Call(nid, w, kind, refs[0], refs[1:], port=port, items=items)
         else:
             call = _Call(nid, w, kind, method.remote(*args))
+        node = self.plan.nodes[nid]
+        if node.loop is not None and kind == "process" and port == 0:
+            self.entering[nid] += 1
         self.calls[call.meta] = call
         self.busy_calls[nid][w] += 1
-        node = self.plan.nodes[nid]
         key = (nid, -1) if node.workers > 1 and node.stage.ordered else (nid, w)
         self.order.setdefault(key, deque()).append(call)
 
@@ -407,11 +438,13 @@ class _RayExecution(Execution):
         nid, reply = call.node, call.reply
         assert reply is not None
         node = self.plan.nodes[nid]
-        for port, (ref, count) in enumerate(zip(call.ports, reply.get("counts", ()),
-                                                strict=True)):
+        counts = reply.get("counts", ())
+        for port, (ref, count) in enumerate(zip(call.ports, counts, strict=True)):
             if count:
                 for ch in node.outputs[port]:
                     self._put(ch, ref, count)
+        if call.kind == "process":
+            self._counted(call, counts)
         status = reply["status"]
         if status == "flowstop":
             self.report.stopped = True
@@ -426,6 +459,41 @@ class _RayExecution(Execution):
             self.finishing[nid].discard(call.worker)
             if not self.finishing[nid]:
                 self._done(nid)
+
+    # -- loops -------------------------------------------------------------------------
+    def _counted(self, call: _Call, counts: list[int]) -> None:
+        """What a released call changed inside the loops its stage is in.  A copy
+        sent to several channels counts once per channel, as in every executor;
+        a gate counts for its own loop only: what it takes in from upstream or
+        the seed enters, what it sends back stays, what it lets out leaves."""
+        node = self.plan.nodes[call.node]
+        produced = sum(k * len(chans) for k, chans in zip(counts, node.outputs, strict=True))
+        if node.loop is None:
+            self._count(node.regions, produced, call.items)
+        elif call.port == 0:
+            self.entering[node.id] -= 1
+            self._count((node.id,), counts[0] * len(node.outputs[0]), 0)
+        else:
+            self._count((node.id,), counts[0] * len(node.outputs[0]), call.items)
+
+    def _loops_of(self, nid: int, port: int) -> tuple[int, ...]:
+        """The loops whose count holds an item waiting for input ``port`` of ``nid``."""
+        return (nid,) if _feedback(self.plan, nid, port) else self.plan.nodes[nid].regions
+
+    def _count(self, gates: tuple[int, ...], produced: int, consumed: int) -> None:
+        for g in gates:
+            self.in_flight[g] += produced - consumed
+            self._maybe_close_loop(g)
+
+    def _maybe_close_loop(self, g: int) -> None:
+        if self.upstream_done[g] and not self.entering[g] and self.in_flight[g] == 0:
+            self._close_port(g, 0)  # nothing left inside: end the body's input
+
+    def _close_port(self, nid: int, port: int) -> None:
+        if (nid, port) not in self.port_closed:
+            self.port_closed.add((nid, port))
+            for ch in self.plan.nodes[nid].outputs[port]:
+                self.live[ch] -= 1
 
     def _put(self, cid: int, ref: Any, count: int) -> None:
         self.backlog[cid].append((ref, count))
@@ -444,10 +512,8 @@ class _RayExecution(Execution):
     def _done(self, nid: int) -> None:
         """Every actor of ``nid`` has finished: its outputs end."""
         self.done[nid] = True
-        node = self.plan.nodes[nid]
-        for port in node.outputs:
-            for ch in port:
-                self.live[ch] -= 1
+        for port in range(len(self.plan.nodes[nid].outputs)):
+            self._close_port(nid, port)
         self._report_leftovers(nid)
 
     def _report_leftovers(self, nid: int) -> None:
