@@ -4,9 +4,14 @@ One local Ray instance serves all these tests (starting one takes seconds).
 Skipped when Ray is not installed (``pip install flowdsl[ray]``).
 """
 
+import contextlib
 import logging
 import os
 import re
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -37,8 +42,8 @@ pytestmark = pytest.mark.timeout(40)
 def ray_session():
     """One local Ray instance for these tests (the only ones that use Ray, so it
     starts once per session), shut down before other modules fork workers."""
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    if not ray.is_initialized():  # "local": never join a cluster running on this machine
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
     yield
     ray.shutdown()
@@ -428,3 +433,76 @@ def test_error_in_until_names_the_loop():
         (numbers(3) >> loop(halve, until=until, name="halver")).collect(executor="ray",
                                                                         timeout=30)
     assert info.value.stage == "halver" and isinstance(info.value.__cause__, ValueError)
+
+
+# -- Ctrl-C ------------------------------------------------------------------------------
+CTRL_C = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, {tests!r})
+    import ray
+    from helpers import numbers
+    from flowdsl import transform
+
+    @transform(workers=2, ordered=False)
+    def slow(x):
+        time.sleep(0.01)
+        return os.getpid()
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    seen = set()
+    try:
+        for pid in (numbers(10 ** 9) >> slow).iterate(executor="ray"):
+            if pid not in seen:
+                seen.add(pid)
+                print(pid, flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        raise
+""")
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_ends_a_ray_run_with_keyboard_interrupt():
+    """A script with its own Ray instance, interrupted as a terminal does: the run
+    ends within 2 s, its actors are gone by then, and the script exits with
+    KeyboardInterrupt leaving nothing of its Ray instance behind."""
+    import psutil
+
+    code = CTRL_C.format(tests=os.path.dirname(__file__))
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+        started: list[psutil.Process] = []
+        try:
+            actors = [psutil.Process(int(proc.stdout.readline())) for _ in range(2)]
+            started = psutil.Process(proc.pid).children(recursive=True)  # its Ray instance
+            assert all(a in started and a.name().startswith("ray::StageActor")
+                       for a in actors)
+            start = time.monotonic()
+            os.killpg(proc.pid, signal.SIGINT)
+            assert proc.stdout.readline().strip() == "interrupted"
+            ended = time.monotonic() - start
+            left_in_run = [a for a in actors if _alive(a)]
+            _, err = proc.communicate(timeout=20)
+            exited = time.monotonic() - start
+            deadline = time.monotonic() + 5  # Ray's own shutdown may still be reaping
+            while any(map(_alive, started)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            left = [p for p in started if _alive(p)]
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            for p in started:  # only what this script started
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+    assert ended < 2 and not left_in_run
+    assert proc.returncode != 0 and err.rstrip().endswith("KeyboardInterrupt")
+    assert exited < 10 and not left
+
+
+def _alive(p):
+    import psutil
+
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
