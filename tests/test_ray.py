@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 
 import pytest
 from helpers import add, double, evens, fail_on, ignore, inc, listed, numbers, scale, twice
@@ -507,3 +508,101 @@ def _alive(p):
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+# -- two nodes -----------------------------------------------------------------------------
+@dataclass
+class SecondNode:
+    id: str = ""
+    left: list = field(default_factory=list)  # its processes that outlived its stop
+
+
+@contextlib.contextmanager
+def second_node(resources):
+    """A second Ray node on this machine, joined to this module's Ray instance,
+    with no CPU (so no actor lands on it unless asked) and ``resources``.
+
+    Since Ray 2.59 a local instance requires its auth token from joining nodes:
+    it travels in RAY_AUTH_TOKEN (read with ``ray get-auth-token``), along with
+    the instance's RAY_AUTH_MODE.  ``ray start --block`` stays in the foreground,
+    and SIGTERM makes it drain the node and stop what it started; only those
+    processes are stopped here (``ray stop`` would stop every Ray on the machine).
+    """
+    import json
+
+    import psutil
+
+    cli = [sys.executable, "-m", "ray.scripts.scripts"]
+    env = dict(os.environ)
+    if ray._raylet.get_authentication_mode() == ray._raylet.AuthenticationMode.TOKEN:
+        env["RAY_AUTH_MODE"] = "token"
+        env["RAY_AUTH_TOKEN"] = subprocess.run(
+            [*cli, "get-auth-token"], env=env, check=True, capture_output=True,
+            text=True).stdout.strip()
+    before = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    cmd = [*cli, "start", "--address", ray.get_runtime_context().gcs_address,
+           "--num-cpus", "0", "--resources", json.dumps(resources), "--block",
+           "--disable-usage-stats", "--dashboard-agent-listen-port", str(_free_port())]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    node = SecondNode()
+    started: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not (new := {n["NodeID"] for n in ray.nodes() if n["Alive"]} - before):
+            assert proc.poll() is None, f"ray start failed: {proc.stderr.read()[-2000:]}"
+            assert time.monotonic() < deadline, "the second node did not join"
+            time.sleep(0.2)
+        (node.id,) = new
+        yield node
+    finally:
+        with contextlib.suppress(psutil.Error):
+            started = psutil.Process(proc.pid).children(recursive=True)
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+        node.left = [p for p in started if _alive(p)]
+        for p in node.left:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+@transform
+def node_of(x):
+    return x, ray.get_runtime_context().get_node_id()
+
+
+@transform
+def node_too(pair):
+    x, first = pair
+    return x, first, ray.get_runtime_context().get_node_id()
+
+
+@pytest.mark.timeout(60)
+def test_stages_run_on_the_nodes_their_options_ask_for():
+    head = ray.get_runtime_context().get_node_id()
+    with second_node({"second": 4}) as second:
+        executor = RayExecutor(stage_options={
+            "node_too": {"num_cpus": 0, "resources": {"second": 1}}})
+        got = (numbers(500) >> node_of >> node_too.options(workers=2)).collect(
+            executor=executor, timeout=30)
+    assert [x for x, _, _ in got] == list(range(500))
+    assert {(a, b) for _, a, b in got} == {(head, second.id)}
+    assert not second.left
+
+
+def test_stage_options_must_name_a_stage():
+    with pytest.raises(ValueError, match="no stage named 'nope'"):
+        (numbers(3) >> inc).collect(executor=RayExecutor(stage_options={"nope": {}}))

@@ -65,23 +65,36 @@ class RayExecutor(Executor):
     starts a local Ray instance (kept for the rest of the process, as starting one
     takes seconds), ``"auto"`` or ``"ray://host:port"`` joins a cluster.
     ``init_options`` are further ``ray.init`` keyword arguments and
-    ``actor_options`` are given to every actor (``num_cpus``, ``resources``, ...).
-    ``grace`` is how long a cancelled actor may spend in ``local_term`` before it
-    is killed.
+    ``actor_options`` are given to every actor (``num_cpus``, ``resources``, ...);
+    ``stage_options`` maps a stage's name to options for its actors only, over
+    ``actor_options`` (a GPU for one stage, a custom resource to pin a stage to
+    some nodes).  ``grace`` is how long a cancelled actor may spend in
+    ``local_term`` before it is killed.
     """
 
     name = "ray"
 
     def __init__(self, address: str | None = None, *, grace: float = 1.0,
                  init_options: dict[str, Any] | None = None,
-                 actor_options: dict[str, Any] | None = None) -> None:
+                 actor_options: dict[str, Any] | None = None,
+                 stage_options: dict[str, dict[str, Any]] | None = None) -> None:
         self.address = address
         self.grace = grace
         self.init_options = dict(init_options or {})
         self.actor_options = dict(actor_options or {})
+        self.stage_options = {k: dict(v) for k, v in (stage_options or {}).items()}
+
+    def options_for(self, stage: str) -> dict[str, Any]:
+        """The Ray actor options of the actors of ``stage``."""
+        return {"max_restarts": 0, **self.actor_options, **self.stage_options.get(stage, {})}
 
     def start(self, plan: Plan, *, timeout: float | None = None) -> Execution:
         check_supported(plan)
+        unknown = set(self.stage_options) - {n.name for n in plan.nodes}
+        if unknown:
+            raise ValueError(f"RayExecutor(stage_options=...): no stage named "
+                             f"{sorted(unknown)[0]!r} in this flow; its stages are "
+                             f"{[n.name for n in plan.nodes if not n.hidden]}")
         code = _ship(plan)  # before Ray starts: an unpicklable stage fails at once
         ray = _import_ray()
         if not ray.is_initialized():
@@ -217,11 +230,13 @@ class _RayExecution(Execution):
         levels = {"": logging.getLogger().getEffectiveLevel(),
                   "flowdsl": log.getEffectiveLevel()}
         paths = [p for p in sys.path if p]
-        remote = _actor_class(ray).options(**{"max_restarts": 0, **executor.actor_options})
+        remote = _actor_class(ray)
         self.actors: list[list[Any]] = []
         try:
             for node in nodes:
-                handles = [remote.remote(code[node.id], w, paths, levels)
+                # a zip's hidden pairing stage goes with the stage it pairs for
+                options = executor.options_for(node.name.removesuffix(":zip"))
+                handles = [remote.options(**options).remote(code[node.id], w, paths, levels)
                            for w in range(node.workers)]
                 self.actors.append(handles)
                 for w, actor in enumerate(handles):
