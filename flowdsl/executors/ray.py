@@ -51,10 +51,10 @@ __all__ = ["RayExecutor"]
 log = logging.getLogger("flowdsl")
 
 IN_FLIGHT = 2  # calls outstanding per actor: one running, one queued behind it
-MAX_BATCH = 2048  # items per call, at most: a call costs about a millisecond
+MAX_BATCH = 8192  # items per call, at most: a call costs about a millisecond
 MESSAGE_BYTES = 1 << 20  # batches aim below this size
 FIRST_BATCH = 16  # items per call until a stage's cost is measured
-BATCH_WORK = 0.002  # seconds of a stage's work one call should hold
+BATCH_WORK = 0.02  # seconds of a stage's work one call should hold: ~20x a call's cost
 _POLL = 0.05  # seconds between looks at term flags, when a stage has one
 
 
