@@ -1,7 +1,7 @@
 """The flowdsl benchmark suite: flowdsl side by side with serial Python, a
 hand-written raw ceiling and its peers, on six workloads.
 
-    python benchmarks/run.py            # the full run (make bench): ~5 minutes
+    python benchmarks/run.py            # the full run (make bench): ~9 minutes
     python benchmarks/run.py --quick    # a smoke run: small sizes, one run each
     python benchmarks/run.py --only W1,W3 --runs 5
     python benchmarks/run.py --no-ray   # without the Ray cases of W1 and W2

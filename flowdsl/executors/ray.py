@@ -312,10 +312,12 @@ class _RayExecution(Execution):
         consumers = [(n, p) for n, p in channel.consumers if n == DRIVER or not self.ended[n]]
         if not consumers:
             backlog.clear()
-            for n, p in channel.consumers:
+            n, p = channel.consumers[0]
+            if n != DRIVER:  # dropped items are no longer inside any loop
+                self._count(self._loops_of(n, p), 0, self.waiting[cid])
+            for n, _ in channel.consumers:
                 if n != DRIVER:
                     self.leftover[n] += self.waiting[cid]
-                    self._count(self._loops_of(n, p), 0, self.waiting[cid])
                     self._report_leftovers(n)
             self.waiting[cid] = 0
         elif consumers[0][0] == DRIVER:
