@@ -1,9 +1,10 @@
 """The flowdsl benchmark suite: flowdsl side by side with serial Python, a
 hand-written raw ceiling and its peers, on six workloads.
 
-    python benchmarks/run.py            # the full run (make bench): ~5 minutes
+    python benchmarks/run.py            # the full run (make bench): ~9 minutes
     python benchmarks/run.py --quick    # a smoke run: small sizes, one run each
     python benchmarks/run.py --only W1,W3 --runs 5
+    python benchmarks/run.py --no-ray   # without the Ray cases of W1 and W2
 
 Every run of every case is a fresh subprocess (benchmarks/_case.py) in its own
 session, killed with its whole process group when it outlives its timeout, so a
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.util
 import json
 import os
 import signal
@@ -177,11 +179,18 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=None,
                         help="runs per case (default 3; 1 with --quick)")
     parser.add_argument("--only", default="", help="comma-separated workloads, e.g. W1,W3")
+    parser.add_argument("--no-ray", action="store_true",
+                        help="skip the Ray cases of W1 and W2 (each starts a Ray instance: "
+                             "about 3 minutes of the full run)")
     parser.add_argument("--out", type=Path, default=None,
                         help="directory for benchmarks.md and img/benchmarks.png "
                              "(default: docs/, or build/benchmarks-quick/ with --quick)")
     args = parser.parse_args()
     runs = args.runs or (1 if args.quick else 3)
+    ray = not args.no_ray and importlib.util.find_spec("ray") is not None
+    if not ray and not args.no_ray:
+        print("note: ray is not installed, the Ray cases are skipped "
+              "(pip install 'flowdsl[ray]')", flush=True)
     only = {w.strip().upper() for w in args.only.split(",") if w.strip()}
     out_dir = args.out or (ROOT / "build" / "benchmarks-quick" if args.quick else ROOT / "docs")
 
@@ -201,7 +210,9 @@ def main() -> int:
         if workload.id == "W2":
             loops = module.calibrate()
             print(f"\n{workload.id}: burn() calibrated to {loops} loops ≈ 1 ms", flush=True)
-            cases = module.cases(args.quick, loops=loops)
+            cases = module.cases(args.quick, loops=loops, ray=ray)
+        elif workload.id == "W1":
+            cases = module.cases(args.quick, ray=ray)
         else:
             cases = module.cases(args.quick)
         machine["loads"][workload.id] = os.getloadavg()[0]

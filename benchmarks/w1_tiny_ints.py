@@ -3,7 +3,8 @@
 The pipelines (raw, flowdsl, minipipe, pypeln) run one process per stage and sum
 in the driver (minipipe, which cannot return items to the driver, sums in a sink
 process).  mpire and Pool are maps, not pipelines: their 2 workers run +1 and *2
-fused, the driver feeds the stream and sums.
+fused, the driver feeds the stream and sums.  On Ray, flowdsl's ray executor and
+a Ray actor chain written by hand run one actor per stage (``ray.init`` not timed).
 """
 
 from __future__ import annotations
@@ -125,7 +126,34 @@ def pool(n: int) -> dict[str, float]:
     return _result(n, t0, total)
 
 
-def cases(quick: bool) -> list[Case]:
+def flowdsl_ray(n: int) -> dict[str, float]:
+    import _ray
+
+    from flowdsl import RayExecutor, source, transform
+
+    _ray.init()
+    try:
+        t0 = time.perf_counter()
+        flow = source(numbers)(n) >> transform(add1) >> transform(mul2)
+        total = sum(flow.iterate(executor=RayExecutor()))
+        return _result(n, t0, total)
+    finally:
+        _ray.shutdown()
+
+
+def ray_by_hand(n: int) -> dict[str, float]:
+    import _ray
+
+    _ray.init()
+    try:
+        t0 = time.perf_counter()
+        total = sum(sum(batch) for batch in _ray.chain(lambda: numbers(n), add1, mul2))
+        return _result(n, t0, total)
+    finally:
+        _ray.shutdown()
+
+
+def cases(quick: bool, ray: bool = True) -> list[Case]:
     def n(full: int) -> int:
         return max(1000, full // 50) if quick else full
 
@@ -139,4 +167,9 @@ def cases(quick: bool) -> list[Case]:
              note="defaults: an unsized stream gets chunk_size=4"),
         Case("mpire chunk=256", "mpire", "mpire", {"n": n(400_000), "chunk_size": 256}),
         Case("Pool", "Pool", "pool", {"n": n(1_000_000)}, note="imap, chunksize=256"),
-    ]
+    ] + ([
+        Case("flowdsl-ray", "flowdsl-ray", "flowdsl_ray", {"n": n(2_000_000)}, timeout=120,
+             note="RayExecutor(), a local Ray instance"),
+        Case("ray-by-hand", "ray-by-hand", "ray_by_hand", {"n": n(2_000_000)}, timeout=120,
+             note="actor chain, batches of 1024 (benchmarks/_ray.py)"),
+    ] if ray else [])

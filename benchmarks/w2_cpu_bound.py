@@ -2,7 +2,9 @@
 1 worker and by 2 workers: items per second, and the speed-up of 2 over 1.
 
 source → burn (w workers) → driver.  run.py calibrates ``loops`` once so that
-``burn`` takes about 1 ms here, and gives every case the same value.
+``burn`` takes about 1 ms here, and gives every case the same value.  The Ray
+cases (flowdsl's ray executor, a Ray actor chain written by hand) run 2000 items,
+as starting their actors takes about a second (``ray.init`` is not timed).
 """
 
 from __future__ import annotations
@@ -129,11 +131,47 @@ def pool(n: int, loops: int, workers: int) -> dict[str, float]:
     return _result(n, t0, count)
 
 
-def cases(quick: bool, loops: int = 0) -> list[Case]:
+def flowdsl_ray(n: int, loops: int, workers: int) -> dict[str, float]:
+    import _ray
+
+    from flowdsl import RayExecutor, source, transform
+
+    _ray.init()
+    try:
+        t0 = time.perf_counter()
+        flow = source(numbers)(n) >> transform(burn, workers=workers)(loops=loops)
+        count = sum(1 for _ in flow.iterate(executor=RayExecutor()))
+        return _result(n, t0, count)
+    finally:
+        _ray.shutdown()
+
+
+def ray_by_hand(n: int, loops: int, workers: int) -> dict[str, float]:
+    import _ray
+
+    _ray.init()
+    try:
+        t0 = time.perf_counter()
+        fn = functools.partial(burn, loops=loops)
+        # 1 ms items: batches of 8, so that 2 workers share the stream evenly
+        count = sum(len(batch) for batch in _ray.chain(lambda: numbers(n), fn,
+                                                       workers=(workers,), batch=8))
+        return _result(n, t0, count)
+    finally:
+        _ray.shutdown()
+
+
+def cases(quick: bool, loops: int = 0, ray: bool = True) -> list[Case]:
     n = 100 if quick else 1000
     out = [Case("serial", "serial", "serial", {"n": n, "loops": loops, "workers": 1})]
-    for lib, fn in [("raw", "raw"), ("flowdsl", "flowdsl"), ("minipipe", "minipipe"),
-                    ("pypeln", "pypeln"), ("mpire", "mpire"), ("Pool", "pool")]:
+    libraries = [("raw", "raw"), ("flowdsl", "flowdsl"), ("minipipe", "minipipe"),
+                 ("pypeln", "pypeln"), ("mpire", "mpire"), ("Pool", "pool")]
+    for lib, fn in libraries:
         for w in (1, 2):
             out.append(Case(f"{lib} w={w}", lib, fn, {"n": n, "loops": loops, "workers": w}))
+    for lib, fn in [("flowdsl-ray", "flowdsl_ray"), ("ray-by-hand", "ray_by_hand")] if ray \
+            else []:
+        for w in (1, 2):
+            out.append(Case(f"{lib} w={w}", lib, fn, {"n": 2 * n, "loops": loops,
+                                                      "workers": w}, timeout=120))
     return out

@@ -5,10 +5,17 @@ Skipped when Ray is not installed (``pip install flowdsl[ray]``).
 """
 
 import builtins
+import contextlib
 import logging
 import os
 import re
+import signal
+import subprocess
+import sys
+import textwrap
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 
 import pytest
 from helpers import add, double, evens, fail_on, ignore, inc, listed, numbers, scale, twice
@@ -38,9 +45,8 @@ pytestmark = pytest.mark.timeout(40)
 def ray_session():
     """One local Ray instance for these tests (the only ones that use Ray, so it
     starts once per session), shut down before other modules fork workers."""
-    # address="local": a new instance of our own, never a cluster found on the machine
     printer = builtins.print  # Ray may swap it for its tqdm-aware one: put it back after
-    if not ray.is_initialized():
+    if not ray.is_initialized():  # "local": never join a cluster running on this machine
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
     yield
@@ -55,24 +61,23 @@ def same(flow, ordered=True):
     if ordered:
         assert got == want
     else:
-        assert sorted(got) == sorted(want)
+        assert Counter(got) == Counter(want)
     return got
 
 
 # -- the same results as the serial executor ------------------------------------------
+# (each run starts an actor per worker, which costs about a second: the flows are
+# few and each covers several features)
 @pytest.mark.parametrize("make, ordered", [
-    # a chain of one-worker stages: map, filter, flat-map, bound arguments
-    (lambda: listed(range(50)) >> inc >> evens >> twice >> scale(factor=3), True),
-    (lambda: numbers(30) >> [inc, double] >> add, True),  # diamond: broadcast, then zip
-    (lambda: numbers(4) >> [inc, double], False),  # broadcast to two open ends
-    (lambda: merge(numbers(5), numbers(7) >> double) >> inc, False),
-    (lambda: numbers(300) >> inc.options(workers=3) >> double, True),
-    (lambda: numbers(300) >> twice.options(workers=2, ordered=False), False),
-    (lambda: [numbers(100), numbers(100)] >> add.options(workers=2), True),
-    (lambda: numbers(2000) >> inc >> evens >> double, True),
-], ids=["chain", "diamond",
-        "broadcast", "merge", "ordered-workers", "unordered-workers", "zip-workers",
-        "many-batches"])
+    # one-worker stages over many batches: map, filter, flat-map, bound arguments
+    (lambda: listed(range(2000)) >> inc >> evens >> twice >> scale(factor=3), True),
+    # a diamond (broadcast, then a zip) whose zip has workers; ordered workers
+    (lambda: numbers(300) >> [inc.options(workers=3), double] >> add.options(workers=2),
+     True),
+    # merge, unordered workers, a broadcast to two open ends
+    (lambda: merge(numbers(50), numbers(70) >> double)
+     >> twice.options(workers=2, ordered=False) >> [inc, double], False),
+], ids=["chain", "diamond-workers", "merge-broadcast"])
 def test_same_results_as_serial(make, ordered):
     same(make(), ordered)
 
@@ -310,9 +315,17 @@ def test_timeout():
     assert time.monotonic() - start < 5
 
 
-def test_loops_are_rejected_before_anything_starts():
-    with pytest.raises(NotImplementedError, match="loop"):
-        loop(inc, seed=[1], until=lambda x: x > 5).collect(executor="ray")
+def test_stream_cycles_are_rejected_before_anything_starts():
+    import flowdsl as mp
+
+    s = mp.Stream()
+    s.q.put(3)
+    stage = mp.Transform(lambda x: x - 1 if x else None, "down", upstreams=[s],
+                         downstreams=[s])
+    psys = mp.PipeSystem([stage])
+    psys.build()
+    with pytest.raises(NotImplementedError, match="'down' feeds itself"):
+        psys.run(executor="ray")
 
 
 def test_a_stage_that_cannot_be_sent_is_a_graph_error():
@@ -335,3 +348,264 @@ def test_unpicklable_output_is_an_error_of_the_producing_stage():
 
 def test_executor_by_object():
     assert (numbers(3) >> inc).collect(executor=RayExecutor(), timeout=30) == [1, 2, 3]
+
+
+# -- loops -------------------------------------------------------------------------------
+@transform
+def halve(x):
+    return x // 2
+
+
+@transform
+def dec(x):
+    return x - 1
+
+
+@transform
+def countdown(pair):
+    label, n = pair
+    return label, n - 1
+
+
+@transform
+def drop_at_zero(x):
+    return x - 1 if x > 0 else None
+
+
+@transform
+def split(x):
+    """Two copies of x - 1: 2**x items leave a loop that ends at 0."""
+    if x > 0:
+        yield x - 1
+        yield x - 1
+
+
+@pytest.mark.parametrize("make", [
+    lambda: merge(
+        # until, then more stages; max_iterations; a body that filters everything out
+        numbers(20) >> [loop(halve, until=lambda x: x < 2) >> inc,
+                        loop(halve, max_iterations=2), loop(drop_at_zero)],
+        # the seed and upstream both enter a body with two workers
+        listed([(i, i % 7) for i in range(30)]) >> loop(
+            countdown.options(workers=2), seed=[(-1, 3)], until=lambda x: x[1] <= 0)),
+    lambda: merge(
+        # a broadcast and a zip with workers inside the body: every copy is counted
+        numbers(40) >> loop(halve >> [inc, dec] >> add.options(workers=2) >> halve,
+                            until=lambda x: x < 4),
+        # thousands of items inside at once, far more than the queues hold
+        listed([11, 10, 11]) >> loop(split, until=lambda x: x == 0),
+        # a loop inside a loop's body
+        numbers(20) >> loop(loop(halve, until=lambda x: x % 3 == 0) >> dec,
+                            until=lambda x: x <= 0)),
+], ids=["until-max-iterations-seed", "broadcast-zip-many-nested"])
+def test_loops_give_the_serial_results(make):
+    same(make(), ordered=False)
+
+
+def test_stop_flow_in_a_loop_ends_the_flow(caplog):
+    """The spec's example: a loop fed by its seed alone, ended by StopFlow."""
+    @transform
+    def fib(a, b):
+        logging.getLogger("fib").warning("%d", a)
+        if b >= 1000:
+            raise StopFlow
+        return b, a + b
+
+    caplog.set_level(logging.WARNING, logger="fib")
+    report = loop(fib, seed=[(0, 1)]).run(executor="ray", timeout=30)
+    assert report.stopped
+    assert [int(r.getMessage()) for r in caplog.records if r.name == "fib"] == [
+        0, 1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 987]
+
+
+def test_stop_flow_in_a_loop_stops_an_endless_upstream():
+    @transform
+    def halve_until_500(x):
+        if x == 500:
+            raise StopFlow
+        return x // 2
+
+    flow = numbers(10 ** 9) >> loop(halve_until_500, until=lambda x: x < 2) >> ignore
+    report = flow.run(executor="ray", timeout=30)
+    assert report.stopped and 0 < report["ignore"].items_in < 1000
+
+
+def test_error_in_until_names_the_loop():
+    def until(x):
+        raise ValueError("no")
+
+    with pytest.raises(StageError, match="until") as info:
+        (numbers(3) >> loop(halve, until=until, name="halver")).collect(executor="ray",
+                                                                        timeout=30)
+    assert info.value.stage == "halver" and isinstance(info.value.__cause__, ValueError)
+
+
+# -- Ctrl-C ------------------------------------------------------------------------------
+CTRL_C = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, {tests!r})
+    import ray
+    from helpers import numbers
+    from flowdsl import transform
+
+    @transform(workers=2, ordered=False)
+    def slow(x):
+        time.sleep(0.01)
+        return os.getpid()
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    seen = set()
+    try:
+        for pid in (numbers(10 ** 9) >> slow).iterate(executor="ray"):
+            if pid not in seen:
+                seen.add(pid)
+                print(pid, flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        raise
+""")
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_ends_a_ray_run_with_keyboard_interrupt():
+    """A script with its own Ray instance, interrupted as a terminal does: the run
+    ends within 2 s, its actors are gone by then, and the script exits with
+    KeyboardInterrupt leaving nothing of its Ray instance behind."""
+    import psutil
+
+    code = CTRL_C.format(tests=os.path.dirname(__file__))
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+        started: list[psutil.Process] = []
+        try:
+            actors = [psutil.Process(int(proc.stdout.readline())) for _ in range(2)]
+            started = psutil.Process(proc.pid).children(recursive=True)  # its Ray instance
+            assert all(a in started and a.name().startswith("ray::StageActor")
+                       for a in actors)
+            start = time.monotonic()
+            os.killpg(proc.pid, signal.SIGINT)
+            assert proc.stdout.readline().strip() == "interrupted"
+            ended = time.monotonic() - start
+            left_in_run = [a for a in actors if _alive(a)]
+            _, err = proc.communicate(timeout=20)
+            exited = time.monotonic() - start
+            deadline = time.monotonic() + 5  # Ray's own shutdown may still be reaping
+            while any(map(_alive, started)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            left = [p for p in started if _alive(p)]
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            for p in started:  # only what this script started
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+    assert ended < 2 and not left_in_run
+    assert proc.returncode != 0 and err.rstrip().endswith("KeyboardInterrupt")
+    assert exited < 10 and not left
+
+
+def _alive(p):
+    import psutil
+
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+# -- two nodes -----------------------------------------------------------------------------
+@dataclass
+class SecondNode:
+    id: str = ""
+    left: list = field(default_factory=list)  # its processes that outlived its stop
+
+
+@contextlib.contextmanager
+def second_node(resources):
+    """A second Ray node on this machine, joined to this module's Ray instance,
+    with no CPU (so no actor lands on it unless asked) and ``resources``.
+
+    Since Ray 2.59 a local instance requires its auth token from joining nodes:
+    it travels in RAY_AUTH_TOKEN (read with ``ray get-auth-token``), along with
+    the instance's RAY_AUTH_MODE.  ``ray start --block`` stays in the foreground,
+    and SIGTERM makes it drain the node and stop what it started; only those
+    processes are stopped here (``ray stop`` would stop every Ray on the machine).
+    """
+    import json
+
+    import psutil
+
+    cli = [sys.executable, "-m", "ray.scripts.scripts"]
+    env = dict(os.environ)
+    if ray._raylet.get_authentication_mode() == ray._raylet.AuthenticationMode.TOKEN:
+        env["RAY_AUTH_MODE"] = "token"
+        env["RAY_AUTH_TOKEN"] = subprocess.run(
+            [*cli, "get-auth-token"], env=env, check=True, capture_output=True,
+            text=True).stdout.strip()
+    before = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    cmd = [*cli, "start", "--address", ray.get_runtime_context().gcs_address,
+           "--num-cpus", "0", "--resources", json.dumps(resources), "--block",
+           "--disable-usage-stats", "--dashboard-agent-listen-port", str(_free_port())]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    node = SecondNode()
+    started: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not (new := {n["NodeID"] for n in ray.nodes() if n["Alive"]} - before):
+            assert proc.poll() is None, f"ray start failed: {proc.stderr.read()[-2000:]}"
+            assert time.monotonic() < deadline, "the second node did not join"
+            time.sleep(0.2)
+        (node.id,) = new
+        yield node
+    finally:
+        with contextlib.suppress(psutil.Error):
+            started = psutil.Process(proc.pid).children(recursive=True)
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+        node.left = [p for p in started if _alive(p)]
+        for p in node.left:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+@transform
+def node_of(x):
+    return x, ray.get_runtime_context().get_node_id()
+
+
+@transform
+def node_too(pair):
+    x, first = pair
+    return x, first, ray.get_runtime_context().get_node_id()
+
+
+@pytest.mark.timeout(60)
+def test_stages_run_on_the_nodes_their_options_ask_for():
+    head = ray.get_runtime_context().get_node_id()
+    with second_node({"second": 4}) as second:
+        executor = RayExecutor(stage_options={
+            "node_too": {"num_cpus": 0, "resources": {"second": 1}}})
+        got = (numbers(500) >> node_of >> node_too.options(workers=2)).collect(
+            executor=executor, timeout=30)
+    assert [x for x, _, _ in got] == list(range(500))
+    assert {(a, b) for _, a, b in got} == {(head, second.id)}
+    assert not second.left
+
+
+def test_stage_options_must_name_a_stage():
+    with pytest.raises(ValueError, match="no stage named 'nope'"):
+        (numbers(3) >> inc).collect(executor=RayExecutor(stage_options={"nope": {}}))

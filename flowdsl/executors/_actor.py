@@ -104,6 +104,8 @@ class StageActor:
             self.leftover += len(items)
             return self._reply(out)
         assert self.runner is not None
+        if self.node.loop is not None:
+            return self._gate(port, items, out)
         if len(self.pending) > 1:
             items = self._pair(port, ended, items)
         t = time.perf_counter()
@@ -119,6 +121,30 @@ class StageActor:
             for q in self.pending:
                 q.clear()
         return self._reply(out)
+
+    def _gate(self, port: int, items: list[Any], out: list[list[Any]]) -> Any:
+        """A loop gate: items from upstream (port 0, the seed too) enter the body;
+        what the body gives back (port 1) is routed back in or out of the loop."""
+        runner = self.runner
+        assert runner is not None
+        gate = self.node.gate
+        t = time.perf_counter()
+        if port == 0:
+            out[0].extend(gate.enter(items))
+        else:
+            runner.items_in += len(items)
+            self._guarded(self._route, items, out)
+        dt = time.perf_counter() - t
+        self.busy += dt
+        if items and port == 1:
+            self.cost = dt / len(items)
+        return self._reply(out)
+
+    def _route(self, items: list[Any], out: list[list[Any]]) -> None:
+        assert self.runner is not None
+        back, leaving = self.runner.route(items)
+        out[0].extend(back)
+        out[1].extend(leaving)
 
     def _pair(self, port: int, ended: bool, items: list[Any]) -> list[Any]:
         """A zip: queue ``items`` on their port; return the tuples now complete."""

@@ -12,8 +12,16 @@ outstanding, and a stage gets no new input while one of its output channels hold
 ``buffer`` items waiting for their consumers.  Batches are sized by each stage's
 measured per-item cost, like the process executor's.
 
+Loops follow the in-flight protocol of :mod:`flowdsl._loop`: the gate is an
+actor like any stage (its ``enter``/``route`` are the other executors'), and since
+every call goes through the driver, the driver does the counting: when a call of
+a stage inside a loop is released, the loop's count grows by what the call
+produced and shrinks by what it was given.  Once the loop's upstream has ended,
+no item is entering and the count is zero, the body's input ends.  The gate's
+feedback input is never held back, so a loop cannot block itself.
+
 Ray is an optional dependency (``pip install flowdsl[ray]``), imported only when a
-run starts.  ``loop()`` and other cycles are not supported yet and are rejected
+run starts.  Cycles made with explicit streams are not supported and are rejected
 before anything starts.
 """
 
@@ -43,10 +51,10 @@ __all__ = ["RayExecutor"]
 log = logging.getLogger("flowdsl")
 
 IN_FLIGHT = 2  # calls outstanding per actor: one running, one queued behind it
-MAX_BATCH = 2048  # items per call, at most: a call costs about a millisecond
+MAX_BATCH = 8192  # items per call, at most: a call costs about a millisecond
 MESSAGE_BYTES = 1 << 20  # batches aim below this size
 FIRST_BATCH = 16  # items per call until a stage's cost is measured
-BATCH_WORK = 0.002  # seconds of a stage's work one call should hold
+BATCH_WORK = 0.02  # seconds of a stage's work one call should hold: ~20x a call's cost
 _POLL = 0.05  # seconds between looks at term flags, when a stage has one
 
 
@@ -57,23 +65,36 @@ class RayExecutor(Executor):
     starts a local Ray instance (kept for the rest of the process, as starting one
     takes seconds), ``"auto"`` or ``"ray://host:port"`` joins a cluster.
     ``init_options`` are further ``ray.init`` keyword arguments and
-    ``actor_options`` are given to every actor (``num_cpus``, ``resources``, ...).
-    ``grace`` is how long a cancelled actor may spend in ``local_term`` before it
-    is killed.
+    ``actor_options`` are given to every actor (``num_cpus``, ``resources``, ...);
+    ``stage_options`` maps a stage's name to options for its actors only, over
+    ``actor_options`` (a GPU for one stage, a custom resource to pin a stage to
+    some nodes).  ``grace`` is how long a cancelled actor may spend in
+    ``local_term`` before it is killed.
     """
 
     name = "ray"
 
     def __init__(self, address: str | None = None, *, grace: float = 1.0,
                  init_options: dict[str, Any] | None = None,
-                 actor_options: dict[str, Any] | None = None) -> None:
+                 actor_options: dict[str, Any] | None = None,
+                 stage_options: dict[str, dict[str, Any]] | None = None) -> None:
         self.address = address
         self.grace = grace
         self.init_options = dict(init_options or {})
         self.actor_options = dict(actor_options or {})
+        self.stage_options = {k: dict(v) for k, v in (stage_options or {}).items()}
+
+    def options_for(self, stage: str) -> dict[str, Any]:
+        """The Ray actor options of the actors of ``stage``."""
+        return {"max_restarts": 0, **self.actor_options, **self.stage_options.get(stage, {})}
 
     def start(self, plan: Plan, *, timeout: float | None = None) -> Execution:
         check_supported(plan)
+        unknown = set(self.stage_options) - {n.name for n in plan.nodes}
+        if unknown:
+            raise ValueError(f"RayExecutor(stage_options=...): no stage named "
+                             f"{sorted(unknown)[0]!r} in this flow; its stages are "
+                             f"{[n.name for n in plan.nodes if not n.hidden]}")
         code = _ship(plan)  # before Ray starts: an unpicklable stage fails at once
         ray = _import_ray()
         if not ray.is_initialized():
@@ -85,14 +106,11 @@ class RayExecutor(Executor):
 
 
 def check_supported(plan: Plan) -> None:
-    """Raise ``NotImplementedError`` for what this executor cannot run yet."""
-    for node in plan.nodes:
-        if node.loop is not None or node.regions:
-            raise NotImplementedError(
-                f"the ray executor does not support loop() yet (stage {node.name!r}); "
-                f"use the 'process' or 'serial' executor for this flow")
+    """Raise ``NotImplementedError`` for a cycle not made with ``loop()`` (a loop's
+    feedback into its gate is the one back edge the driver knows how to end)."""
     succ = {n.id: {c for port in n.outputs for ch in port
-                   for c, _ in plan.channels[ch].consumers if c != DRIVER} for n in plan.nodes}
+                   for c, p in plan.channels[ch].consumers
+                   if c != DRIVER and not _feedback(plan, c, p)} for n in plan.nodes}
     state: dict[int, int] = {}
 
     def visit(n: int) -> None:
@@ -110,6 +128,11 @@ def check_supported(plan: Plan) -> None:
     for node in plan.nodes:
         if node.id not in state:
             visit(node.id)
+
+
+def _feedback(plan: Plan, nid: int, port: int) -> bool:
+    """True for the input of a loop gate that its body feeds back into."""
+    return nid != DRIVER and plan.nodes[nid].loop is not None and port == 1
 
 
 _remote: Any = None
@@ -161,6 +184,8 @@ class _Call:
     meta: Any  # the reference of the meta reply
     ports: list[Any] = field(default_factory=list)  # references of the output lists
     reply: dict[str, Any] | None = None  # the meta, once it came back
+    port: int = 0  # the input port of a "process" call
+    items: int = 0  # how many items it was given
 
 
 class _RayExecution(Execution):
@@ -195,15 +220,23 @@ class _RayExecution(Execution):
         self.live = [len(c.producers) for c in channels]  # producer ports not done
         self.ended_ports: set[tuple[int, int]] = set()  # zip inputs told of their end
         self.results: deque[tuple[Any, int]] = deque()
+        self.port_closed: set[tuple[int, int]] = set()  # (node, output port) ended
+        # loops, per gate: items inside the loop, calls entering items into it
+        # (the seed, upstream batches), and whether its upstream has ended
+        self.in_flight = [0] * len(nodes)
+        self.entering = [0] * len(nodes)
+        self.upstream_done = [n.loop is not None and n.loop.upstream is None for n in nodes]
         self.flagged = any(n.stage.term_flag is not None for n in nodes)
         levels = {"": logging.getLogger().getEffectiveLevel(),
                   "flowdsl": log.getEffectiveLevel()}
         paths = [p for p in sys.path if p]
-        remote = _actor_class(ray).options(**{"max_restarts": 0, **executor.actor_options})
+        remote = _actor_class(ray)
         self.actors: list[list[Any]] = []
         try:
             for node in nodes:
-                handles = [remote.remote(code[node.id], w, paths, levels)
+                # a zip's hidden pairing stage goes with the stage it pairs for
+                options = executor.options_for(node.name.removesuffix(":zip"))
+                handles = [remote.options(**options).remote(code[node.id], w, paths, levels)
                            for w in range(node.workers)]
                 self.actors.append(handles)
                 for w, actor in enumerate(handles):
@@ -211,6 +244,11 @@ class _RayExecution(Execution):
             for c in channels:
                 if c.seeds:
                     self._put(c.id, ray.put(encode(list(c.seeds))), len(c.seeds))
+            for node in nodes:
+                if node.loop is not None and node.gate.seed:  # enters like upstream items
+                    seed = list(node.gate.seed)
+                    self._submit(node.id, 0, "process", self.actors[node.id][0].process,
+                                 (0, False, encode(seed)), len(node.outputs), 0, len(seed))
         except BaseException:
             self.close()  # the actors made so far go too
             raise
@@ -274,6 +312,9 @@ class _RayExecution(Execution):
         consumers = [(n, p) for n, p in channel.consumers if n == DRIVER or not self.ended[n]]
         if not consumers:
             backlog.clear()
+            n, p = channel.consumers[0]
+            if n != DRIVER:  # dropped items are no longer inside any loop
+                self._count(self._loops_of(n, p), 0, self.waiting[cid])
             for n, _ in channel.consumers:
                 if n != DRIVER:
                     self.leftover[n] += self.waiting[cid]
@@ -300,7 +341,7 @@ class _RayExecution(Execution):
             if last and len(self.plan.nodes[nid].inputs) > 1:
                 self.ended_ports.add((nid, port))
             self._submit(nid, w, "process", self.actors[nid][w].process,
-                         (port, last, *refs), len(self.plan.nodes[nid].outputs))
+                         (port, last, *refs), len(self.plan.nodes[nid].outputs), port, count)
         if self.live[cid] == 0 and not backlog:
             for nid, port in channel.consumers:
                 if nid != DRIVER and not self.ended[nid]:
@@ -309,8 +350,8 @@ class _RayExecution(Execution):
     def _choose(self, consumers: list[tuple[int, int]]) -> Any:
         """A consumer actor with room for a call, round robin; None if none has."""
         for nid, port in consumers:
-            if self._full(nid):
-                continue
+            if self._full(nid) and not _feedback(self.plan, nid, port):
+                continue  # (what comes back into a loop is always taken)
             k = self.plan.nodes[nid].workers
             for i in range(k):
                 w = (self.turn[nid] + i) % k
@@ -320,7 +361,12 @@ class _RayExecution(Execution):
         return None
 
     def _input_ended(self, nid: int, port: int) -> None:
-        if len(self.plan.nodes[nid].inputs) == 1:
+        node = self.plan.nodes[nid]
+        if node.loop is not None and port == 0:  # a loop's upstream: it may end now
+            if not self.upstream_done[nid]:
+                self.upstream_done[nid] = True
+                self._maybe_close_loop(nid)
+        elif len(node.inputs) == 1 or node.loop is not None:
             self._end(nid)
         elif (nid, port) not in self.ended_ports:  # a zip: the actor decides
             self.ended_ports.add((nid, port))
@@ -358,16 +404,18 @@ class _RayExecution(Execution):
 
     # -- calls -------------------------------------------------------------------------
     def _submit(self, nid: int, w: int, kind: str, method: Any, args: tuple[Any, ...],
-                ports: int = -1) -> None:
+                ports: int = -1, port: int = 0, items: int = 0) -> None:
         if ports >= 0:  # the meta, then one list per output port
             refs = method.options(num_returns=1 + ports).remote(*args)
             refs = refs if isinstance(refs, list) else [refs]
-            call = _Call(nid, w, kind, refs[0], refs[1:])
+            call = _Call(nid, w, kind, refs[0], refs[1:], port=port, items=items)
         else:
             call = _Call(nid, w, kind, method.remote(*args))
+        node = self.plan.nodes[nid]
+        if node.loop is not None and kind == "process" and port == 0:
+            self.entering[nid] += 1
         self.calls[call.meta] = call
         self.busy_calls[nid][w] += 1
-        node = self.plan.nodes[nid]
         key = (nid, -1) if node.workers > 1 and node.stage.ordered else (nid, w)
         self.order.setdefault(key, deque()).append(call)
 
@@ -407,11 +455,13 @@ class _RayExecution(Execution):
         nid, reply = call.node, call.reply
         assert reply is not None
         node = self.plan.nodes[nid]
-        for port, (ref, count) in enumerate(zip(call.ports, reply.get("counts", ()),
-                                                strict=True)):
+        counts = reply.get("counts", ())
+        for port, (ref, count) in enumerate(zip(call.ports, counts, strict=True)):
             if count:
                 for ch in node.outputs[port]:
                     self._put(ch, ref, count)
+        if call.kind == "process":
+            self._counted(call, counts)
         status = reply["status"]
         if status == "flowstop":
             self.report.stopped = True
@@ -426,6 +476,41 @@ class _RayExecution(Execution):
             self.finishing[nid].discard(call.worker)
             if not self.finishing[nid]:
                 self._done(nid)
+
+    # -- loops -------------------------------------------------------------------------
+    def _counted(self, call: _Call, counts: list[int]) -> None:
+        """What a released call changed inside the loops its stage is in.  A copy
+        sent to several channels counts once per channel, as in every executor;
+        a gate counts for its own loop only: what it takes in from upstream or
+        the seed enters, what it sends back stays, what it lets out leaves."""
+        node = self.plan.nodes[call.node]
+        produced = sum(k * len(chans) for k, chans in zip(counts, node.outputs, strict=True))
+        if node.loop is None:
+            self._count(node.regions, produced, call.items)
+        elif call.port == 0:
+            self.entering[node.id] -= 1
+            self._count((node.id,), counts[0] * len(node.outputs[0]), 0)
+        else:
+            self._count((node.id,), counts[0] * len(node.outputs[0]), call.items)
+
+    def _loops_of(self, nid: int, port: int) -> tuple[int, ...]:
+        """The loops whose count holds an item waiting for input ``port`` of ``nid``."""
+        return (nid,) if _feedback(self.plan, nid, port) else self.plan.nodes[nid].regions
+
+    def _count(self, gates: tuple[int, ...], produced: int, consumed: int) -> None:
+        for g in gates:
+            self.in_flight[g] += produced - consumed
+            self._maybe_close_loop(g)
+
+    def _maybe_close_loop(self, g: int) -> None:
+        if self.upstream_done[g] and not self.entering[g] and self.in_flight[g] == 0:
+            self._close_port(g, 0)  # nothing left inside: end the body's input
+
+    def _close_port(self, nid: int, port: int) -> None:
+        if (nid, port) not in self.port_closed:
+            self.port_closed.add((nid, port))
+            for ch in self.plan.nodes[nid].outputs[port]:
+                self.live[ch] -= 1
 
     def _put(self, cid: int, ref: Any, count: int) -> None:
         self.backlog[cid].append((ref, count))
@@ -444,10 +529,8 @@ class _RayExecution(Execution):
     def _done(self, nid: int) -> None:
         """Every actor of ``nid`` has finished: its outputs end."""
         self.done[nid] = True
-        node = self.plan.nodes[nid]
-        for port in node.outputs:
-            for ch in port:
-                self.live[ch] -= 1
+        for port in range(len(self.plan.nodes[nid].outputs)):
+            self._close_port(nid, port)
         self._report_leftovers(nid)
 
     def _report_leftovers(self, nid: int) -> None:
