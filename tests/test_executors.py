@@ -317,6 +317,50 @@ def test_spawn_rejects_stage_that_cannot_be_sent():
         (numbers(2) >> uses_bad).collect(executor=ProcessExecutor("spawn"))
 
 
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_synchronisation_objects_travel_with_a_stage_without_fork(method):
+    """A term flag and a barrier made from the run's context reach spawned workers."""
+    import multiprocess
+
+    ctx = multiprocess.get_context(method)
+    flag, both = ctx.Event(), ctx.Barrier(2)
+
+    @transform(workers=2, ordered=False)
+    def meet_then_stop(x):
+        if x < 2:
+            both.wait(timeout=20)  # passes only if both workers share the barrier
+        if x == 50:
+            flag.set()
+        return x
+
+    stage = meet_then_stop.options()
+    stage.set_term_flag(flag)
+    got = (endless >> stage).collect(executor=ProcessExecutor(method), timeout=30)
+    assert {0, 1} <= set(got) and flag.is_set()
+
+
+def test_spawn_names_what_to_do_about_objects_only_fork_can_share():
+    import multiprocessing
+
+    from flowdsl import GraphError
+
+    flag = multiprocessing.Event()
+
+    @transform
+    def flagged(x):
+        return flag.is_set() or x
+
+    with pytest.raises(GraphError, match=r"'flagged'.*multiprocess.get_context\('spawn'\)"):
+        (numbers(2) >> flagged).collect(executor=ProcessExecutor("spawn"))
+
+
+def test_spawn_names_what_to_do_about_a_generator_object():
+    from flowdsl import GraphError, Source
+
+    with pytest.raises(GraphError, match="pass the generator function"):
+        (Source(x for x in range(3)) >> inc).collect(executor=ProcessExecutor("spawn"))
+
+
 @source
 def endless():
     i = 0

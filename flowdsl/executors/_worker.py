@@ -22,8 +22,6 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-import dill
-
 from .._plan import NodeSpec
 from .._runner import Cancelled, Runner, StageDone
 from ..errors import StageError, StopFlow
@@ -66,7 +64,6 @@ class Job:
     regions: list[tuple[Any, Channel]] = field(default_factory=list)
     counter: Any = None  # a gate's own in-flight counter
     stop: Any = None  # Event: a stage raised StopFlow, sources end their streams
-    code: bytes | None = None  # the stage as dill bytes, when not inherited by fork
 
 
 def worker_main(job: Job) -> None:
@@ -78,8 +75,6 @@ def worker_main(job: Job) -> None:
     try:
         _die_with_parent()
         _forward_logging(job)
-        if job.code is not None:
-            job.node.stage = dill.loads(job.code)
         _Worker(job).run()
         _exiting = True
     except Cancelled:  # stopped before it could start: nothing to clean up
