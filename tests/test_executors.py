@@ -102,10 +102,8 @@ def test_zip_into_stage_with_workers(executor):
     assert flow.collect(executor=executor) == [2 * x for x in range(100)]
 
 
-def test_workers_really_run_in_parallel_processes():
-    import multiprocessing
-
-    both_busy = multiprocessing.Barrier(2)  # passes only when two workers hold items
+def test_workers_really_run_in_parallel_processes(mp_context):
+    both_busy = mp_context.Barrier(2)  # passes only when two workers hold items
 
     @transform(workers=2, ordered=False)
     class Where:
@@ -374,10 +372,8 @@ def test_zip_with_an_endless_input_ends_with_the_short_one(executor):
     assert flow.collect(executor=executor) == [0, 2, 4]
 
 
-def test_term_flag_stops_a_stage_fed_by_an_endless_source(executor):
-    import multiprocessing
-
-    flag = multiprocessing.Event()
+def test_term_flag_stops_a_stage_fed_by_an_endless_source(executor, mp_context):
+    flag = mp_context.Event()
 
     @transform
     def until_five(x):
