@@ -18,7 +18,8 @@ $(STAMP): setup.cfg pyproject.toml
 # explicit API, nesting, StopFlow), with serial cases deselected and fewer
 # hypothesis examples.
 SPAWN_TESTS := tests/test_executors.py tests/test_failures.py tests/test_faults.py \
-	tests/test_policies.py tests/test_loop.py tests/test_hygiene.py tests/test_minipipe.py
+	tests/test_policies.py tests/test_loop.py tests/test_hygiene.py tests/test_minipipe.py \
+	tests/test_stop_flow.py
 
 test: $(STAMP)
 	$(PY) -m pytest

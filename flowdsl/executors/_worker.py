@@ -119,8 +119,8 @@ class _Worker:
     def run(self) -> None:
         status, report = "ok", None
         try:
-            self.runner.open()
             try:
+                self.runner.open()  # a Regulator's coroutine starts here: it may stop
                 if self.node.kind == "source":
                     self._run_source()
                 elif self.node.loop is not None:
