@@ -19,7 +19,7 @@ $(STAMP): setup.cfg pyproject.toml
 # hypothesis examples.
 SPAWN_TESTS := tests/test_executors.py tests/test_failures.py tests/test_faults.py \
 	tests/test_policies.py tests/test_loop.py tests/test_hygiene.py tests/test_minipipe.py \
-	tests/test_stop_flow.py
+	tests/test_stop_flow.py tests/test_nesting.py
 
 test: $(STAMP)
 	$(PY) -m pytest

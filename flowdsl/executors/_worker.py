@@ -74,6 +74,8 @@ def worker_main(job: Job) -> None:
     global _exiting
     try:
         _die_with_parent()
+        os.register_at_fork(before=_before_fork, after_in_parent=_after_fork,
+                            after_in_child=_forked_from_worker)
         _forward_logging(job)
         _Worker(job).run()
         _exiting = True
@@ -506,7 +508,7 @@ class _Worker:
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to send SIGTERM if the driver dies without cleaning up."""
+    """Ask Linux to send SIGTERM if the parent dies without cleaning up."""
     try:
         import ctypes
 
@@ -514,6 +516,36 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except Exception:  # not Linux: the driver's teardown is the only guard
         pass
+
+
+_forking = 0  # the pid of the process that is forking, as its child sees it
+_mask: set[int | signal.Signals] = set()  # the signal mask of the forking thread, before
+
+
+def _before_fork() -> None:
+    """SIGTERM waits while a stage forks: it must reach the child only once the
+    child has its own handler (a Python handler not yet replaced would drop it)."""
+    global _forking, _mask
+    _forking = os.getpid()
+    _mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+def _after_fork() -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, _mask)
+
+
+def _forked_from_worker() -> None:
+    """In a process that a stage forks (a ``Pool``'s workers, a nested flow's).
+
+    It must not inherit the worker's SIGTERM handler (a ``Pool`` terminates its
+    workers with SIGTERM), and it must die with the worker: a worker killed after
+    the grace period cannot stop what it started, and forked pool workers would
+    otherwise wait on their task queue forever."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+    signal.pthread_sigmask(signal.SIG_SETMASK, _mask)  # a SIGTERM sent meanwhile lands
+    if os.getppid() != _forking:  # the parent died before we asked
+        os._exit(1)
 
 
 def _ignore(_: Any) -> None:

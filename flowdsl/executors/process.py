@@ -28,7 +28,7 @@ from multiprocess.connection import wait
 from multiprocess.reduction import ForkingPickler
 
 from .._plan import Plan
-from ..errors import FlowTimeout, GraphError, WorkerDied
+from ..errors import FlowError, FlowTimeout, GraphError, WorkerDied
 from ._base import Execution, Executor
 from ._channel import Channel, ControlPipe
 from ._codec import EOS, decode, encode
@@ -60,6 +60,13 @@ class ProcessExecutor(Executor):
         self.grace = grace
 
     def start(self, plan: Plan, *, timeout: float | None = None) -> Execution:
+        if multiprocess.current_process().daemon:
+            raise FlowError(
+                "the process executor cannot start workers here: this is a daemonic "
+                "process (a worker of a multiprocess Pool, or a Process made with "
+                "daemon=True), and daemonic processes may not have children. Run this "
+                "flow with executor='serial' here, or run it outside the pool (a flow "
+                "may run inside a stage of another flow)")
         return _ProcessExecution(plan, self, timeout)
 
     def __repr__(self) -> str:
