@@ -19,13 +19,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import GraphError
+from .errors import GraphError, StopFlow
 
 if TYPE_CHECKING:
     from ._report import RunReport
     from ._stages import Stage
 
-__all__ = ["DEAD_LETTER", "Composable", "Edge", "Flow", "Node", "as_flow", "merge"]
+__all__ = ["DEAD_LETTER", "Composable", "Edge", "Flow", "Node", "as_flow", "merge",
+           "refuse_stop_flow"]
 
 _ids = itertools.count()
 DEAD_LETTER = -1  # the output port of failed items, placed after the others by the planner
@@ -70,6 +71,7 @@ class Composable:
         raise NotImplementedError
 
     def __rshift__(self, other: Any) -> Flow:
+        refuse_stop_flow(other, "a stage")
         if not _composable(other):
             if hasattr(type(other), "__rrshift__"):
                 return NotImplemented  # let the other operand decide
@@ -77,6 +79,7 @@ class Composable:
         return connect(self, other)
 
     def __rrshift__(self, other: Any) -> Flow:
+        refuse_stop_flow(other, "a stage")
         if not _composable(other):
             raise TypeError(_not_a_stage(other))
         return connect(other, self)
@@ -192,6 +195,16 @@ def as_flow(obj: Any) -> Flow:
         return as_stage(obj)._as_flow()
     except TypeError as exc:
         raise GraphError(str(exc)) from None
+
+
+def refuse_stop_flow(obj: Any, where: str) -> None:
+    """Raise :class:`GraphError` if ``obj`` is StopFlow (or a subclass, or an
+    instance), given where user code is needed: ``where`` says what it was given as."""
+    if isinstance(obj, StopFlow) or (inspect.isclass(obj) and issubclass(obj, StopFlow)):
+        raise GraphError(
+            f"StopFlow was given as {where}, but it is an exception, not code to run: "
+            f"raise it inside a stage (`raise StopFlow` in the function or run() method) "
+            f"to end the flow cleanly")
 
 
 def _not_a_stage(obj: Any) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._flow import Edge, Flow, Node, as_flow
+from ._flow import Edge, Flow, Node, as_flow, refuse_stop_flow
 from ._stages import Stage
 from .errors import GraphError
 
@@ -85,6 +85,7 @@ def loop(body: Any, *, seed: Iterable[Any] = (), until: Callable[[Any], bool] | 
     :class:`~flowdsl.StopFlow`, or when items have made ``max_iterations`` passes
     (they then leave the loop whatever ``until`` says).
     """
+    refuse_stop_flow(until, "a loop's until")
     if until is not None and not callable(until):
         raise GraphError(f"loop: until must be callable, got {until!r}")
     if max_iterations is not None and (not isinstance(max_iterations, int)

@@ -44,6 +44,21 @@ class StageDone(Exception):
 
 _PASS = (StopFlow, KeyboardInterrupt, SystemExit, Cancelled, StageDone)
 
+# The types of the results that are signals, not items: Sentinel and StopFlow, as
+# classes (whose type is ``type``) or instances.  One set lookup per result, then
+# :func:`_ends_stage` looks closer.
+_SIGNALS = frozenset({type, Sentinel, StopFlow})
+
+# What to do instead of raising StopFlow from a hook, by hook.
+_STOP_IN_HOOK = {
+    "local_init": "local_init runs before any item, and StopFlow ends a flow only from "
+                  "the stage's items (run(), a transform's function, a source's "
+                  "iteration); raise it there, on the first item, to end the flow "
+                  "cleanly, or raise another exception to fail the run",
+    "local_term": "local_term runs once the stage has ended, when there is nothing "
+                  "left to stop; return normally from it",
+}
+
 
 class Runner:
     """Runs the user code of stage ``name`` in worker ``worker``."""
@@ -82,7 +97,7 @@ class Runner:
         if hook is not None:
             _opening.append(self.worker)
             try:
-                self._guard(hook, None, **self.stage.init_kwargs)
+                self._hook(hook, **self.stage.init_kwargs)
             finally:
                 _opening.pop()
         self.call = callable_of(self.functor)
@@ -98,7 +113,7 @@ class Runner:
         self.opened = False
         hook = hook_of(self.functor, "local_term")
         if hook is not None:
-            self._guard(hook, None)
+            self._hook(hook)
         log.info("Local termination", extra={"stage": self.name, "worker": self.worker})
 
     # -- sources ---------------------------------------------------------------------
@@ -130,9 +145,15 @@ class Runner:
                     continue
                 raise self._error(exc, None) from exc
             if x is not None:
-                if x is Sentinel or type(x) is Sentinel:
-                    log.info("End of stream", extra={"stage": self.name, "worker": self.worker})
-                    return
+                if type(x) in _SIGNALS:
+                    try:
+                        ended = _ends_stage(x, "yielded")
+                    except TypeError as exc:
+                        raise self._error(exc, None) from exc
+                    if ended:
+                        log.info("End of stream",
+                                 extra={"stage": self.name, "worker": self.worker})
+                        return
                 yield x
 
     # -- transforms and sinks ----------------------------------------------------------
@@ -162,13 +183,16 @@ class Runner:
                     self._regulate(batch[i], out)
             elif self.stage.kind == "sink":
                 for i in range(start, len(batch)):
-                    f(*batch[i]) if zipped else f(batch[i])
+                    r = f(*batch[i]) if zipped else f(batch[i])
+                    if r is not None and type(r) in _SIGNALS:
+                        _ends_stage(r, "returned")  # a sink's result is ignored, StopFlow's not
             elif self.n_outputs <= 1 and not self.generator and not zipped:
                 append = out[0].append if out else _discard
                 for i in range(start, len(batch)):  # the hot path: keep it lean
                     r = f(batch[i])
                     if r is not None:
-                        if r is Sentinel:
+                        # the classes by identity: instances are checked on other paths
+                        if (r is Sentinel or r is StopFlow) and _ends_stage(r, "returned"):
                             raise StageDone
                         append(r)
             else:
@@ -177,7 +201,7 @@ class Runner:
                     r = f(*x) if zipped else f(x)
                     if self.generator:
                         for y in r:
-                            self._emit(y, out)
+                            self._emit(y, out, "yielded")
                     elif r is not None:
                         self._emit(r, out)
         except _PASS:
@@ -220,8 +244,8 @@ class Runner:
             self._emit(x, out)
             yield None
 
-    def _emit(self, r: Any, out: list[list[Any]]) -> None:
-        if is_sentinel(r):
+    def _emit(self, r: Any, out: list[list[Any]], how: str = "returned") -> None:
+        if is_sentinel(r) or (type(r) in _SIGNALS and _ends_stage(r, how)):
             raise StageDone
         if self.n_outputs <= 1:
             if r is not None and out:
@@ -276,6 +300,13 @@ class Runner:
             raise self._error(exc, bad, hook="until") from exc
 
     # -- errors ----------------------------------------------------------------------
+    def _hook(self, hook: Any, **kwargs: Any) -> None:
+        """Run ``local_init`` or ``local_term``: StopFlow there is a mistake."""
+        try:
+            self._guard(hook, None, **kwargs)
+        except StopFlow as exc:
+            raise self._error(exc, None, hook=hook.__name__) from exc
+
     def _guard(self, f: Any, item: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return f(*args, **kwargs)
@@ -295,11 +326,24 @@ class Runner:
     def _error(self, exc: BaseException, item: Any, hook: str | None = None) -> StageError:
         self.errors += 1
         where = f" in {hook}()" if hook in ("local_init", "local_term", "until") else ""
+        text = _STOP_IN_HOOK.get(hook or "", str(exc)) if isinstance(exc, StopFlow) else str(exc)
         return StageError(
             self.name, None if item is None else _repr(item), self.worker,
             "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-            f"{type(exc).__name__}{where}: {exc}",
+            f"{type(exc).__name__}{where}: {text}",
         )
+
+
+def _ends_stage(r: Any, how: str) -> bool:
+    """For a result whose type is in ``_SIGNALS``: True for a Sentinel (the stage
+    stops), False for any other class; a TypeError for StopFlow, which ends the
+    flow only when raised."""
+    if r is Sentinel or isinstance(r, Sentinel):
+        return True
+    if isinstance(r, StopFlow) or (isinstance(r, type) and issubclass(r, StopFlow)):
+        raise TypeError(f"{how} StopFlow instead of raising it; StopFlow is not an item: "
+                        f"write `raise StopFlow` to end the flow cleanly")
+    return False
 
 
 def _failure(runner: Runner, exc: BaseException, item: Any) -> Failure:

@@ -19,7 +19,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
-from ._flow import DEAD_LETTER, Composable, Edge, Flow, Node
+from ._flow import DEAD_LETTER, Composable, Edge, Flow, Node, refuse_stop_flow
 from .errors import GraphError
 
 __all__ = [
@@ -66,6 +66,7 @@ class Stage(Composable):
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> None:
+        refuse_stop_flow(functor_obj, f"a {self.kind}")
         if isinstance(functor_obj, Stage):
             raise TypeError(f"{functor_obj!r} is already a stage; it cannot be wrapped again")
         if isinstance(functor_obj, StageClass):
@@ -290,6 +291,7 @@ class StageClass:
     instance (in the driver) and returns a stage wrapping it."""
 
     def __init__(self, stage_type: type[Stage], cls: type, options: dict[str, Any]) -> None:
+        refuse_stop_flow(cls, f"@{stage_type.kind}")
         if not callable(getattr(cls, "run", None)):
             raise TypeError(f"{stage_type.kind} class {cls.__name__!r} needs a run() method")
         self.stage_type, self.cls, self.options = stage_type, cls, options
@@ -366,6 +368,7 @@ def as_stage(obj: Any) -> Stage:
     ``run`` method become transforms."""
     if isinstance(obj, Stage):
         return obj
+    refuse_stop_flow(obj, "a stage")
     if isinstance(obj, StageClass):
         raise TypeError(
             f"{obj.name!r} is a stage class, not a stage: call it to build one, "
@@ -431,6 +434,7 @@ def _check_workers(name: str, workers: Any) -> int:
 
 
 def _check_on_error(name: str, kind: str, on_error: Any) -> Any:
+    refuse_stop_flow(on_error, f"on_error of stage {name!r}")
     if on_error in ("raise", "skip"):
         if on_error == "skip" and kind == "source":
             raise ValueError(f"source {name!r}: a generator that raised cannot go on, so "

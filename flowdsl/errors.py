@@ -85,7 +85,11 @@ class StopFlow(Exception):
 
     Not an error: the stage that raised it stops (the item that raised produces
     nothing), the sources end their streams, and what was already emitted drains
-    to the end of the flow.
+    to the end of the flow.  It is raised from a stage's items: a transform's or
+    sink's call, a source's iteration, a loop's ``until``.  Anywhere else it is a
+    mistake, reported as one: given as a stage or predicate, a
+    :class:`GraphError`; raised from ``local_init`` or ``local_term``, or returned
+    or yielded instead of raised, a :class:`StageError`.
     """
 
 

@@ -1,9 +1,13 @@
 import os
 import sys
 
+import multiprocess
 import psutil
 import pytest
 from hypothesis import HealthCheck, settings
+
+START_METHODS = ("fork", "spawn", "forkserver")
+EXECUTORS = ["serial", "process"]
 
 settings.register_profile(
     "flowdsl",
@@ -11,9 +15,61 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-settings.load_profile("flowdsl")
+# Without fork every worker is a fresh interpreter (a few hundred ms to start):
+# fewer examples keep a pass under another start method within minutes.
+settings.register_profile("flowdsl-fresh-interpreters", parent=settings.get_profile("flowdsl"),
+                          max_examples=5)
 
-EXECUTORS = ["serial", "process"]
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--start-method", choices=START_METHODS, default=None,
+        help="start method of the process executor for the whole run (sets "
+             "FLOWDSL_START_METHOD; default: the platform's)")
+
+
+def pytest_configure(config):
+    method = config.getoption("--start-method")
+    if method is not None:
+        os.environ["FLOWDSL_START_METHOD"] = method  # worker, subprocess and kernel alike
+    settings.load_profile("flowdsl" if start_method() == "fork" else "flowdsl-fresh-interpreters")
+
+
+def start_method():
+    """The start method the process executor uses by default in this run."""
+    return os.environ.get("FLOWDSL_START_METHOD") or multiprocess.get_all_start_methods()[0]
+
+
+def examples(n):
+    """How many hypothesis examples a test that starts processes draws: ``n`` under
+    fork, a fifth (at least 3) when every worker is a fresh interpreter."""
+    return n if start_method() == "fork" else max(3, n // 5)
+
+
+def pytest_report_header(config):
+    return f"flowdsl start method: {start_method()}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under another start method than fork, only what that changes is run: the
+    serial executor's cases are deselected, fork-only tests are skipped."""
+    method = start_method()
+    if method == "fork":
+        return
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        if params is not None and params.params.get("executor") == "serial":
+            dropped.append(item)
+            continue
+        marker = item.get_closest_marker("fork_only")
+        if marker is not None:
+            reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "")
+            item.add_marker(pytest.mark.skip(reason=f"fork only: {reason}"))
+        kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 # The processes of a local Ray instance that outlive every run: its servers, its
@@ -63,3 +119,10 @@ def no_leftover_processes():
 @pytest.fixture(params=EXECUTORS)
 def executor(request):
     return request.param
+
+
+@pytest.fixture
+def mp_context():
+    """The ``multiprocess`` context of this run's start method: locks, events and
+    barriers made from it can be shared with workers under every start method."""
+    return multiprocess.get_context(start_method())

@@ -102,10 +102,8 @@ def test_zip_into_stage_with_workers(executor):
     assert flow.collect(executor=executor) == [2 * x for x in range(100)]
 
 
-def test_workers_really_run_in_parallel_processes():
-    import multiprocessing
-
-    both_busy = multiprocessing.Barrier(2)  # passes only when two workers hold items
+def test_workers_really_run_in_parallel_processes(mp_context):
+    both_busy = mp_context.Barrier(2)  # passes only when two workers hold items
 
     @transform(workers=2, ordered=False)
     class Where:
@@ -317,6 +315,50 @@ def test_spawn_rejects_stage_that_cannot_be_sent():
         (numbers(2) >> uses_bad).collect(executor=ProcessExecutor("spawn"))
 
 
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_synchronisation_objects_travel_with_a_stage_without_fork(method):
+    """A term flag and a barrier made from the run's context reach spawned workers."""
+    import multiprocess
+
+    ctx = multiprocess.get_context(method)
+    flag, both = ctx.Event(), ctx.Barrier(2)
+
+    @transform(workers=2, ordered=False)
+    def meet_then_stop(x):
+        if x < 2:
+            both.wait(timeout=20)  # passes only if both workers share the barrier
+        if x == 50:
+            flag.set()
+        return x
+
+    stage = meet_then_stop.options()
+    stage.set_term_flag(flag)
+    got = (endless >> stage).collect(executor=ProcessExecutor(method), timeout=30)
+    assert {0, 1} <= set(got) and flag.is_set()
+
+
+def test_spawn_names_what_to_do_about_objects_only_fork_can_share():
+    import multiprocessing
+
+    from flowdsl import GraphError
+
+    flag = multiprocessing.Event()
+
+    @transform
+    def flagged(x):
+        return flag.is_set() or x
+
+    with pytest.raises(GraphError, match=r"'flagged'.*multiprocess.get_context\('spawn'\)"):
+        (numbers(2) >> flagged).collect(executor=ProcessExecutor("spawn"))
+
+
+def test_spawn_names_what_to_do_about_a_generator_object():
+    from flowdsl import GraphError, Source
+
+    with pytest.raises(GraphError, match="pass the generator function"):
+        (Source(x for x in range(3)) >> inc).collect(executor=ProcessExecutor("spawn"))
+
+
 @source
 def endless():
     i = 0
@@ -330,10 +372,8 @@ def test_zip_with_an_endless_input_ends_with_the_short_one(executor):
     assert flow.collect(executor=executor) == [0, 2, 4]
 
 
-def test_term_flag_stops_a_stage_fed_by_an_endless_source(executor):
-    import multiprocessing
-
-    flag = multiprocessing.Event()
+def test_term_flag_stops_a_stage_fed_by_an_endless_source(executor, mp_context):
+    flag = mp_context.Event()
 
     @transform
     def until_five(x):

@@ -5,6 +5,7 @@ for leftover processes after every example)."""
 import time
 
 import pytest
+from conftest import examples, start_method
 from helpers import ignore, inc, numbers
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,11 +20,19 @@ KINDS = ["raise", "kill", "exit", "segfault", "init", "term", "unpicklable"]
 DEADLINE = 5  # every run here is small: a slower one is a hang
 
 
+def _deadline(flow):
+    """Seconds a small run may take.  Without fork every worker first starts a
+    fresh interpreter: allow a second each, on a loaded two-core machine."""
+    if start_method() == "fork":
+        return DEADLINE
+    return DEADLINE + sum(n.workers for n in _stages(flow))
+
+
 def _stages(flow):
     return [n for n in compile_flow(as_flow(flow)).nodes if not n.hidden]
 
 
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(dag=dags(max_leaves=3), kind=st.sampled_from(KINDS), data=st.data())
 def test_a_fault_anywhere_raises_the_right_error_promptly(dag, kind, data):
     flow = dag.flow()
@@ -33,14 +42,15 @@ def test_a_fault_anywhere_raises_the_right_error_promptly(dag, kind, data):
     at = data.draw(st.integers(0, 30), label="at")
     faulty = inject_fault(flow, node.name, at=at, worker=None, kind=kind)
 
+    deadline = _deadline(flow)
     start = time.monotonic()
     try:
-        got = faulty.collect(timeout=DEADLINE * 2)
+        got = faulty.collect(timeout=deadline * 2)
     except (StageError, WorkerDied) as exc:
         error = exc
     else:
         error = None
-    assert time.monotonic() - start < DEADLINE
+    assert time.monotonic() - start < deadline
 
     if error is None:  # the stage never reached item `at`: the results are untouched
         assert kind not in ("init", "term"), "hooks always run"
@@ -55,7 +65,7 @@ def test_a_fault_anywhere_raises_the_right_error_promptly(dag, kind, data):
             assert isinstance(error.__cause__, InjectedFault)
 
 
-@settings(max_examples=15)
+@settings(max_examples=examples(15))
 @given(n=st.integers(0, 300), at=st.integers(0, 50), workers=st.integers(1, 3),
        executor=st.sampled_from(["serial", "process"]))
 def test_skipped_failures_are_counted_exactly(n, at, workers, executor):

@@ -3,6 +3,7 @@
 import os
 
 import pytest
+from conftest import examples
 from helpers import add, double, evens, ignore, inc, numbers, pid_of, scale, twice
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -130,7 +131,7 @@ def test_assert_equivalent_requires_the_same_failing_stage():
 # -- strategies ------------------------------------------------------------------------
 
 
-@settings(max_examples=15)
+@settings(max_examples=examples(15))
 @given(flow=flows([inc, double, evens, twice]), items=streams(max_size=20, long_size=600))
 def test_random_flows_of_our_stages_agree_with_the_reference(flow, items):
     assert_equivalent(flow, items, timeout=20)

@@ -22,8 +22,6 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-import dill
-
 from .._plan import NodeSpec
 from .._report import FIGURES
 from .._runner import Cancelled, Runner, StageDone
@@ -68,7 +66,6 @@ class Job:
     regions: list[tuple[Any, Channel]] = field(default_factory=list)
     counter: Any = None  # a gate's own in-flight counter
     stop: Any = None  # Event: a stage raised StopFlow, sources end their streams
-    code: bytes | None = None  # the stage as dill bytes, when not inherited by fork
     shm_prefix: str | None = None  # names of the run's shared-memory segments, if any
     stats: Any = None  # RawArray of doubles: this worker publishes FIGURES at ``slot``
     slot: int = 0
@@ -82,9 +79,9 @@ def worker_main(job: Job) -> None:
     global _exiting
     try:
         _die_with_parent()
+        os.register_at_fork(before=_before_fork, after_in_parent=_after_fork,
+                            after_in_child=_forked_from_worker)
         _forward_logging(job)
-        if job.code is not None:
-            job.node.stage = dill.loads(job.code)
         _Worker(job).run()
         _exiting = True
     except Cancelled:  # stopped before it could start: nothing to clean up
@@ -133,8 +130,8 @@ class _Worker:
     def run(self) -> None:
         status, report = "ok", None
         try:
-            self.runner.open()
             try:
+                self.runner.open()  # a Regulator's coroutine starts here: it may stop
                 if self.node.kind == "source":
                     self._run_source()
                 elif self.node.loop is not None:
@@ -557,7 +554,7 @@ class _Worker:
 
 
 def _die_with_parent() -> None:
-    """Ask Linux to send SIGTERM if the driver dies without cleaning up."""
+    """Ask Linux to send SIGTERM if the parent dies without cleaning up."""
     try:
         import ctypes
 
@@ -565,6 +562,36 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except Exception:  # not Linux: the driver's teardown is the only guard
         pass
+
+
+_forking = 0  # the pid of the process that is forking, as its child sees it
+_mask: set[int | signal.Signals] = set()  # the signal mask of the forking thread, before
+
+
+def _before_fork() -> None:
+    """SIGTERM waits while a stage forks: it must reach the child only once the
+    child has its own handler (a Python handler not yet replaced would drop it)."""
+    global _forking, _mask
+    _forking = os.getpid()
+    _mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+def _after_fork() -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, _mask)
+
+
+def _forked_from_worker() -> None:
+    """In a process that a stage forks (a ``Pool``'s workers, a nested flow's).
+
+    It must not inherit the worker's SIGTERM handler (a ``Pool`` terminates its
+    workers with SIGTERM), and it must die with the worker: a worker killed after
+    the grace period cannot stop what it started, and forked pool workers would
+    otherwise wait on their task queue forever."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+    signal.pthread_sigmask(signal.SIG_SETMASK, _mask)  # a SIGTERM sent meanwhile lands
+    if os.getppid() != _forking:  # the parent died before we asked
+        os._exit(1)
 
 
 def _ignore(_: Any) -> None:

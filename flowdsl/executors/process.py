@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import io
 import logging
 import os
 import pickle
@@ -20,16 +21,16 @@ import signal
 import time
 import weakref
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import dill
 import multiprocess
 from multiprocess.connection import wait
+from multiprocess.reduction import ForkingPickler
 
 from .._plan import Plan
 from .._report import FIGURES, StageStats
-from ..errors import FlowTimeout, GraphError, WorkerDied
+from ..errors import FlowError, FlowTimeout, GraphError, WorkerDied
 from . import _shm
 from ._base import Execution, Executor
 from ._channel import Channel, ControlPipe
@@ -66,6 +67,13 @@ class ProcessExecutor(Executor):
         self.shared_memory = shared_memory
 
     def start(self, plan: Plan, *, timeout: float | None = None) -> Execution:
+        if multiprocess.current_process().daemon:
+            raise FlowError(
+                "the process executor cannot start workers here: this is a daemonic "
+                "process (a worker of a multiprocess Pool, or a Process made with "
+                "daemon=True), and daemonic processes may not have children. Run this "
+                "flow with executor='serial' here, or run it outside the pool (a flow "
+                "may run inside a stage of another flow)")
         return _ProcessExecution(plan, self, timeout)
 
     def __repr__(self) -> str:
@@ -89,11 +97,11 @@ class _ProcessExecution(Execution):
         self.shm_prefix = (_shm.new_prefix() if executor.shared_memory and _shm.available()
                            else None)
         self.codec = Codec(None)  # the driver only decodes results
-        # Under spawn and forkserver, each stage's code travels as dill bytes made
-        # here (so an unpicklable stage is a GraphError before anything starts).
-        self.code: dict[int, bytes] = {}
-        if self.ctx.get_start_method() != "fork":
-            self.code = _ship(plan, self.ctx.get_start_method())
+        # Under spawn and forkserver, each stage travels as dill bytes; check now
+        # that it can, so an unpicklable stage is a GraphError before anything starts.
+        self.inherit = self.ctx.get_start_method() == "fork"
+        if not self.inherit:
+            _check_shippable(plan, self.ctx.get_start_method())
         self.control = ControlPipe(self.ctx)
         # every worker's live figures, one slot each (the report and progress read them)
         self.slots = {(n.id, w): i for i, (n, w) in enumerate(
@@ -137,18 +145,17 @@ class _ProcessExecution(Execution):
                 # keep it alive: a spawned child opens its semaphores after start()
                 self.shared.append(ordering)
             for w in range(node.workers):
-                # the stage itself travels as dill bytes when it is not inherited
-                shipped = replace(node, stage=None) if node.id in self.code else node  # type: ignore[arg-type]
-                job = Job(shipped, w, [self.channels[c] for c in node.inputs],
+                job = Job(node, w, [self.channels[c] for c in node.inputs],
                           [[self.channels[c] for c in port] for port in node.outputs],
                           self.control, ordering, levels,
                           [(counters[g], self.channels[_feedback(self.plan, g)])
                            for g in node.regions],
-                          counters.get(node.id), self.stop, self.code.get(node.id),
-                          self.shm_prefix, self.figures, self.slots[node.id, w])
+                          counters.get(node.id), self.stop, self.shm_prefix,
+                          self.figures, self.slots[node.id, w])
                 proc = self.ctx.Process(target=worker_main, args=(job,),
                                         name=f"flowdsl:{node.name}:{w}")
-                proc.start()
+                with _recursive_pickling(not self.inherit):
+                    proc.start()
                 self.procs[proc.sentinel] = (node.id, w, proc)
 
     # -- supervision -----------------------------------------------------------------
@@ -286,18 +293,64 @@ def _signal(proc: Any, sig: int) -> None:
         os.kill(proc.pid, sig)
 
 
-def _ship(plan: Plan, method: str) -> dict[int, bytes]:
-    """Each stage as dill bytes.  ``recurse`` makes dill take along the globals a
-    function uses, so functions defined in a notebook or script work in a fresh
-    interpreter."""
-    code = {}
+@contextlib.contextmanager
+def _recursive_pickling(on: bool) -> Iterator[None]:
+    """Have dill take along the globals a function uses (``recurse``) while a
+    worker is spawned, so functions defined in a notebook or script work in a
+    fresh interpreter.  The worker's job is pickled with the reducers of
+    ``multiprocess`` during the spawn, so the synchronisation objects and shared
+    memory of ``multiprocess`` that a stage holds (an ``Event`` used as a term
+    flag, a ``Barrier``) travel too."""
+    if not on:
+        yield
+        return
+    before = dill.settings["recurse"]
+    dill.settings["recurse"] = True
+    try:
+        yield
+    finally:
+        dill.settings["recurse"] = before
+
+
+class _Probe:
+    """Stands in for the spawning ``Popen`` while :func:`_check_shippable` pickles
+    the stages, so that synchronisation objects are checked as a spawn would;
+    what it produces is thrown away."""
+
+    def duplicate_for_child(self, fd: int) -> int:
+        return fd
+
+    def DupFd(self, fd: int) -> int:  # the name multiprocess calls
+        return fd
+
+
+def _check_shippable(plan: Plan, method: str) -> None:
+    """Raise :class:`GraphError` naming the first stage that cannot be sent to a
+    worker under ``method``."""
+    from multiprocess.context import set_spawning_popen
+
     for node in plan.nodes:
+        set_spawning_popen(_Probe())
         try:
-            code[node.id] = dill.dumps(node.stage, recurse=True)
+            ForkingPickler(io.BytesIO(), recurse=True).dump(node.stage)
         except Exception as exc:
             raise GraphError(
                 f"stage {node.name!r} cannot be sent to a worker process under the "
-                f"{method!r} start method: {type(exc).__name__}: {exc}. Use the 'fork' "
-                f"start method, or make the stage's function and arguments picklable"
-            ) from exc
-    return code
+                f"{method!r} start method: {type(exc).__name__}: {str(exc).rstrip('.')}. "
+                f"{_ship_hint(exc, method)}") from exc
+        finally:
+            set_spawning_popen(None)
+
+
+def _ship_hint(exc: Exception, method: str) -> str:
+    """What to do about a stage that cannot be sent, by what went wrong."""
+    text = str(exc)
+    if "'generator' object" in text:
+        return ("A generator object cannot be sent: pass the generator function "
+                "instead (Source(gen) rather than Source(gen())), or use 'fork'.")
+    if "through inheritance" in text or "SemLock" in text:
+        return ("A lock, event, barrier or queue shared with workers must come from "
+                f"multiprocess.get_context({method!r}) (objects of the standard "
+                "multiprocessing package, or of another start method, travel only by "
+                "fork), or use 'fork'.")
+    return "Use the 'fork' start method, or make the stage's function and arguments picklable."
