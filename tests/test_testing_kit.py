@@ -125,7 +125,16 @@ def test_assert_equivalent_with_a_strategy_reports_the_failing_input():
 
 
 def test_assert_equivalent_requires_the_same_failing_stage():
-    assert_equivalent(inc >> inject_fault(double, "double", at=2), range(10))
+    failing = inc >> inject_fault(double, "double", at=2)
+    assert assert_equivalent(failing, range(10), expect_failure=True) == []
+
+
+def test_assert_equivalent_raises_the_error_of_a_flow_failing_everywhere():
+    failing = inc >> inject_fault(double, "double", at=2)
+    with pytest.raises(StageError, match="double"):
+        assert_equivalent(failing, range(10))
+    with pytest.raises(AssertionError, match="expected the flow to fail"):
+        assert_equivalent(inc, range(3), expect_failure=True)
 
 
 # -- strategies ------------------------------------------------------------------------

@@ -59,7 +59,8 @@ def keeps_order(flow: Any) -> bool:
 
 def assert_equivalent(flow: Any, items: Any = None, *, ordered: bool | None = None,
                       executors: Sequence[Any] = ("serial", "process"),
-                      timeout: float = 60, max_examples: int = 20) -> list[Any] | None:
+                      timeout: float = 60, max_examples: int = 20,
+                      expect_failure: bool | None = False) -> list[Any] | None:
     """Assert that every executor gives the same outcome for ``flow`` on ``items``.
 
     The first executor (the serial one by default) is the reference.  What reaches
@@ -67,7 +68,11 @@ def assert_equivalent(flow: Any, items: Any = None, *, ordered: bool | None = No
     :func:`keeps_order`), else as a multiset; each sink must receive as many items
     on every executor (what a sink does with them is not compared).  When the
     reference raises a :class:`~flowdsl.StageError` or :class:`~flowdsl.WorkerDied`,
-    the others must raise the same for the same stage.  ``items`` may be a
+    the others must raise the same for the same stage, and then that error is
+    raised (a broken flow fails the test even where every executor agrees), unless
+    ``expect_failure``: the check then passes on agreeing failures and fails if the
+    reference succeeds; ``expect_failure=None`` accepts either outcome (inputs some
+    of which make the flow fail).  ``items`` may be a
     hypothesis strategy (outside ``@given``): the check then runs on
     ``max_examples`` drawn inputs.  Returns the reference results (None for a
     strategy).
@@ -83,15 +88,15 @@ def assert_equivalent(flow: Any, items: Any = None, *, ordered: bool | None = No
         @settings(max_examples=max_examples, deadline=None, database=None)
         @given(items)
         def check(drawn: Any) -> None:
-            _compare(flow, drawn, ordered, executors, timeout)
+            _compare(flow, drawn, ordered, executors, timeout, expect_failure)
 
         check()
         return None
-    return _compare(flow, items, ordered, executors, timeout)
+    return _compare(flow, items, ordered, executors, timeout, expect_failure)
 
 
 def _compare(flow: Any, items: Any, ordered: bool, executors: Sequence[Any],
-             timeout: float) -> list[Any]:
+             timeout: float, expect_failure: bool | None) -> list[Any]:
     graph = feed(flow, items)
     reference, *others = [_outcome(graph, ex, timeout) for ex in executors]
     want = repr(executors[0])
@@ -103,7 +108,13 @@ def _compare(flow: Any, items: Any, ordered: bool, executors: Sequence[Any],
         else:
             assert got[:2] == reference[:2], (
                 f"{executor!r} ended with {_show(got)}, {want} with {_show(reference)}")
-    return reference[1] if reference[0] == "ok" else []
+    if reference[0] == "ok":
+        assert expect_failure is not True, (
+            f"expected the flow to fail, {want} gave {_show(reference)}")
+        return reference[1]
+    if expect_failure is False:
+        raise reference[2]  # every executor agrees, on a failure
+    return []
 
 
 def _outcome(graph: Flow, executor: Any, timeout: float) -> tuple[Any, ...]:

@@ -1,10 +1,11 @@
 """Fault injection: make one worker of one stage misbehave at one item.
 
 ``inject_fault(flow, "parse", at=3, kind="kill")`` returns a copy of ``flow`` in
-which worker 0 of stage ``parse`` kills itself just before handling its fourth
-item.  Everything else (names, options, hooks, signatures, reports) is unchanged,
-so a test can check what its own flow does when that happens: which exception the
-caller sees, what a dead-letter stage receives, what ``on_error="skip"`` counts.
+which the workers of stage ``parse`` kill themselves just before handling their
+fourth item (``worker=0`` for the first worker only).  Everything else (names,
+options, hooks, signatures, reports) is unchanged, so a test can check what its
+own flow does when that happens: which exception the caller sees, what a
+dead-letter stage receives, what ``on_error="skip"`` counts.
 """
 
 from __future__ import annotations
@@ -73,13 +74,14 @@ class Fault:
         return f"injected {self.kind!r} fault in stage {self.stage!r}, worker {worker}{where}"
 
 
-def inject_fault(flow: Any, stage: str, *, at: int = 0, worker: int | None = 0,
+def inject_fault(flow: Any, stage: str, *, at: int = 0, worker: int | None = None,
                  kind: str = "raise") -> Composable:
     """A copy of ``flow`` where ``stage`` misbehaves as ``kind`` says (see
     :data:`FAULT_KINDS`) just before handling item ``at`` (0-based, counted per
     worker; for a source, before yielding it).
 
-    ``worker`` selects the worker (``None``: every worker).  The serial executor runs
+    ``worker`` selects one worker (by default every worker misbehaves at its own item
+    ``at``, so the fault fires however items are shared out).  The serial executor runs
     a stage as one worker, 0.  Faults that end or block the process (``"kill"``,
     ``"exit"``, ``"segfault"``, ``"hang"``) only fire in worker processes: in the
     serial executor the stage raises :class:`~flowdsl.FlowError` instead (the caller
