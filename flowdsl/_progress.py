@@ -11,6 +11,8 @@ nothing but this thread; not asking for it starts nothing.
 from __future__ import annotations
 
 import html
+import logging
+import os
 import shutil
 import sys
 import threading
@@ -21,8 +23,13 @@ from ._report import StageStats
 
 __all__ = ["Progress"]
 
+log = logging.getLogger("flowdsl")
+_SMOOTHING = 0.3  # weight of the newest rate in the one shown
+
 
 class _View(Protocol):
+    interval: float  # seconds between draws
+
     def draw(self, rows: list[_Row], final: bool) -> None: ...
     def close(self) -> None: ...
 
@@ -60,18 +67,18 @@ class Progress:
     def __init__(self, execution: Any, view: _View | None = None,
                  interval: float | None = None) -> None:
         self.execution = execution
-        notebook = _in_notebook()
-        self.view = view or (_NotebookView() if notebook else _terminal_view())
-        self.interval = interval or (0.5 if notebook else 0.2)
+        self.view = view or (_NotebookView() if _in_notebook() else _terminal_view())
+        self.interval = interval or self.view.interval
         self._started = time.perf_counter()
         self._last: dict[str, tuple[float, int]] = {}  # when each stage was drawn, at what count
+        self._rates: dict[str, float] = {}  # smoothed, so batches do not make it jump
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="flowdsl-progress",
                                         daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.wait(self.interval) and not self.execution.closed:
             self.view.draw(self.rows(), False)
 
     def rows(self, final: bool = False) -> list[_Row]:
@@ -86,28 +93,56 @@ class Progress:
                 then, before = self._started, 0
             if now > then:
                 row.rate = (row.done - before) / (now - then)
+            if not final and name in self._rates:
+                row.rate = _SMOOTHING * row.rate + (1 - _SMOOTHING) * self._rates[name]
+            self._rates[name] = row.rate
             self._last[name] = (now, row.done)
             rows.append(row)
         return rows
 
     def close(self) -> None:
-        """Stop drawing; draw the final figures once."""
+        """Stop drawing; draw the final figures once.  A display that fails is
+        logged, never allowed to change the outcome of the run."""
         self._stop.set()
         self._thread.join()
         try:
-            self.view.draw(self.rows(final=True), True)
-        finally:
-            self.view.close()
+            try:
+                self.view.draw(self.rows(final=True), True)
+            finally:
+                self.view.close()
+        except Exception:
+            log.warning("the progress display failed", exc_info=True)
 
 
 def _terminal_view() -> _View:
-    """Live lines on a terminal; on a pipe or file, a plain block now and then."""
+    """Live lines on a terminal; on a pipe, a file or a terminal of unknown size, a
+    plain block now and then; nothing without a stderr (pythonw, some daemons)."""
     stream = sys.stderr
-    return _TerminalView(stream) if stream.isatty() else _PlainView(stream)
+    if stream is None or not hasattr(stream, "write"):
+        return _NullView()
+    try:
+        size = os.get_terminal_size(stream.fileno()) if stream.isatty() else None
+    except (AttributeError, OSError, ValueError):
+        size = None
+    if size is not None and size.columns > 0 and size.lines > 0:
+        return _TerminalView(stream)
+    return _PlainView(stream)
+
+
+class _NullView:
+    interval = 1.0
+
+    def draw(self, rows: list[_Row], final: bool) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class _TerminalView:
     """One ``tqdm`` line per stage, redrawn in place."""
+
+    interval = 0.2
 
     def __init__(self, file: Any) -> None:
         self.file = file
@@ -136,14 +171,9 @@ class _PlainView:
     """For logs: a block of lines every ``every`` seconds, and at the end."""
 
     def __init__(self, file: Any, every: float = 10.0) -> None:
-        self.file, self.every = file, every
-        self.drawn = time.perf_counter()
+        self.file, self.interval = file, every
 
     def draw(self, rows: list[_Row], final: bool) -> None:
-        now = time.perf_counter()
-        if not final and now - self.drawn < self.every:
-            return
-        self.drawn = now
         width = max(len(r.stats.name) for r in rows) if rows else 0
         self.file.write("".join(f"{r.stats.name:<{width}}  {r.summary()}\n" for r in rows))
         self.file.flush()
@@ -154,6 +184,8 @@ class _PlainView:
 
 class _NotebookView:
     """An HTML table in the cell's output, replaced in place at each draw."""
+
+    interval = 0.5
 
     def __init__(self) -> None:
         self.handle: Any = None

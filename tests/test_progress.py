@@ -14,7 +14,15 @@ import time
 import pytest
 
 from flowdsl import sink, source, transform
-from flowdsl._progress import Progress, _html_table, _PlainView, _Row
+from flowdsl._progress import (
+    Progress,
+    _html_table,
+    _NullView,
+    _PlainView,
+    _Row,
+    _terminal_view,
+    _TerminalView,
+)
 from flowdsl._report import StageStats
 
 SCRIPT = textwrap.dedent("""
@@ -140,6 +148,8 @@ def test_progress_stops_when_the_run_fails(capsys):
 # -- the parts ---------------------------------------------------------------------------
 
 class FakeExecution:
+    closed = False
+
     def __init__(self):
         self.figures = {"a": StageStats("a", "source"), "b": StageStats("b", "sink")}
 
@@ -151,6 +161,8 @@ class FakeExecution:
 
 
 class Recorder:
+    interval = 0.2
+
     def __init__(self):
         self.draws, self.closed = [], False
         self.drawn = threading.Event()
@@ -186,16 +198,68 @@ def test_row_summary_shows_what_a_stage_kind_has():
     assert (source_row.done, sink_row.done) == (1234, 3)
 
 
-def test_plain_view_writes_at_most_every_period_and_always_the_final_block():
+def test_plain_view_writes_a_block_per_draw_at_its_own_pace():
     import io
 
     out = io.StringIO()
     view = _PlainView(out, every=3600)
     rows = [_Row(StageStats("stage", "transform", items_in=1, items_out=1), 0.0, None)]
-    view.draw(rows, False)
-    assert out.getvalue() == ""
     view.draw(rows, True)
     assert out.getvalue() == "stage          0 items/s, in 1, out 1\n"
+    assert Progress(FakeExecution(), view).interval == 3600  # the loop waits that long
+
+
+def test_the_view_suits_where_stderr_goes(monkeypatch):
+    import io
+
+    monkeypatch.setattr(sys, "stderr", None)
+    assert isinstance(_terminal_view(), _NullView)  # pythonw: no stderr, no display
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert isinstance(_terminal_view(), _PlainView)  # a pipe or file: plain blocks
+    master, slave = pty.openpty()
+    try:
+        with os.fdopen(slave, "w", closefd=False) as tty:
+            monkeypatch.setattr(sys, "stderr", tty)
+            assert isinstance(_terminal_view(), _PlainView)  # a terminal of no size
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+            assert isinstance(_terminal_view(), _TerminalView)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+@pytest.mark.timeout(30)
+def test_a_display_that_cannot_start_still_stops_the_run(monkeypatch):
+    import flowdsl.executors as executors
+
+    def broken(execution):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(executors, "Progress", broken)
+    with pytest.raises(RuntimeError, match="no display"):
+        (numbers(10**9) >> double).run(progress=True)
+    # the autouse fixture fails the test if the workers were left running
+
+
+@pytest.mark.timeout(30)
+def test_a_display_that_fails_at_the_end_does_not_change_the_outcome(caplog):
+    class Broken(Recorder):
+        interval = 0.01
+
+        def draw(self, rows, final):
+            if final:
+                raise BrokenPipeError("stderr went away")
+
+    import flowdsl.executors as executors
+
+    real = executors.Progress
+    try:
+        executors.Progress = lambda execution: real(execution, Broken())
+        report = (numbers(10) >> double >> drop).run(progress=True)
+    finally:
+        executors.Progress = real
+    assert report["drop"].items_in == 10
+    assert "the progress display failed" in caplog.text
 
 
 def test_html_table_escapes_names():

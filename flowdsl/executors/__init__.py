@@ -39,8 +39,9 @@ def execute(flow: Flow, *, executor: Any = "process", timeout: float | None = No
     runner = resolve_executor(executor)
     plan = compile_flow(flow, want_results=want_results)
     execution: Execution = runner.start(plan, timeout=timeout)
-    display = Progress(execution) if progress else None
+    display = None
     try:
+        display = Progress(execution) if progress else None
         yield execution
     finally:
         try:

@@ -40,6 +40,8 @@ class Execution(abc.ABC):
     resource; it is idempotent and called by the context manager.
     """
 
+    closed = False  # set by close(): the run is over, its figures final
+
     def __init__(self, plan: Plan, executor_name: str) -> None:
         self.plan = plan
         self.report = RunReport(

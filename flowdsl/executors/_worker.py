@@ -162,6 +162,7 @@ class _Worker:
         # by the driver's SIGTERM, only bounded by its SIGKILL after the grace period.
         if status == "error":
             self._send(status, report)
+        self._publish()  # in case local_term outlasts the grace period
         try:
             self.runner.close()
         except StageError as exc:
@@ -542,6 +543,8 @@ class _Worker:
             ) from exc
         if port != self.node.dead_letter:
             self.runner.items_out += len(batch)
+            if self.job.stats is not None:  # before the items can be counted downstream
+                self.job.stats[self.job.slot * len(FIGURES) + 1] = self.runner.items_out
         # big items travel in small messages, so stages overlap and memory stays
         # low; the bytes counted include those in shared memory
         self.item_bytes[port] = nbytes / len(batch)

@@ -89,6 +89,7 @@ class _ProcessExecution(Execution):
         self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.closed = False
+        self.finished = False  # the report's figures are final
         self.error: BaseException | None = None
         self.done: set[tuple[int, int]] = set()
         self.procs: dict[Any, tuple[int, int, Any]] = {}  # sentinel -> (node, worker, proc)
@@ -212,6 +213,8 @@ class _ProcessExecution(Execution):
             raise WorkerDied(self.plan.nodes[node_id].name, worker, proc.exitcode)
 
     def stats(self) -> dict[str, StageStats]:
+        if self.finished:  # the report holds them: no need for the shared array
+            return self.report.stages
         figures, k = self.figures[:], len(FIGURES)
         stages = {n.name: StageStats(n.name, n.kind, n.workers)
                   for n in self.plan.nodes if not n.hidden}
@@ -223,6 +226,8 @@ class _ProcessExecution(Execution):
 
     def queue_fill(self) -> dict[str, float]:
         fill: dict[str, float] = {}
+        if self.finished:  # the queues are gone
+            return fill
         for node in self.plan.nodes:
             if node.inputs and not node.hidden:
                 shares = [self.channels[c].fill() for c in node.inputs]
@@ -248,6 +253,7 @@ class _ProcessExecution(Execution):
             if self.shm_prefix is not None:  # unread messages, killed workers
                 _shm.sweep(self.shm_prefix)
             self.report.stages = self.stats()
+            self.finished = True
             self._finish_report()
 
     def _stop_workers(self) -> None:
