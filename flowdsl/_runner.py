@@ -191,8 +191,7 @@ class Runner:
                 for i in range(start, len(batch)):  # the hot path: keep it lean
                     r = f(batch[i])
                     if r is not None:
-                        # the classes by identity: instances are checked on other paths
-                        if (r is Sentinel or r is StopFlow) and _ends_stage(r, "returned"):
+                        if type(r) in _SIGNALS and _ends_stage(r, "returned"):
                             raise StageDone
                         append(r)
             else:

@@ -92,8 +92,14 @@ def sink_returns_it(x):
     return None
 
 
+@transform
+def returns_an_instance(x):
+    return StopFlow() if x == 3 else x
+
+
 @pytest.mark.parametrize("flow, stage, item, verb", [
     (lambda: numbers(10) >> returns_it, "returns_it", "3", "returned"),
+    (lambda: numbers(10) >> returns_an_instance, "returns_an_instance", "3", "returned"),
     (lambda: numbers(10) >> yields_it, "yields_it", "3", "yielded"),
     (lambda: source_yields_it >> inc, "source_yields_it", None, "yielded"),
     (lambda: numbers(10) >> sink_returns_it, "sink_returns_it", "3", "returned"),
