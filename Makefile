@@ -9,8 +9,14 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,ray]'
+	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# The tests also run the Ray executor (a large install the demo does not need).
+RAY_STAMP := $(VENV)/.installed-ray
+$(RAY_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
+	touch $(RAY_STAMP)
 
 # The second pass runs the process executor under spawn, where every worker is a
 # fresh interpreter and stages travel pickled: the tests of what that can change
@@ -21,7 +27,7 @@ SPAWN_TESTS := tests/test_executors.py tests/test_failures.py tests/test_faults.
 	tests/test_policies.py tests/test_loop.py tests/test_hygiene.py tests/test_minipipe.py \
 	tests/test_stop_flow.py tests/test_nesting.py
 
-test: $(STAMP)
+test: $(RAY_STAMP)
 	$(PY) -m pytest
 	$(PY) -m pytest --start-method=spawn $(SPAWN_TESTS)
 
