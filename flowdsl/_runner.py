@@ -159,18 +159,29 @@ class Runner:
     # -- transforms and sinks ----------------------------------------------------------
     def process(self, batch: list[Any], out: list[list[Any]]) -> None:
         """Apply the stage to every item of ``batch``, appending results to ``out``
-        (one list per output port).  With several inputs, items are argument tuples."""
+        (one list per output port).  With several inputs, items are argument tuples.
+
+        ``items_in`` counts the items taken in: all of them, or up to the one that
+        ended the stage (StopFlow, a Sentinel, an error that stops the run)."""
         self.items_in += len(batch)
-        if self.envelope:  # inside a max_iterations loop: keep each item's pass count
-            for tag, x in batch:
-                tmp: list[list[Any]] = [[] for _ in out]
-                self._process_from([x], 0, tmp)
-                for port, items in zip(out, tmp, strict=False):
-                    port.extend((tag, y) for y in items)
-            return
-        start = 0
-        while start < len(batch):
-            start = self._process_from(batch, start, out)
+        self._reached = 0
+        try:
+            if self.envelope:  # inside a max_iterations loop: keep each item's pass count
+                for k, (tag, x) in enumerate(batch):
+                    tmp: list[list[Any]] = [[] for _ in out]
+                    try:
+                        self._process_from([x], 0, tmp)
+                    finally:
+                        self._reached = k  # the index in this batch, not in [x]
+                    for port, items in zip(out, tmp, strict=False):
+                        port.extend((tag, y) for y in items)
+                return
+            start = 0
+            while start < len(batch):
+                start = self._process_from(batch, start, out)
+        except BaseException:
+            self.items_in -= len(batch) - (self._reached + 1)
+            raise
 
     def _process_from(self, batch: list[Any], start: int, out: list[list[Any]],
                       catch: bool = True) -> int:
@@ -204,8 +215,10 @@ class Runner:
                     elif r is not None:
                         self._emit(r, out)
         except _PASS:
+            self._reached = i
             raise
         except BaseException as exc:
+            self._reached = i
             if not catch:
                 raise
             self._failed(exc, batch[i], out)

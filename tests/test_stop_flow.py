@@ -132,3 +132,14 @@ def test_raised_stop_flow_still_ends_the_flow_cleanly(executor):
 
     report = (numbers(10 ** 9) >> upto >> ignore).run(executor=executor, timeout=20)
     assert report.stopped and report["upto"].items_out == 3
+
+
+def test_a_stage_ended_mid_batch_counts_only_what_it_took_in(executor):
+    @transform
+    def upto_50(x):
+        if x == 50:
+            raise StopFlow
+        return x
+
+    report = (numbers(1000) >> upto_50 >> ignore).run(executor=executor, timeout=20)
+    assert (report["upto_50"].items_in, report["upto_50"].items_out) == (51, 50)
