@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._flow import Edge, Flow, Node, as_flow, refuse_stop_flow
+from ._flow import DEAD_LETTER, Edge, Flow, Node, as_flow, refuse_stop_flow
 from ._stages import Stage
 from .errors import GraphError
 
@@ -93,7 +93,15 @@ def loop(body: Any, *, seed: Iterable[Any] = (), until: Callable[[Any], bool] | 
         raise GraphError(f"loop: max_iterations must be an integer >= 1, "
                          f"got {max_iterations!r}")
     flow = as_flow(body)
+    letters = {e.dst: e.src for e in flow.edges if e.src_port == DEAD_LETTER}
     for node in flow.nodes:
+        if node in letters and node.stage.kind == "sink":
+            failing = letters[node].stage.name if letters[node] else "?"
+            raise GraphError(
+                f"stage {failing!r} in a loop body sends its failures to "
+                f"the sink {node.stage.name!r}, and a loop body cannot hold sinks: inside "
+                f"a loop use on_error='skip' or a dead-letter transform, or handle "
+                f"failures after the loop")
         if node.stage.kind not in ("transform", "loop"):
             raise GraphError(f"loop body stage {node.stage.name!r} is a {node.stage.kind}: "
                              f"a loop body is made of transforms only")

@@ -5,7 +5,7 @@ from helpers import ignore, inc, listed, numbers
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowdsl import GraphError, StageError, StopFlow, loop, merge, transform
+from flowdsl import GraphError, StageError, StopFlow, loop, merge, sink, transform
 
 
 @transform
@@ -192,3 +192,14 @@ def test_broadcast_inside_a_loop_body_counts_every_copy(executor):
     flow = numbers(60) >> loop(body, until=lambda x: x < 3)
     assert sorted(flow.collect(executor=executor, timeout=20)) == sorted(
         _halve_until_below(x, 3) for x in range(60))
+
+
+def test_a_dead_letter_sink_inside_a_loop_body_is_refused_clearly():
+    @sink
+    def letters(failure):
+        pass
+
+    with pytest.raises(GraphError, match=r"'halve' in a loop body sends its failures to "
+                                         r"the sink 'letters'.*on_error='skip'"):
+        loop(transform(lambda x: x // 2, name="halve").options(on_error=letters),
+             until=lambda x: x < 1)
