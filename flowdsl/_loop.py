@@ -96,7 +96,8 @@ def loop(body: Any, *, seed: Iterable[Any] = (), until: Callable[[Any], bool] | 
     letters = {e.dst: e.src for e in flow.edges if e.src_port == DEAD_LETTER}
     for node in flow.nodes:
         if node in letters and node.stage.kind == "sink":
-            failing = letters[node].stage.name if letters[node] else "?"
+            src = letters[node]
+            failing = src.stage.name if src is not None else "?"
             raise GraphError(
                 f"stage {failing!r} in a loop body sends its failures to "
                 f"the sink {node.stage.name!r}, and a loop body cannot hold sinks: inside "
