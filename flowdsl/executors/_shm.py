@@ -128,7 +128,8 @@ class SegmentPool:
     def _take(self, length: int) -> _Segment:
         best = None
         for seg in self.segments:
-            if seg.size >= length and seg.map[HELD] == 0 and (
+            # not a segment far bigger than needed: a kept item would pin all of it
+            if length <= seg.size <= max(4 * length, _MIN_SEGMENT) and seg.map[HELD] == 0 and (
                     best is None or seg.size < best.size):
                 best = seg
         if best is not None:
