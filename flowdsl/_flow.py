@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -114,7 +115,12 @@ class Composable:
         """
         from .executors import execute
 
-        with execute(self._as_flow(), executor=executor, timeout=timeout,
+        flow = self._as_flow()
+        if not flow.outlets:
+            logging.getLogger("flowdsl").warning(
+                "%r ends in sinks: no item reaches the caller, so iterating or collecting it "
+                "gives nothing; run() runs it and returns its report", self)
+        with execute(flow, executor=executor, timeout=timeout,
                      progress=progress, want_results=True) as execution:
             yield from execution
 

@@ -460,3 +460,11 @@ def test_functions_of_an_unimportable_main_work_without_fork(method):
                             capture_output=True, text=True, timeout=50)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str([f'{{"x": {i}}}' for i in range(3)])
+
+
+def test_collecting_a_flow_that_ends_in_sinks_warns_it_gives_nothing(caplog):
+    assert (numbers(3) >> ignore).collect(executor="serial") == []
+    assert "ends in sinks: no item reaches the caller" in caplog.text
+    caplog.clear()
+    assert (numbers(3) >> inc).collect(executor="serial") == [1, 2, 3]
+    assert "ends in sinks" not in caplog.text
