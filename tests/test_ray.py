@@ -303,6 +303,48 @@ def test_vanished_actor_raises_worker_died():
     assert info.value.stage == "exit_at_five"
 
 
+def dies_once(marker):
+    """A stateless transform whose actor is killed at item 5, the first time only."""
+    @transform
+    def once(x):
+        if x == 5 and not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return 2 * x
+
+    return once
+
+
+def test_a_restarted_stateless_stage_redoes_the_dead_actors_batches(tmp_path):
+    ray_executor = RayExecutor(restarts={"once": 1})
+    flow = numbers(40) >> dies_once(str(tmp_path / "died"))
+    with execute(flow, executor=ray_executor, timeout=60) as execution:
+        got = list(execution)
+    assert got == [2 * x for x in range(40)]  # none lost, none twice, in order
+    assert (tmp_path / "died").exists()
+    assert execution.report["once"].items_out == 40
+
+
+def test_without_restarts_the_same_death_is_worker_died(tmp_path):
+    with pytest.raises(WorkerDied, match="once"):
+        (numbers(40) >> dies_once(str(tmp_path / "died"))).collect(executor="ray",
+                                                                   timeout=60)
+
+
+def test_restarts_are_refused_for_stateful_stages_and_sources():
+    @transform
+    class Counter_:
+        def run(self, x):
+            return x
+
+    with pytest.raises(GraphError, match="'Counter_' is an object, whose state"):
+        (numbers(3) >> Counter_()).collect(executor=RayExecutor(restarts={"Counter_": 1}))
+    with pytest.raises(GraphError, match="'numbers' is a source"):
+        (numbers(3) >> inc).collect(executor=RayExecutor(restarts={"numbers": 1}))
+    with pytest.raises(ValueError, match="no stage named 'nope'"):
+        (numbers(3) >> inc).collect(executor=RayExecutor(restarts={"nope": 1}))
+
+
 def test_timeout():
     @transform
     def slow(x):

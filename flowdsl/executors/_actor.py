@@ -51,6 +51,7 @@ class StageActor:
         self.cost = 0.0  # seconds per item of the last call
         self.leftover = 0  # zip: items that will never be paired
         self.item_bytes = 0.0  # serialised size of an output item, last measured
+        self.restarted = False  # a new life after a death: opened by its first call
         self._capture_logging()
 
     # -- calls from the driver -----------------------------------------------------------
@@ -98,6 +99,9 @@ class StageActor:
     def process(self, port: int, ended: bool, *batches: bytes) -> Any:
         """Apply the stage to the items of ``batches`` (from input ``port``); with
         ``ended`` that input has no more items after these."""
+        if self.runner is None:  # Ray restarted this actor: a stateless stage, open it
+            self.open()
+            self.restarted = True
         out = self._out()
         items = [x for b in batches for x in decode(b)]
         if self.status != "ok":  # stopped or ended: what still arrives is dropped
@@ -244,8 +248,10 @@ class StageActor:
                                                           self.busy)
         meta = {"status": self.status, "figures": figures, "cost": self.cost,
                 "item_bytes": self.item_bytes,
-                "leftover": self.leftover, "logs": self.records}
+                "leftover": self.leftover, "logs": self.records,
+                "restarted": self.restarted}
         self.records = []
+        self.restarted = False
         self.leftover = 0
         if self.status == "error":
             meta["error"] = self.error

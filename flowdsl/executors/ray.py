@@ -70,6 +70,12 @@ class RayExecutor(Executor):
     ``actor_options`` (a GPU for one stage, a custom resource to pin a stage to
     some nodes).  ``grace`` is how long a cancelled actor may spend in
     ``local_term`` before it is killed.
+
+    ``restarts`` maps a stage's name to how many times each of its actors may be
+    restarted after it dies (its node lost, out of memory); the batches it was
+    working on are given again to the new actor.  Only stateless stages qualify:
+    transforms and sinks made from plain functions, which a fresh copy runs the
+    same way (a class keeps state and a source's position would be lost).
     """
 
     name = "ray"
@@ -77,8 +83,14 @@ class RayExecutor(Executor):
     def __init__(self, address: str | None = None, *, grace: float = 1.0,
                  init_options: dict[str, Any] | None = None,
                  actor_options: dict[str, Any] | None = None,
-                 stage_options: dict[str, dict[str, Any]] | None = None) -> None:
+                 stage_options: dict[str, dict[str, Any]] | None = None,
+                 restarts: dict[str, int] | None = None) -> None:
         self.address = address
+        self.restarts = dict(restarts or {})
+        for stage, n in self.restarts.items():
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise ValueError(f"RayExecutor(restarts=...): the restarts of {stage!r} "
+                                 f"must be an integer >= 0, got {n!r}")
         self.grace = grace
         self.init_options = dict(init_options or {})
         self.actor_options = dict(actor_options or {})
@@ -86,15 +98,21 @@ class RayExecutor(Executor):
 
     def options_for(self, stage: str) -> dict[str, Any]:
         """The Ray actor options of the actors of ``stage``."""
-        return {"max_restarts": 0, **self.actor_options, **self.stage_options.get(stage, {})}
+        return {**self.actor_options, **self.stage_options.get(stage, {}),
+                "max_restarts": self.restarts.get(stage, 0), "max_task_retries": 0}
 
     def start(self, plan: Plan, *, timeout: float | None = None) -> Execution:
         check_supported(plan)
-        unknown = set(self.stage_options) - {n.name for n in plan.nodes}
-        if unknown:
-            raise ValueError(f"RayExecutor(stage_options=...): no stage named "
-                             f"{sorted(unknown)[0]!r} in this flow; its stages are "
-                             f"{[n.name for n in plan.nodes if not n.hidden]}")
+        for option, names in (("stage_options", self.stage_options),
+                              ("restarts", self.restarts)):
+            unknown = set(names) - {n.name for n in plan.nodes}
+            if unknown:
+                raise ValueError(f"RayExecutor({option}=...): no stage named "
+                                 f"{sorted(unknown)[0]!r} in this flow; its stages are "
+                                 f"{[n.name for n in plan.nodes if not n.hidden]}")
+        for node in plan.nodes:
+            if self.restarts.get(node.name):
+                _check_restartable(node)
         code = _ship(plan)  # before Ray starts: an unpicklable stage fails at once
         ray = _import_ray()
         if not ray.is_initialized():
@@ -103,6 +121,20 @@ class RayExecutor(Executor):
 
     def __repr__(self) -> str:
         return f"RayExecutor(address={self.address!r})"
+
+
+def _check_restartable(node: Any) -> None:
+    """Restarts are for stages a fresh actor runs the same way: plain functions."""
+    import inspect
+
+    stage = node.stage
+    if stage.kind not in ("transform", "sink") or not inspect.isfunction(stage.callable):
+        what = {"source": "a source (a restarted one would start its stream again)",
+                "loop": "a loop gate"}.get(stage.kind, "an object, whose state a restart "
+                                                        "would lose")
+        raise GraphError(f"RayExecutor(restarts=...): stage {node.name!r} is {what}; "
+                         f"restarts are for stateless stages, transforms and sinks made "
+                         f"from plain functions")
 
 
 def check_supported(plan: Plan) -> None:
@@ -186,6 +218,7 @@ class _Call:
     reply: dict[str, Any] | None = None  # the meta, once it came back
     port: int = 0  # the input port of a "process" call
     items: int = 0  # how many items it was given
+    args: tuple[Any, ...] = ()  # what it was called with, to call again after a restart
 
 
 class _RayExecution(Execution):
@@ -210,6 +243,11 @@ class _RayExecution(Execution):
         self.finishing = [set(range(n.workers)) for n in nodes]
         self.done = [False] * len(nodes)  # every actor finished: outputs closed
         self.figures: dict[tuple[int, int], tuple[float, ...]] = {}
+        # restarts: how many calls may still be given again, per actor, and the
+        # figures of the actors' earlier lives
+        self.retries = {(n.id, w): executor.restarts.get(n.name, 0) * IN_FLIGHT
+                        for n in nodes for w in range(n.workers)}
+        self.past: dict[tuple[int, int], tuple[float, ...]] = {}
         self.cost = [0.0] * len(nodes)
         self.item_bytes = [0.0] * len(nodes)  # serialised size of an output item
         self.leftover = [0] * len(nodes)  # zip items never paired, dropped inputs
@@ -408,7 +446,7 @@ class _RayExecution(Execution):
         if ports >= 0:  # the meta, then one list per output port
             refs = method.options(num_returns=1 + ports).remote(*args)
             refs = refs if isinstance(refs, list) else [refs]
-            call = _Call(nid, w, kind, refs[0], refs[1:], port=port, items=items)
+            call = _Call(nid, w, kind, refs[0], refs[1:], port=port, items=items, args=args)
         else:
             call = _Call(nid, w, kind, method.remote(*args))
         node = self.plan.nodes[nid]
@@ -424,6 +462,9 @@ class _RayExecution(Execution):
         try:
             reply = self.ray.get(call.meta)
         except self.ray.exceptions.RayActorError as exc:
+            if call.kind == "process" and self.retries[call.node, call.worker] > 0:
+                self._call_again(call)
+                return
             raise WorkerDied(node.name, call.worker, None) from exc
         except self.ray.exceptions.RayError as exc:
             raise StageError(node.name, None, call.worker, str(exc),
@@ -431,6 +472,12 @@ class _RayExecution(Execution):
         self.busy_calls[call.node][call.worker] -= 1
         for record in reply["logs"]:
             logging.getLogger(record.name).handle(record)
+        if reply["restarted"] and (call.node, call.worker) in self.figures:
+            # a new life: keep what the dead actor had counted
+            self.past[call.node, call.worker] = tuple(
+                a + b for a, b in zip(self.past.get((call.node, call.worker), ()) or
+                                      (0.0,) * len(reply["figures"]),
+                                      self.figures[call.node, call.worker], strict=True))
         self.figures[call.node, call.worker] = reply["figures"]
         self.leftover[call.node] += reply["leftover"]
         if reply.get("pid"):
@@ -449,6 +496,19 @@ class _RayExecution(Execution):
         queue = self.order[key]
         while queue and queue[0].reply is not None:
             self._release(queue.popleft())
+
+    def _call_again(self, call: _Call) -> None:
+        """Give a dead actor's call to its restarted self (Ray restarts it)."""
+        key = (call.node, call.worker)
+        self.retries[key] -= 1
+        log.warning("actor %d of stage %r died; calling its restarted actor again",
+                    call.worker, self.plan.nodes[call.node].name,
+                    extra={"stage": self.plan.nodes[call.node].name, "worker": call.worker})
+        method = self.actors[call.node][call.worker].process
+        refs = method.options(num_returns=1 + len(call.ports)).remote(*call.args)
+        refs = refs if isinstance(refs, list) else [refs]
+        call.meta, call.ports = refs[0], refs[1:]
+        self.calls[call.meta] = call
 
     def _release(self, call: _Call) -> None:
         """A call's outputs go downstream, its status takes effect."""
@@ -552,10 +612,11 @@ class _RayExecution(Execution):
     def stats(self) -> dict[str, StageStats]:
         stages = {n.name: StageStats(n.name, n.kind, n.workers)
                   for n in self.plan.nodes if not n.hidden}
-        for (nid, _), figures in list(self.figures.items()):
+        for (nid, w), figures in list(self.figures.items()):
             node = self.plan.nodes[nid]
             if not node.hidden:
                 stages[node.name].add(*figures)
+                stages[node.name].add(*self.past.get((nid, w), ()))
         return stages
 
     def queue_fill(self) -> dict[str, float]:
