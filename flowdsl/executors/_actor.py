@@ -27,6 +27,7 @@ import dill
 from .._runner import Runner, StageDone
 from ..errors import StageError, StopFlow
 from ._codec import decode, encode, find_unpicklable
+from ._records import portable, route_logging
 
 __all__ = ["StageActor"]
 
@@ -260,14 +261,7 @@ class StageActor:
     def _capture_logging(self) -> None:
         """Records made here travel to the driver in the replies, which hands them
         to its own handlers (as the process executor does)."""
-        root = logging.getLogger()
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        root.addHandler(_Collect(self))
-        root.setLevel(self.levels.get("", logging.WARNING))
-        lib = logging.getLogger("flowdsl")
-        lib.setLevel(self.levels.get("flowdsl", logging.WARNING))
-        lib.propagate = True
+        route_logging(_Collect(self), self.levels)
 
 
 class _Collect(logging.Handler):
@@ -277,12 +271,8 @@ class _Collect(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            if record.args:
-                record.msg = record.getMessage()
-                record.args = None
-            record.exc_info = None
-            record.processName = f"{getattr(record, 'stage', '')}-{self.actor.worker}"
-            pickle.dumps(record)
+            record = portable(record, self.actor.worker)
+            pickle.dumps(record)  # fails here, not in the reply
             self.actor.records.append(record)
         except Exception:
             self.handleError(record)

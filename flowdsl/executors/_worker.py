@@ -28,6 +28,7 @@ from .._runner import Cancelled, Runner, StageDone
 from ..errors import StageError, StopFlow
 from ._channel import Channel, ControlPipe
 from ._codec import EOS, Codec, encode, find_unpicklable
+from ._records import portable, route_logging
 
 __all__ = ["LINGER", "Job", "Ordering", "worker_main"]
 
@@ -626,11 +627,7 @@ class _ForwardHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            if record.args:
-                record.msg = record.getMessage()
-                record.args = None
-            record.exc_info = None
-            record.processName = f"{getattr(record, 'stage', '')}-{self.worker}"
+            record = portable(record, self.worker)
             data = pickle.dumps(("log", self.node, self.worker, record))
             self.control.send(data)
         except Cancelled:
@@ -640,15 +637,5 @@ class _ForwardHandler(logging.Handler):
 
 
 def _forward_logging(job: Job) -> None:
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    root.addHandler(_ForwardHandler(job.control, job.node.id, job.worker))
-    root.setLevel(job.log_levels.get("", logging.WARNING))
-    lib = logging.getLogger("flowdsl")
-    lib.setLevel(job.log_levels.get("flowdsl", logging.WARNING))
-    for handler in list(lib.handlers):
-        if not isinstance(handler, logging.NullHandler):
-            lib.removeHandler(handler)
-    lib.propagate = True
+    route_logging(_ForwardHandler(job.control, job.node.id, job.worker), job.log_levels)
     os.environ.setdefault("FLOWDSL_WORKER", f"{job.node.name}:{job.worker}")
