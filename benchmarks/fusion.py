@@ -12,23 +12,9 @@ from __future__ import annotations
 import statistics
 import time
 
+from w1_tiny_ints import add1, add1_mul2, mul2, numbers
+
 from flowdsl import source, transform
-
-
-def numbers(n):
-    yield from range(n)
-
-
-def add1(x):
-    return x + 1
-
-
-def mul2(x):
-    return x * 2
-
-
-def add1_mul2(x):
-    return mul2(add1(x))
 
 
 def spin(x):
