@@ -78,8 +78,11 @@ class Progress:
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval) and not self.execution.closed:
-            self.view.draw(self.rows(), False)
+        try:
+            while not self._stop.wait(self.interval) and not self.execution.closed:
+                self.view.draw(self.rows(), False)
+        except Exception:  # stop drawing; the run goes on
+            log.warning("the progress display failed", exc_info=True)
 
     def rows(self, final: bool = False) -> list[_Row]:
         """The figures now; the rate is the recent one, or the whole run's when final."""
@@ -88,17 +91,20 @@ class Progress:
         rows = []
         for name, stats in self.execution.stats().items():
             row = _Row(stats, 0.0, fill.get(name))
-            then, before = self._last.get(name, (self._started, 0))
-            if final:
-                then, before = self._started, 0
-            if now > then:
-                row.rate = (row.done - before) / (now - then)
-            if not final and name in self._rates:
-                row.rate = _SMOOTHING * row.rate + (1 - _SMOOTHING) * self._rates[name]
-            self._rates[name] = row.rate
-            self._last[name] = (now, row.done)
+            row.rate = self._rate(name, row.done, now, final)
             rows.append(row)
         return rows
+
+    def _rate(self, name: str, done: int, now: float, final: bool) -> float:
+        """Items per second since the last draw (smoothed), or since the start."""
+        then, before = ((self._started, 0) if final
+                        else self._last.get(name, (self._started, 0)))
+        rate = (done - before) / (now - then) if now > then else 0.0
+        if not final and name in self._rates:
+            rate = _SMOOTHING * rate + (1 - _SMOOTHING) * self._rates[name]
+        self._rates[name] = rate
+        self._last[name] = (now, done)
+        return rate
 
     def close(self) -> None:
         """Stop drawing; draw the final figures once.  A display that fails is
