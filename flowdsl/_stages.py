@@ -2,7 +2,7 @@
 
 A stage holds *what* to run (a function, a generator, or an object with a ``run``
 method) and *how* (name, workers, buffer, ordering).  It never runs anything
-itself: executors turn stages into runners (see ``_runner.py``).
+itself: executors turn stages into runners (see ``_core/runner.py``).
 
 The three kinds share one class hierarchy with the minipipe-style explicit API:
 ``Source``, ``Transform`` and ``Sink`` accept minipipe's positional arguments

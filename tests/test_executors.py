@@ -414,7 +414,8 @@ def test_report_lookup_lists_the_stage_names():
 
 def test_messages_never_exceed_the_consumers_buffer(monkeypatch, tmp_path):
     """buffer bounds the items waiting in front of a stage, even behind big chunks."""
-    from flowdsl.executors import _channel, _codec
+    from flowdsl._core import codec as _codec
+    from flowdsl.executors import _channel
 
     log_path = tmp_path / "sizes"
     put = _channel.Channel.put

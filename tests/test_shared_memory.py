@@ -25,7 +25,9 @@ from flowdsl import (
     source,
     transform,
 )
-from flowdsl.executors import _codec, _shm, _worker
+from flowdsl._core import codec as _codec
+from flowdsl._core import shm as _shm
+from flowdsl.executors import _worker
 from flowdsl.testing import inject_fault
 
 T = _shm.THRESHOLD

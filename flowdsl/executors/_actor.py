@@ -1,6 +1,6 @@
 """The Ray side of the ray executor: one actor per worker of a stage.
 
-An actor only runs user code, through a :class:`~flowdsl._runner.Runner`; the
+An actor only runs user code, through a :class:`~flowdsl._core.runner.Runner`; the
 driver decides what each actor gets and when.  Every call returns a small *meta*
 dict (status, figures, log records) first, then one list of items per output port,
 so the driver reads the meta and passes the item lists on as object references
@@ -24,10 +24,10 @@ from typing import Any
 
 import dill
 
-from .._runner import Runner, StageDone
+from .._core.runner import Runner, StageDone
 from ..errors import StageError, StopFlow
-from ._codec import decode, encode, find_unpicklable
-from ._records import portable, route_logging
+from .._core.codec import decode, encode, find_unpicklable
+from .._core.records import portable, route_logging
 
 __all__ = ["StageActor"]
 

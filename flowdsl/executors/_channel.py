@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._codec import EOS
+from .._core.codec import EOS
 
 __all__ = ["Channel", "ControlPipe"]
 

@@ -24,11 +24,11 @@ from typing import Any
 
 from .._plan import NodeSpec
 from .._report import FIGURES
-from .._runner import Cancelled, Runner, StageDone
+from .._core.runner import Cancelled, Runner, StageDone
 from ..errors import StageError, StopFlow
 from ._channel import Channel, ControlPipe
-from ._codec import EOS, Codec, encode, find_unpicklable
-from ._records import portable, route_logging
+from .._core.codec import EOS, Codec, encode, find_unpicklable
+from .._core.records import portable, route_logging
 
 __all__ = ["LINGER", "Job", "Ordering", "worker_main"]
 

@@ -31,10 +31,10 @@ from multiprocess.reduction import ForkingPickler
 from .._plan import Plan
 from .._report import FIGURES, StageStats
 from ..errors import FlowError, FlowTimeout, GraphError, WorkerDied
-from . import _shm
+from .._core import shm as _shm
 from ._base import Execution, Executor
 from ._channel import Channel, ControlPipe
-from ._codec import EOS, Codec, encode
+from .._core.codec import EOS, Codec, encode
 from ._worker import MAX_BATCH, Job, Ordering, worker_main
 
 __all__ = ["ProcessExecutor"]

@@ -44,7 +44,7 @@ from .._plan import DEFAULT_BUFFER, DRIVER, Plan
 from .._report import StageStats
 from ..errors import FlowTimeout, GraphError, StageError, WorkerDied
 from ._base import Execution, Executor
-from ._codec import decode, encode
+from .._core.codec import decode, encode
 
 __all__ = ["RayExecutor"]
 

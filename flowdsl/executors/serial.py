@@ -1,29 +1,59 @@
-"""The serial executor: the reference semantics, in the calling process.
+"""The serial executor: the stage machines driven in the calling process.
 
-Items are pushed one at a time through a FIFO work list, sources are pulled in
-turn, and everything is deterministic.  It is the oracle the process executor is
-tested against, and the mode to debug a flow in (breakpoints work).
+It is the reference semantics by construction: the rules of the flow live in the
+machines (:mod:`flowdsl._core.machine`), and this module only moves items between
+them through in-memory queues, in an order a *schedule* decides.  The default
+schedule is deterministic: sources are pulled in turn, one item at a time, and
+everything an item causes runs before the next one is pulled; each stage has one
+worker.  Tests pass other schedules (:class:`Schedule`) to drive the same
+machines in any order, with several workers per stage and batches of any size.
+
+It is the oracle the process executor is tested against, and the mode to debug a
+flow in (breakpoints work).
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from .._core.machine import RUNNING, Machine
 from .._plan import DRIVER, Plan
 from .._report import StageStats
-from .._runner import Runner, StageDone
-from ..errors import FlowTimeout, StopFlow
+from ..errors import FlowTimeout
 from ._base import Execution, Executor
 
-__all__ = ["SerialExecutor"]
+__all__ = ["Schedule", "SerialExecutor"]
 
-log = logging.getLogger("flowdsl")
-_EOS = object()
+_EOS = None  # the end of a queue: no batch is None
+
+
+class Schedule:
+    """The order in which the serial executor runs things.
+
+    The default: one worker per stage, one item per batch, consumers of a
+    channel served in turn, events handled in the order they happened.
+    Subclasses (the property tests') may choose otherwise at every step.
+    """
+
+    parallel = False  # run a stage's ``workers`` machines, not one
+
+    def split(self, items: list[Any], consumers: int) -> list[tuple[int, list[Any]]]:
+        """Cut ``items`` into batches, each for one of ``consumers`` competing
+        consumers: ``(consumer index, batch)``.  By default one item each, in turn."""
+        return [(-1, [x]) for x in items]  # -1: the next in turn
+
+    def pick(self, ready: deque[Any]) -> Any:
+        """Take the next thing to run from ``ready`` (queues and sources, in the
+        order they became ready)."""
+        return ready.popleft()
+
+    def pull_size(self) -> int:
+        """How many items a source is asked for at a time."""
+        return 1
 
 
 class SerialExecutor(Executor):
@@ -31,254 +61,208 @@ class SerialExecutor(Executor):
 
     name = "serial"
 
+    def __init__(self, schedule: Schedule | None = None) -> None:
+        self.schedule = schedule or Schedule()
+
     def start(self, plan: Plan, *, timeout: float | None = None) -> Execution:
-        return _SerialExecution(plan, timeout)
+        return _SerialExecution(plan, timeout, self.schedule)
 
 
 class _SerialExecution(Execution):
-    def __init__(self, plan: Plan, timeout: float | None) -> None:
+    def __init__(self, plan: Plan, timeout: float | None, schedule: Schedule) -> None:
         super().__init__(plan, "serial")
+        self.schedule = schedule
         self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.runners = [Runner(n.stage, n.name, n.arity, len(n.outputs),
-                               copy_functor=True, envelope=n.envelope, dead_letter=n.dead_letter)
-                        for n in plan.nodes]
-        self.work: deque[tuple[int, int, Any]] = deque()
-        self.pending: list[list[deque[Any]]] = [[deque() for _ in n.inputs] for n in plan.nodes]
-        self.ports_open = [len(n.inputs) for n in plan.nodes]
-        self.leftovers = [0] * len(plan.nodes)
-        self.live = [len(c.producers) for c in plan.channels]
-        self.turn = [0] * len(plan.channels)
-        self.ended = [False] * len(plan.nodes)
-        self.busy = [0.0] * len(plan.nodes)
+        workers = [n.workers if schedule.parallel else 1 for n in plan.nodes]
+        self.machines = [[Machine(plan, n, w, copy_functor=True) for w in range(workers[n.id])]
+                         for n in plan.nodes]
+        self.busy = [[0.0] * k for k in workers]
+        # one queue per (node, worker, input index): batches, then _EOS
+        self.queues: dict[tuple[int, int, int], deque[Any]] = {}
+        self.ready: deque[Any] = deque()  # queue keys with something in, and sources
         self.results: deque[Any] = deque()
-        self.closed = False
-        self.port_closed = [[False] * len(n.outputs) for n in plan.nodes]
-        self.stopped = [False] * len(plan.nodes)  # ended early by a flag or Sentinel
-        self.port_ended: list[set[int]] = [set() for _ in plan.nodes]
-        self.dropped = [0] * len(plan.nodes)
+        self.live = [sum(workers[n] for n, _ in c.producers) for c in plan.channels]
+        self.turn = [0] * len(plan.channels)
         self.in_flight = [0] * len(plan.nodes)  # per loop gate
-        self.upstream_done = [n.loop is not None and n.loop.upstream is None
-                              for n in plan.nodes]
+        self.closed = False
+        self.stopping = False  # a stage raised StopFlow: the sources stop
+        # a stage whose several workers keep order: the number of the next batch
+        # given out, of the next whose outputs go out, and outputs held until then
+        self.ordered = [workers[n.id] > 1 and n.stage.ordered and n.kind != "sink"
+                        for n in plan.nodes]
+        self.given = [0] * len(plan.nodes)
+        self.next_out = [0] * len(plan.nodes)
+        self.held: list[dict[int, list[list[Any]]]] = [{} for _ in plan.nodes]
+        self.seqs: dict[tuple[int, int, int], deque[int]] = {}
 
+    # -- the run ---------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
         try:
-            for r in self.runners:
-                r.open()
-            for ch in self.plan.channels:
-                for x in ch.seeds:
-                    self._deliver(ch.id, x)
-                if not ch.producers:  # fed by its seeds alone
-                    self.work.extend((n, p, _EOS) for n, p in ch.consumers if n != DRIVER)
-            for node in self.plan.nodes:
-                if node.loop is not None:
-                    self._enter(node.id, node.gate.seed)
-            yield from self._drain()
-            sources = {n.id: self.runners[n.id].iterate()
-                       for n in self.plan.nodes if n.kind == "source"}
-            while sources:
-                for nid, it in list(sources.items()):
-                    if self._flagged(nid) or self._unread(nid) or self.report.stopped:
-                        x = _EOS
-                    else:
-                        t = time.perf_counter()
-                        try:
-                            x = next(it, _EOS)
-                        except StopFlow:
-                            x, self.report.stopped = _EOS, True
-                        self.busy[nid] += time.perf_counter() - t
-                    if x is _EOS:
-                        del sources[nid]
-                        self._end(nid)
-                    else:
-                        out: list[list[Any]] = [[] for _ in self.plan.nodes[nid].outputs]
-                        self._split(nid, x, out)
-                        self._emit(nid, out)
-                    yield from self._drain()
-            for nid, ended in enumerate(self.ended):  # cycles fed only by seeds
-                if not ended:
-                    self._end(nid)
-            yield from self._drain()
-        except StopFlow:
-            self.report.stopped = True
+            yield from self._run()
         finally:
             self.close()
 
+    def _run(self) -> Iterator[Any]:
+        plan = self.plan
+        for nid, ms in enumerate(self.machines):
+            for m in ms:
+                self._event(m, m.open)
+        for ch in plan.channels:
+            if ch.seeds:
+                self._deliver(ch.id, list(ch.seeds))
+            if not ch.producers:  # fed by its seeds alone
+                self._end_channel(ch.id)
+        sources = deque(m for n in plan.nodes if n.kind == "source" for m in self.machines[n.id])
+        while True:
+            yield from self._drain()
+            if sources:
+                self._check_deadline()
+                m = sources.popleft()
+                self._pull(m)
+                if m.status is RUNNING:
+                    sources.append(m)
+                continue
+            rest = [m for ms in self.machines for m in ms if m.status is RUNNING]
+            if not rest:
+                break
+            self._event(rest[0], rest[0].end_all)  # a cycle of streams, fed only by seeds
+        yield from self._drain()
+
     def _drain(self) -> Iterator[Any]:
-        work, results = self.work, self.results
-        while work or results:
+        ready, results = self.ready, self.results
+        while ready or results:
             while results:
                 yield results.popleft()
-            if work:
+            if ready:
                 self._check_deadline()
-                self._step(*work.popleft())
+                self._step(self.schedule.pick(ready))
 
-    def _step(self, nid: int, port: int, x: Any) -> None:
-        node = self.plan.nodes[nid]
-        if node.loop is not None:
-            self._gate_step(nid, port, x)
+    def _pull(self, m: Machine) -> None:
+        if self.stopping or self._unread(m.node.id):
+            self._event(m, m.stop)
+        else:
+            self._event(m, m.pull, self.schedule.pull_size())
+
+    def _step(self, key: tuple[int, int, int]) -> None:
+        nid, w, port = key
+        m = self.machines[nid][w]
+        batch = self.queues[key].popleft()
+        if batch is _EOS:
+            self._event(m, m.end, port)
             return
-        if x is _EOS:
-            self.ports_open[nid] -= 1
-            self.port_ended[nid].add(port)
-            if not self.ended[nid] and self._zip_exhausted(nid):
-                self._end(nid)
-            if self.ports_open[nid] == 0:
-                if self.leftovers[nid]:
-                    _warn_leftovers(node.name, self.leftovers[nid])
-                if self.stopped[nid]:
-                    log.info("stopped early; %d item(s) left in its inputs were dropped",
-                             self.dropped[nid], extra={"stage": node.name, "worker": 0})
-            return
-        if self.ended[nid]:
-            if self.stopped[nid]:
-                self.dropped[nid] += 1
-            else:
-                self.leftovers[nid] += 1
-            self._count(node, 0, 1)
-            return
-        if self._flagged(nid):
-            self._stop(nid)
-            return
-        if len(node.inputs) > 1:
-            pending = self.pending[nid]
-            pending[port].append(x)
-            if not all(pending):
-                return
-            x = tuple(q.popleft() for q in pending)
-        out: list[list[Any]] = [[] for _ in node.outputs]
+        if self.ordered[nid]:
+            seq = self.seqs[key].popleft()
+            self._event(m, m.feed, port, batch, seq=seq)
+        else:
+            self._event(m, m.feed, port, batch)
+        if m.status is RUNNING and self._unread(nid):
+            self._event(m, m.stop)  # nobody reads our outputs any more: stop
+
+    def _event(self, m: Machine, method: Any, *args: Any, seq: int | None = None) -> None:
+        """Run one event of machine ``m``, then move what it made: the in-flight
+        change first, then the items, then the ends of its outputs."""
+        nid = m.node.id
         t = time.perf_counter()
         try:
-            self.runners[nid].process([x], out)
-        except (StageDone, StopFlow) as exc:
-            if isinstance(exc, StopFlow):  # this stage ends, the sources stop, the rest drains
-                self.report.stopped = True
-            self._emit(nid, out)
-            self._stop(nid)
-            return
+            method(*args)
         finally:
-            self.busy[nid] += time.perf_counter() - t
-        self._emit(nid, out)
-        pairs = zip(out, node.outputs, strict=True)
-        produced = sum(len(items) * len(chans) for items, chans in pairs)
-        self._count(node, produced, node.arity if len(node.inputs) > 1 else 1)
-        if self.port_ended[nid] and self._zip_exhausted(nid):
-            self._end(nid)  # an ended input has nothing left to pair
-        elif self._unread(nid):
-            self._stop(nid)  # nobody reads our outputs any more: stop, and tell upstream
-
-    # -- loops -------------------------------------------------------------------------
-    def _gate_step(self, gid: int, port: int, x: Any) -> None:
-        if x is _EOS:
-            if port == 0:
-                self.upstream_done[gid] = True
-            else:
-                self._end(gid)  # the body has ended: so does the loop
-                return
-        elif port == 0:
-            self._enter(gid, [x])
+            self.busy[nid][m.worker] += time.perf_counter() - t
+        changed = []
+        for gate, delta in m.take_delta():
+            self.in_flight[gate] += delta
+            changed.append(gate)
+        out = [list(items) for items in m.out]
+        for items in m.out:
+            items.clear()
+        if seq is not None:
+            self._in_order(nid, seq, out)
         else:
-            runner = self.runners[gid]
-            runner.items_in += 1
-            back, out = runner.route([x])
-            self._emit(gid, [back, out])
-            self.in_flight[gid] += len(back) * len(self.plan.nodes[gid].outputs[0]) - 1
-        self._maybe_close_loop(gid)
+            self._send(nid, out)
+        for port in m.take_closed():
+            self._end_port(nid, port)
+        if m.stop_flow and not self.stopping:
+            self.stopping = self.report.stopped = True
+        if m.status is not RUNNING:
+            m.close()  # local_term as soon as the stage has ended
+        if m.gate:
+            changed.append(nid)
+        for gate in changed:
+            g = self.machines[gate][0]
+            if g is not m or method != g.idle:
+                self._event(g, g.idle, self.in_flight[gate])
 
-    def _enter(self, gid: int, items: Any) -> None:
-        items = self.plan.nodes[gid].gate.enter(list(items))
-        self.in_flight[gid] += len(items) * len(self.plan.nodes[gid].outputs[0])
-        self._emit(gid, [items, []])
-        self._maybe_close_loop(gid)
+    def _in_order(self, nid: int, seq: int, out: list[list[Any]]) -> None:
+        held = self.held[nid]
+        held[seq] = out
+        while self.next_out[nid] in held:
+            self._send(nid, held.pop(self.next_out[nid]))
+            self.next_out[nid] += 1
 
-    def _count(self, node: Any, produced: int, consumed: int) -> None:
-        for gid in node.regions:
-            self.in_flight[gid] += produced - consumed
-            self._maybe_close_loop(gid)
-
-    def _maybe_close_loop(self, gid: int) -> None:
-        if self.upstream_done[gid] and self.in_flight[gid] == 0:
-            self._close_port(gid, 0)  # nothing left inside: end the body's input
-
-    def _split(self, nid: int, x: Any, out: list[list[Any]]) -> None:
-        if len(out) > 1:
-            for _ in self.runners[nid].split(iter([x]), out):
-                pass
-        elif out:
-            out[0].append(x)
-
-    def _emit(self, nid: int, out: list[list[Any]]) -> None:
-        node = self.plan.nodes[nid]
+    # -- transport ---------------------------------------------------------------------
+    def _send(self, nid: int, out: list[list[Any]]) -> None:
         for port, items in enumerate(out):
-            for ch in node.outputs[port]:
-                for y in items:
-                    self._deliver(ch, y)
-        dead = node.dead_letter
-        self.runners[nid].items_out += sum(len(o) for p, o in enumerate(out) if p != dead)
+            if items:
+                for ch in self.plan.nodes[nid].outputs[port]:
+                    self._deliver(ch, items)
 
-    def _deliver(self, ch: int, x: Any) -> None:
-        consumers = self.plan.channels[ch].consumers
-        nid, port = consumers[self.turn[ch] % len(consumers)]
-        self.turn[ch] += 1
-        if nid == DRIVER:
-            self.results.append(x)
-        else:
-            self.work.append((nid, port, x))
+    def _deliver(self, ch: int, items: list[Any]) -> None:
+        consumers = self._consumer_workers(ch)
+        for k, batch in self.schedule.split(items, len(consumers)):
+            if k < 0:
+                k = self.turn[ch] % len(consumers)
+                self.turn[ch] += 1
+            nid, w, port = consumers[k]
+            if nid == DRIVER:
+                self.results.extend(batch)
+            else:
+                self._put((nid, w, port), batch)
 
-    def _end(self, nid: int) -> None:
-        if self.ended[nid]:
-            return
-        self.ended[nid] = True
-        node, runner = self.plan.nodes[nid], self.runners[nid]
-        self.leftovers[nid] += sum(map(len, self.pending[nid]))
-        if node.kind not in ("source", "loop"):
-            out: list[list[Any]] = [[] for _ in node.outputs]
-            runner.finish(out)
-            self._emit(nid, out)
-        runner.close()
-        for port in range(len(node.outputs)):
-            self._close_port(nid, port)
+    def _put(self, key: tuple[int, int, int], batch: Any) -> None:
+        q = self.queues.setdefault(key, deque())
+        if batch is not _EOS and self.ordered[key[0]]:
+            self.seqs.setdefault(key, deque()).append(self.given[key[0]])
+            self.given[key[0]] += 1
+        q.append(batch)
+        self.ready.append(key)
 
-    def _close_port(self, nid: int, port: int) -> None:
-        if self.port_closed[nid][port]:
-            return
-        self.port_closed[nid][port] = True
+    def _consumer_workers(self, ch: int) -> list[tuple[int, int, int]]:
+        """Every (node, worker, input index) that competes for channel ``ch``."""
+        found = []
+        for nid, _ in self.plan.channels[ch].consumers:
+            if nid == DRIVER:
+                found.append((DRIVER, 0, 0))
+                continue
+            index = self.plan.nodes[nid].inputs.index(ch)
+            found += [(nid, w, index) for w in range(len(self.machines[nid]))]
+        return found
+
+    def _end_port(self, nid: int, port: int) -> None:
         for ch in self.plan.nodes[nid].outputs[port]:
             self.live[ch] -= 1
             if self.live[ch] == 0:
-                for cid, cport in self.plan.channels[ch].consumers:
-                    if cid != DRIVER:
-                        self.work.append((cid, cport, _EOS))
+                self._end_channel(ch)
 
-    def _stop(self, nid: int) -> None:
-        """End a stage before the end of its input (term flag or Sentinel)."""
-        self.stopped[nid] = True
-        self.dropped[nid] += sum(map(len, self.pending[nid]))
-        for q in self.pending[nid]:
-            q.clear()
-        self._end(nid)
-
-    def _zip_exhausted(self, nid: int) -> bool:
-        """True when an ended input has no buffered item left: nothing more can pair."""
-        return any(not self.pending[nid][p] for p in self.port_ended[nid])
+    def _end_channel(self, ch: int) -> None:
+        for key in self._consumer_workers(ch):
+            if key[0] != DRIVER:
+                self._put(key, _EOS)
 
     def _unread(self, nid: int) -> bool:
         """True when every consumer of every output of ``nid`` has ended."""
         chans = [ch for port in self.plan.nodes[nid].outputs for ch in port]
         return bool(chans) and all(
-            cid != DRIVER and self.ended[cid]
+            cid != DRIVER and all(m.status is not RUNNING for m in self.machines[cid])
             for ch in chans for cid, _ in self.plan.channels[ch].consumers)
 
-    def _flagged(self, nid: int) -> bool:
-        flag = self.plan.nodes[nid].stage.term_flag
-        return flag is not None and flag.is_set()
-
+    # -- figures and teardown ------------------------------------------------------------
     def stats(self) -> dict[str, StageStats]:
         stages = {}
-        for node, r in zip(self.plan.nodes, self.runners, strict=True):
+        for node, ms in zip(self.plan.nodes, self.machines, strict=True):
             if not node.hidden:
-                stages[node.name] = StageStats(node.name, node.kind, node.workers)
-                stages[node.name].add(r.items_in, r.items_out, r.errors, self.busy[node.id])
+                stats = stages[node.name] = StageStats(node.name, node.kind, node.workers)
+                for m in ms:
+                    stats.add(*m.figures, self.busy[node.id][m.worker])
         return stages
 
     def _check_deadline(self) -> None:
@@ -290,17 +274,14 @@ class _SerialExecution(Execution):
             return
         self.closed = True
         first: BaseException | None = None
-        for r in self.runners:  # local_term runs on success, error and cancel alike
-            try:
-                r.close()
-            except Exception as exc:
-                first = first or exc
+        for ms in self.machines:  # local_term runs on success, error and cancel alike
+            for m in ms:
+                try:
+                    m.close()
+                except Exception as exc:
+                    first = first or exc
         self.report.stages = self.stats()
         self._finish_report()
         if first is not None and sys.exc_info()[1] is None:
             raise first
 
-
-def _warn_leftovers(name: str, count: int) -> None:
-    log.warning("zip into %r ended with %d item(s) left over in its other inputs",
-                name, count, extra={"stage": name, "worker": 0})

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _runner
+from .._core import runner as _runner
 from .._flow import Composable, Node, as_flow
 from .._plan import _unique_names, compile_flow
 from .._stages import Regulator, callable_of, hook_of

@@ -29,7 +29,7 @@ from typing import Any
 
 import dill
 
-from . import _shm
+from . import shm as _shm
 
 __all__ = ["EOS", "Codec", "decode", "encode", "find_unpicklable"]
 

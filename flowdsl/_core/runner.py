@@ -16,9 +16,9 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
-from ._sentinel import Sentinel, is_sentinel
-from ._stages import Regulator, Stage, callable_of, hook_of
-from .errors import Failure, StageError, StopFlow
+from .._sentinel import Sentinel, is_sentinel
+from .._stages import Regulator, Stage, callable_of, hook_of
+from ..errors import Failure, StageError, StopFlow
 
 __all__ = ["Cancelled", "Runner", "StageDone"]
 

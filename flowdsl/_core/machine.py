@@ -1,0 +1,342 @@
+"""Stage machines: one worker of one stage, as events in and items out.
+
+A machine is fed events (a batch of items on input ``port``, the end of input
+``port``, stop) and leaves what they make in :attr:`Machine.out`, one list of
+items per output port.  It has no I/O, no process and no clock: an executor
+reads its inputs, feeds the machine, and moves what is in ``out``.  Every rule of
+the flow that concerns one worker is decided here, once, for every executor:
+
+- **end of stream**: a stage ends when its input ends (a zip: when an ended input
+  has nothing left to pair), and then its output ports end (:meth:`take_closed`);
+- **stops**: a term flag, a returned :class:`~flowdsl.Sentinel`, ``StopFlow``
+  (:attr:`stop_flow` asks the executor to stop the sources) or nobody reading
+  (:meth:`stop`) end a stage early; what still arrives is dropped and counted;
+- **zip pairing**, with the items left over counted exactly;
+- **loops**: the change a batch makes to the items in flight inside each loop
+  the stage is in, and a gate's decision to end its body's input (:meth:`idle`).
+
+The in-flight rule.  A copy of an item put into a channel inside a loop counts
+one; an item taken out of such a channel, once it is processed or dropped,
+counts minus one.  A machine adds both up per loop as it goes; the executor
+takes the sum (:meth:`take_delta`) and applies it to the loop's count *before*
+any of those outputs can leave the worker.  The count is therefore never lower
+than what is really in flight, and it is zero only when the loop is empty: then,
+once its upstream has ended, the gate ends the body's input and the ordinary end
+of stream takes over.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from .._plan import DRIVER, NodeSpec, Plan
+from ..errors import StopFlow
+from .runner import Runner, StageDone
+
+__all__ = ["Machine", "Status", "loop_weights"]
+
+log = logging.getLogger("flowdsl")
+
+
+class Status(enum.Enum):
+    """Where a machine stands."""
+
+    RUNNING = "running"
+    ENDED = "ended"  # its input ended (a zip: an input ran out): its outputs ended
+    STOPPED = "stopped"  # ended before its input did: what still arrives is dropped
+
+
+RUNNING, ENDED, STOPPED = Status.RUNNING, Status.ENDED, Status.STOPPED
+
+
+class Machine:
+    """Worker ``worker`` of the stage of ``node`` in ``plan``.
+
+    ``copy_functor`` gives the worker its own copy of a stateful stage object
+    (where workers share the driver's memory: the serial executor).
+    """
+
+    def __init__(self, plan: Plan, node: NodeSpec, worker: int = 0,
+                 copy_functor: bool = False) -> None:
+        self.node = node
+        self.worker = worker
+        self.runner = Runner(node.stage, node.name, node.arity, len(node.outputs), worker,
+                             copy_functor=copy_functor, envelope=node.envelope,
+                             dead_letter=node.dead_letter)
+        self.out: list[list[Any]] = [[] for _ in node.outputs]
+        self.status = RUNNING
+        self.stop_flow = False  # a stage raised StopFlow: the executor stops the sources
+        self.items_out = 0  # items made for the regular outputs (not dead letters)
+        self.leftover = 0  # a zip's items that will never be paired
+        self.dropped = 0  # items that arrived after a stop
+        self.ended_inputs: set[int] = set()
+        self.gate = node.loop is not None
+        self.zip = len(node.inputs) > 1 and not self.gate
+        self.pending: list[deque[Any]] = [deque() for _ in node.inputs] if self.zip else []
+        self.upstream_done = self.gate and node.loop.upstream is None  # type: ignore[union-attr]
+        self.loops = loop_weights(plan, node)
+        self._delta = [0] * len(self.loops)
+        self._closed: list[int] = []  # output ports ended, not yet taken
+        self._ended_ports = [False] * len(node.outputs)
+        self._flag = node.stage.term_flag
+        self._items: Any = None  # a source's iterator
+
+    # -- events ----------------------------------------------------------------------
+    def open(self) -> None:
+        """Run ``local_init``; a gate lets its seed in."""
+        try:
+            self.runner.open()  # a Regulator's coroutine starts here: it may stop
+        except (StageDone, StopFlow) as exc:
+            self._stopped_by(exc)
+            return
+        if self.node.kind == "source":
+            items = self.runner.iterate()
+            self._items = self.runner.split(items, self.out) if self.runner.n_outputs > 1 \
+                else items
+        elif self.gate:
+            self._enter(self.node.gate.seed)
+
+    def pull(self, n: int) -> int:
+        """A source puts up to ``n`` more items in ``out``; returns how many it took
+        from its iterable (fewer than ``n``: it has ended or stopped)."""
+        if self.status is not RUNNING:
+            return 0
+        if self._flagged():
+            self._stop()
+            return 0
+        before = self._lengths()
+        taken = 0
+        split = self.runner.n_outputs > 1
+        append = self.out[0].append if self.out and not split else _ignore
+        try:
+            for x in self._items:
+                append(x)
+                taken += 1
+                if taken >= n:
+                    return taken
+        except (StageDone, StopFlow) as exc:
+            self._stopped_by(exc)
+            return taken
+        finally:
+            self._made(before)
+        self._end(ENDED)
+        return taken
+
+    def feed(self, port: int, items: list[Any]) -> None:
+        """Items arrive on input ``port``."""
+        if self.status is not RUNNING:
+            self._discard(port, len(items))
+            return
+        if self._flagged():
+            self._stop()
+            self._discard(port, len(items))
+            return
+        if self.gate:
+            self._gate(port, items)
+            return
+        if not self.zip:
+            self._process(items, (port,))
+            return
+        pending = self.pending
+        pending[port].extend(items)
+        n = min(map(len, pending))
+        if n:
+            self._process([tuple(q.popleft() for q in pending) for _ in range(n)],
+                          range(len(pending)))
+        if self.status is RUNNING and any(not pending[p] for p in self.ended_inputs):
+            self._run_out()
+
+    def end(self, port: int) -> None:
+        """Input ``port`` has ended: no more items will arrive on it."""
+        if port in self.ended_inputs:
+            return
+        self.ended_inputs.add(port)
+        if self.gate:
+            if self._feedback(port):
+                self._end(ENDED)  # the body has ended: so does the loop
+            else:
+                self.upstream_done = True
+        elif self.status is RUNNING and (not self.zip or not self.pending[port]):
+            self._run_out()
+        if len(self.ended_inputs) == len(self.node.inputs):
+            self._log_losses()
+
+    def end_all(self) -> None:
+        """End every input (a cycle of explicit streams, which no end of stream
+        can leave, once nothing else is left to run)."""
+        for port in range(len(self.node.inputs)):
+            self.end(port)
+        if self.status is RUNNING:
+            self._end(ENDED)
+
+    def stop(self) -> None:
+        """End before the end of input: nobody reads the outputs any more, or the
+        flow is stopping (``StopFlow``)."""
+        self._stop()
+
+    def idle(self, count: int) -> None:
+        """A gate is told the number of items in flight in its loop: when its
+        upstream has ended and none is left, the body's input ends."""
+        if self.upstream_done and count == 0 and not self._ended_ports[0]:
+            self._end_port(0)
+
+    def close(self) -> None:
+        """Run ``local_term`` (once, if ``local_init`` ran)."""
+        self.runner.close()
+
+    # -- what the executor takes -----------------------------------------------------
+    def take_delta(self) -> list[tuple[int, int]]:
+        """``(gate, change)`` of the in-flight count of every loop this stage is in,
+        since the last call: apply it before sending what ``out`` holds."""
+        delta = self._delta
+        if not any(delta):
+            return []
+        self._delta = [0] * len(delta)
+        return [(gate, d) for (gate, _, _), d in zip(self.loops, delta, strict=True) if d]
+
+    def take_closed(self) -> list[int]:
+        """The output ports that have ended since the last call (each once)."""
+        closed, self._closed = self._closed, []
+        return closed
+
+    @property
+    def figures(self) -> tuple[int, int, int]:
+        """Items in, items out, errors."""
+        r = self.runner
+        return r.items_in, self.items_out, r.errors
+
+    # -- inside ------------------------------------------------------------------------
+    def _process(self, items: list[Any], ports: Iterable[int]) -> None:
+        before = self._lengths()
+        try:
+            self.runner.process(items, self.out)
+        except (StageDone, StopFlow) as exc:
+            self._stopped_by(exc)
+        finally:
+            self._made(before, ports, len(items))
+
+    def _gate(self, port: int, items: list[Any]) -> None:
+        before = self._lengths()
+        try:
+            if self._feedback(port):
+                self.runner.items_in += len(items)
+                back, leaving = self.runner.route(items)
+                self.out[0].extend(back)
+                self.out[1].extend(leaving)
+            else:
+                self.out[0].extend(self.node.gate.enter(list(items)))
+        except StopFlow as exc:
+            self._stopped_by(exc)
+        finally:
+            self._made(before, (port,), len(items))
+
+    def _enter(self, items: Iterable[Any]) -> None:
+        before = self._lengths()
+        self.out[0].extend(self.node.gate.enter(list(items)))
+        self._made(before)
+
+    def _feedback(self, port: int) -> bool:
+        return self.node.inputs[port] == self.node.loop.feedback  # type: ignore[union-attr]
+
+    def _run_out(self) -> None:
+        """The input has ended (a zip: an ended input has nothing left to pair):
+        what waits unpaired is left over, a Regulator flushes, the outputs end."""
+        self._drop_pending("leftover")
+        before = self._lengths()
+        try:
+            self.runner.finish(self.out)
+        finally:
+            self._made(before)
+        self._end(ENDED)
+
+    def _stop(self) -> None:
+        if self.status is RUNNING:
+            self._drop_pending("dropped")
+            self._end(STOPPED)
+
+    def _stopped_by(self, exc: BaseException) -> None:
+        if isinstance(exc, StopFlow):
+            self.stop_flow = True
+        self._stop()
+
+    def _drop_pending(self, kind: str) -> None:
+        for port, q in enumerate(self.pending):
+            if q:
+                n = len(q)
+                q.clear()
+                self._count_lost(kind, port, n)
+
+    def _discard(self, port: int, n: int) -> None:
+        self._count_lost("leftover" if self.status is ENDED else "dropped", port, n)
+
+    def _count_lost(self, kind: str, port: int, n: int) -> None:
+        setattr(self, kind, getattr(self, kind) + n)
+        for i, (_, weights, _) in enumerate(self.loops):
+            self._delta[i] -= n * weights[port]
+
+    def _end(self, status: Status) -> None:
+        if self.status is RUNNING:
+            self.status = status
+        for port in range(len(self.out)):
+            self._end_port(port)
+
+    def _end_port(self, port: int) -> None:
+        if not self._ended_ports[port]:
+            self._ended_ports[port] = True
+            self._closed.append(port)
+
+    def _lengths(self) -> list[int]:
+        return [len(o) for o in self.out]
+
+    def _made(self, before: list[int], ports: Iterable[int] = (), consumed: int = 0) -> None:
+        """Count what was added to ``out`` since ``before``, and ``consumed`` items
+        taken from each of ``ports``."""
+        made = [len(o) - b for o, b in zip(self.out, before, strict=True)]
+        dead = self.node.dead_letter
+        self.items_out += sum(made) - (made[dead] if dead is not None else 0)
+        if self.loops:
+            ports = tuple(ports)
+            for i, (_, weights, copies) in enumerate(self.loops):
+                self._delta[i] += (sum(m * c for m, c in zip(made, copies, strict=True))
+                                   - consumed * sum(weights[p] for p in ports))
+
+    def _flagged(self) -> bool:
+        flag = self._flag
+        return flag is not None and flag.is_set()
+
+    def _log_losses(self) -> None:
+        extra = {"stage": self.node.name, "worker": self.worker}
+        if self.leftover:
+            log.warning("zip into %r ended with %d item(s) left over in its other inputs",
+                        self.node.name, self.leftover, extra=extra)
+        if self.status is STOPPED:
+            log.info("stopped early; %d item(s) were dropped", self.dropped, extra=extra)
+
+
+def loop_weights(plan: Plan, node: NodeSpec) -> tuple[tuple[int, tuple[int, ...],
+                                                            tuple[int, ...]], ...]:
+    """For each loop ``node`` counts in (the loops it is inside, and a gate's own):
+    ``(gate, inside per input port, channels inside per output port)``.  A channel
+    is inside a loop when it feeds a stage of the loop's body or its gate's
+    feedback input."""
+    gates = node.regions + ((node.id,) if node.loop is not None else ())
+    weights = []
+    for g in gates:
+        feedback = plan.nodes[g].loop.feedback  # type: ignore[union-attr]
+
+        def inside(ch: int, g: int = g, feedback: int = feedback) -> int:
+            return int(ch == feedback or any(
+                c != DRIVER and g in plan.nodes[c].regions
+                for c, _ in plan.channels[ch].consumers))
+
+        weights.append((g, tuple(inside(c) for c in node.inputs),
+                        tuple(sum(inside(c) for c in port) for port in node.outputs)))
+    return tuple(weights)
+
+
+def _ignore(_: Any) -> None:
+    pass
