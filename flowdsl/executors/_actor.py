@@ -24,10 +24,10 @@ from typing import Any
 
 import dill
 
-from .._core.runner import Runner, StageDone
-from ..errors import StageError, StopFlow
 from .._core.codec import decode, encode, find_unpicklable
 from .._core.records import portable, route_logging
+from .._core.runner import Runner, StageDone
+from ..errors import StageError, StopFlow
 
 __all__ = ["StageActor"]
 

@@ -22,13 +22,13 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._plan import NodeSpec
-from .._report import FIGURES
-from .._core.runner import Cancelled, Runner, StageDone
-from ..errors import StageError, StopFlow
-from ._channel import Channel, ControlPipe
 from .._core.codec import EOS, Codec, encode, find_unpicklable
 from .._core.records import portable, route_logging
+from .._core.runner import Cancelled, Runner, StageDone
+from .._plan import NodeSpec
+from .._report import FIGURES
+from ..errors import StageError, StopFlow
+from ._channel import Channel, ControlPipe
 
 __all__ = ["LINGER", "Job", "Ordering", "worker_main"]
 

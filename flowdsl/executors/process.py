@@ -28,13 +28,13 @@ import multiprocess
 from multiprocess.connection import wait
 from multiprocess.reduction import ForkingPickler
 
+from .._core import shm as _shm
+from .._core.codec import EOS, Codec, encode
 from .._plan import Plan
 from .._report import FIGURES, StageStats
 from ..errors import FlowError, FlowTimeout, GraphError, WorkerDied
-from .._core import shm as _shm
 from ._base import Execution, Executor
 from ._channel import Channel, ControlPipe
-from .._core.codec import EOS, Codec, encode
 from ._worker import MAX_BATCH, Job, Ordering, worker_main
 
 __all__ = ["ProcessExecutor"]

@@ -40,11 +40,11 @@ from typing import Any
 
 import dill
 
+from .._core.codec import decode, encode
 from .._plan import DEFAULT_BUFFER, DRIVER, Plan
 from .._report import StageStats
 from ..errors import FlowTimeout, GraphError, StageError, WorkerDied
 from ._base import Execution, Executor
-from .._core.codec import decode, encode
 
 __all__ = ["RayExecutor"]
 

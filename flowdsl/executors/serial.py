@@ -105,7 +105,7 @@ class _SerialExecution(Execution):
 
     def _run(self) -> Iterator[Any]:
         plan = self.plan
-        for nid, ms in enumerate(self.machines):
+        for ms in self.machines:
             for m in ms:
                 self._event(m, m.open)
         for ch in plan.channels:
