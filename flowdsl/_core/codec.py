@@ -25,13 +25,15 @@ from __future__ import annotations
 import io
 import logging
 import pickle
+import traceback
 from typing import Any
 
 import dill
 
+from ..errors import StageError
 from . import shm as _shm
 
-__all__ = ["EOS", "Codec", "decode", "encode", "find_unpicklable"]
+__all__ = ["EOS", "Codec", "decode", "encode", "find_unpicklable", "unsendable"]
 
 log = logging.getLogger("flowdsl")
 
@@ -71,6 +73,16 @@ def find_unpicklable(batch: list[Any]) -> Any:
         except Exception:
             return item
     return None
+
+
+def unsendable(stage: str, worker: int, batch: list[Any], exc: BaseException) -> StageError:
+    """The error of stage ``stage`` when its output ``batch`` cannot be encoded
+    (raise it from ``exc``, inside the ``except`` that caught it): it names the
+    first item that cannot travel."""
+    bad = find_unpicklable(batch)
+    return StageError(stage, repr(bad)[:200], worker, traceback.format_exc(),
+                      f"output cannot be serialised to send downstream: "
+                      f"{type(exc).__name__}: {exc}")
 
 
 class Codec:

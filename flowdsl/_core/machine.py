@@ -40,6 +40,7 @@ from .runner import Runner, StageDone
 __all__ = ["Machine", "Status", "loop_weights"]
 
 log = logging.getLogger("flowdsl")
+ZIP_WARN = 100_000  # items one zip input may run ahead before a warning
 
 
 class Status(enum.Enum):
@@ -53,14 +54,18 @@ class Status(enum.Enum):
 RUNNING, ENDED, STOPPED = Status.RUNNING, Status.ENDED, Status.STOPPED
 
 
-class Machine:
-    """Worker ``worker`` of the stage of ``node`` in ``plan``.
+Weights = tuple[tuple[int, tuple[int, ...], tuple[int, ...]], ...]
 
-    ``copy_functor`` gives the worker its own copy of a stateful stage object
-    (where workers share the driver's memory: the serial executor).
+
+class Machine:
+    """Worker ``worker`` of the stage of ``node``.
+
+    ``loops`` are the node's :func:`loop_weights` (computed once per plan, by
+    the driver).  ``copy_functor`` gives the worker its own copy of a stateful
+    stage object (where workers share the driver's memory: the serial executor).
     """
 
-    def __init__(self, plan: Plan, node: NodeSpec, worker: int = 0,
+    def __init__(self, node: NodeSpec, worker: int = 0, *, loops: Weights = (),
                  copy_functor: bool = False) -> None:
         self.node = node
         self.worker = worker
@@ -78,7 +83,8 @@ class Machine:
         self.zip = len(node.inputs) > 1 and not self.gate
         self.pending: list[deque[Any]] = [deque() for _ in node.inputs] if self.zip else []
         self.upstream_done = self.gate and node.loop.upstream is None  # type: ignore[union-attr]
-        self.loops = loop_weights(plan, node)
+        self.loops = loops
+        self._warned = False  # zip inputs far apart
         self._delta = [0] * len(self.loops)
         self._closed: list[int] = []  # output ports ended, not yet taken
         self._ended_ports = [False] * len(node.outputs)
@@ -144,6 +150,11 @@ class Machine:
         pending = self.pending
         pending[port].extend(items)
         n = min(map(len, pending))
+        if not self._warned and len(pending[port]) - n > ZIP_WARN:
+            self._warned = True
+            log.warning("zip inputs run far apart: %d items wait to be paired",
+                        len(pending[port]) - n,
+                        extra={"stage": self.node.name, "worker": self.worker})
         if n:
             self._process([tuple(q.popleft() for q in pending) for _ in range(n)],
                           range(len(pending)))
@@ -183,6 +194,17 @@ class Machine:
         upstream has ended and none is left, the body's input ends."""
         if self.upstream_done and count == 0 and not self._ended_ports[0]:
             self._end_port(0)
+
+    def unsent(self, port: int) -> None:
+        """What ``out[port]`` holds will never be sent (nobody reads that port any
+        more): it is dropped, and no longer counted as made or in flight."""
+        n = len(self.out[port])
+        self.out[port].clear()
+        if port != self.node.dead_letter:
+            self.items_out -= n
+        self.dropped += n
+        for i, (_, _, copies) in enumerate(self.loops):
+            self._delta[i] -= n * copies[port]
 
     def close(self) -> None:
         """Run ``local_term`` (once, if ``local_init`` ran)."""
@@ -317,8 +339,7 @@ class Machine:
             log.info("stopped early; %d item(s) were dropped", self.dropped, extra=extra)
 
 
-def loop_weights(plan: Plan, node: NodeSpec) -> tuple[tuple[int, tuple[int, ...],
-                                                            tuple[int, ...]], ...]:
+def loop_weights(plan: Plan, node: NodeSpec) -> Weights:
     """For each loop ``node`` counts in (the loops it is inside, and a gate's own):
     ``(gate, inside per input port, channels inside per output port)``.  A channel
     is inside a loop when it feeds a stage of the loop's body or its gate's

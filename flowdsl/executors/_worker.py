@@ -22,12 +22,13 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._core.codec import EOS, Codec, encode, find_unpicklable
+from .._core.codec import EOS, Codec, encode, unsendable
+from .._core.machine import RUNNING, STOPPED, Machine
 from .._core.records import portable, route_logging
-from .._core.runner import Cancelled, Runner, StageDone
+from .._core.runner import Cancelled
 from .._plan import NodeSpec
 from .._report import FIGURES
-from ..errors import StageError, StopFlow
+from ..errors import StageError
 from ._channel import Channel, ControlPipe
 
 __all__ = ["LINGER", "Job", "Ordering", "worker_main"]
@@ -37,7 +38,6 @@ PUBLISH = 0.05  # seconds between updates of the live counters
 BATCH_WORK = 0.002  # seconds of consumer work one batch should hold
 MAX_BATCH = 256
 MESSAGE_BYTES = 1 << 20  # batches aim below this size
-ZIP_WARN = 100_000  # items one zip input may run ahead before a warning
 _CHUNK_TIME = 0.001
 
 
@@ -62,10 +62,10 @@ class Job:
     control: ControlPipe
     ordering: Ordering | None
     log_levels: dict[str, int] = field(default_factory=dict)
-    # loops: the in-flight counter of each loop this node is inside, and the
-    # feedback channel of that loop's gate (to wake it when the count hits zero)
-    regions: list[tuple[Any, Channel]] = field(default_factory=list)
-    counter: Any = None  # a gate's own in-flight counter
+    # loops: the machine's weights, and per loop gate the in-flight counter and
+    # the channel that wakes the gate when the count hits zero (None: its own)
+    loops: Any = ()
+    counters: dict[int, tuple[Any, Channel | None]] = field(default_factory=dict)
     stop: Any = None  # Event: a stage raised StopFlow, sources end their streams
     shm_prefix: str | None = None  # names of the run's shared-memory segments, if any
     stats: Any = None  # RawArray of doubles: this worker publishes FIGURES at ``slot``
@@ -104,13 +104,15 @@ def _cancel(signum: int, frame: Any) -> None:
 
 
 class _Worker:
+    """Transport for one machine: reads its input channels, feeds the machine,
+    and sends what it makes, in adaptive batches."""
+
     def __init__(self, job: Job) -> None:
         self.job = job
         node = job.node
         self.node = node
-        self.runner = Runner(node.stage, node.name, node.arity, len(node.outputs), job.worker,
-                             envelope=node.envelope, dead_letter=node.dead_letter)
-        self.out: list[list[Any]] = [[] for _ in node.outputs]
+        self.machine = Machine(node, job.worker, loops=job.loops)
+        self.out = self.machine.out
         self.since: list[float | None] = [None] * len(node.outputs)
         self.per_item = 0.0
         self.chunk = 1
@@ -120,34 +122,29 @@ class _Worker:
         self.blocked_in = 0.0  # seconds waiting for input
         self.blocked_out = 0.0  # seconds waiting for room downstream
         self.published = 0.0
-        self.flag = node.stage.term_flag
         self.closed_ports: set[int] = set()
-        self.dropped = 0  # items made for outputs nobody reads any more
-        self.ended_inputs: set[int] = set()  # inputs whose end-of-stream we have read
-        self.stopping = False
+        self.told_stop = False
         self.codec = Codec(job.shm_prefix)
 
     # -- lifecycle -------------------------------------------------------------------
     def run(self) -> None:
         status, report = "ok", None
+        m = self.machine
         try:
-            try:
-                self.runner.open()  # a Regulator's coroutine starts here: it may stop
+            m.open()
+            self._after()
+            if m.status is RUNNING:
                 if self.node.kind == "source":
                     self._run_source()
-                elif self.node.loop is not None:
+                elif m.gate:
                     self._run_gate()
                 else:
                     self._run_consumer()
-                    self.runner.finish(self.out)
-                self._flush_all()
-            except StageDone:
-                self._stop_early()
-            except StopFlow:  # this stage ends here, the sources stop, the rest drains
-                self._send("stop", None)
-                self._stop_early()
+            self._flush_all()
             for port in range(len(self.out)):
                 self._close_port(port)
+            if not m.gate:  # a gate's inputs belong to its reader threads
+                self._drain_inputs()
             _shield()
         except Cancelled:
             status = "cancelled"
@@ -165,7 +162,7 @@ class _Worker:
             self._send(status, report)
         self._publish()  # in case local_term outlasts the grace period
         try:
-            self.runner.close()
+            m.close()
         except StageError as exc:
             if status == "ok":
                 self._send("error", exc)
@@ -177,13 +174,42 @@ class _Worker:
         self._publish()
         self._send("done", None)
 
+    def _after(self) -> None:
+        """After every event of the machine: its in-flight change is applied to
+        the loops' counts before any of its outputs can be sent; a StopFlow is
+        passed on to the driver; an early stop releases the other workers."""
+        m = self.machine
+        if m.loops:
+            self._commit()
+        if m.status is not RUNNING and not self.told_stop:
+            self.told_stop = True
+            if m.stop_flow:
+                self._send("stop", None)
+            ordering = self.job.ordering
+            if m.status is STOPPED and ordering is not None:
+                # let the other workers emit without waiting for us
+                with ordering.turn:
+                    ordering.next_emit.value = 1 << 62
+                    ordering.turn.notify_all()
+
+    def _commit(self) -> None:
+        """Apply the machine's in-flight change to the counters of its loops; a
+        count that reaches zero wakes that loop's gate."""
+        for gate, delta in self.machine.take_delta():
+            counter, wake = self.job.counters[gate]
+            with counter.get_lock():
+                counter.value += delta
+                idle = counter.value == 0
+            if idle and wake is not None:
+                wake.put(encode([]))  # an empty batch: the gate re-checks the count
+
     def _publish(self) -> None:
         """Write this worker's figures where the driver reads them (progress, report)."""
-        r, stats = self.runner, self.job.stats
+        stats = self.job.stats
         if stats is None:
             return
         base = self.job.slot * len(FIGURES)
-        stats[base:base + len(FIGURES)] = [r.items_in, r.items_out, r.errors, self.busy,
+        stats[base:base + len(FIGURES)] = [*self.machine.figures, self.busy,
                                            self.blocked_in, self.blocked_out]
         self.published = time.perf_counter()
 
@@ -199,24 +225,18 @@ class _Worker:
 
     # -- sources ---------------------------------------------------------------------
     def _run_source(self) -> None:
-        items = self.runner.iterate()
-        append = self.out[0].append if self.out else _ignore
-        if self.runner.n_outputs > 1:  # several downstreams split each tuple
-            items, append = self.runner.split(items, self.out), _ignore
-        flag = self.flag
+        m, stop = self.machine, self.job.stop
         while True:
+            if stop.is_set():
+                m.stop()
             k = self.chunk
             t = time.perf_counter()
-            n = 0
-            for x in items:
-                append(x)
-                n += 1
-                if n >= k:
-                    break
+            n = m.pull(k)
             dt = time.perf_counter() - t
             self.busy += dt
             self._adapt(n or 1, dt)
-            if n < k or (flag is not None and flag.is_set()) or self.job.stop.is_set():
+            if m.status is not RUNNING:
+                self._after()
                 return
             self._maybe_flush(t)
             if t - self.published > PUBLISH:
@@ -241,69 +261,36 @@ class _Worker:
         import queue
         import threading
 
-        spec, counter = self.node.loop, self.job.counter
-        assert spec is not None
-        upstream = self.job.inputs[0] if spec.upstream is not None else None
-        feedback = self.job.inputs[-1]
-        events: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        m, (counter, _) = self.machine, self.job.counters[self.node.id]
+        events: queue.Queue[tuple[int, bytes]] = queue.Queue()
         credit = threading.Semaphore(1)
-        self._enter(self.node.gate.seed, counter)
-        if upstream is not None:
-            _pump(upstream, "up", events, credit)
-        _pump(feedback, "back", events, None)
-        upstream_done = upstream is None
+        feedback = len(self.job.inputs) - 1
+        for port, ch in enumerate(self.job.inputs):
+            _pump(ch, port, events, None if port == feedback else credit)
         while True:
-            if upstream_done and 0 not in self.closed_ports and counter.value == 0:
+            m.idle(counter.value)
+            for port in m.take_closed():  # port 0: nothing in flight, the body's input ends
                 self._flush_all()
-                self._close_port(0)  # nothing in flight: end the body's input
+                self._close_port(port)
+            if m.status is not RUNNING:
+                return
             if any(self.out) and events.empty():
                 self._flush_all()
-            tag, data = events.get()
+            port, data = events.get()
             if data == EOS:
-                if tag == "back":
-                    return  # the body has ended
-                upstream_done = True
-            elif tag == "up":
-                self._enter(self.codec.decode(data), counter)
-                credit.release()
+                m.end(port)
             else:
                 items = self.codec.decode(data)
                 t = time.perf_counter()
-                self.runner.items_in += len(items)
-                back, out = self.runner.route(items)
+                m.feed(port, items)
                 self.busy += time.perf_counter() - t
-                self.out[0].extend(back)
-                self.out[1].extend(out)
+                if port != feedback:
+                    credit.release()
+            self._after()
+            if port == feedback:
                 self._flush_all()
-                with counter.get_lock():
-                    counter.value += len(back) * len(self.job.outputs[0]) - len(items)
-                if time.perf_counter() - self.published > PUBLISH:
-                    self._publish()
-
-    def _enter(self, items: list[Any], counter: Any) -> None:
-        items = self.node.gate.enter(list(items))
-        if items:
-            with counter.get_lock():
-                counter.value += len(items) * len(self.job.outputs[0])
-            self.out[0].extend(items)
-
-    def _in_flight_out(self) -> int:
-        """Items waiting in the output buffers, counted once per channel they will
-        be sent to (a broadcast puts one copy in flight per branch)."""
-        pairs = zip(self.out, self.job.outputs, strict=True)
-        return sum(len(items) * len(chans) for items, chans in pairs)
-
-    def _count(self, produced: int, consumed: int) -> None:
-        """Report to every enclosing loop what this batch changed in flight."""
-        delta = produced - consumed
-        if not delta:
-            return
-        for counter, wake in self.job.regions:
-            with counter.get_lock():
-                counter.value += delta
-                idle = counter.value == 0
-            if idle:
-                wake.put(encode([]))  # an empty batch: the gate re-checks the count
+            if time.perf_counter() - self.published > PUBLISH:
+                self._publish()
 
     # -- transforms and sinks ----------------------------------------------------------
     def _run_consumer(self) -> None:
@@ -313,8 +300,8 @@ class _Worker:
         (ch,) = self.job.inputs
         shared = ch.consumers > 1
         ordering = self.job.ordering
-        flag = self.flag
-        while True:
+        m = self.machine
+        while m.status is RUNNING:
             if any(self.out) and (shared or not ch.ready()):
                 self._flush_all()
             t = time.perf_counter()
@@ -328,41 +315,24 @@ class _Worker:
                         ordering.seq.value = seq + 1
             self.blocked_in += time.perf_counter() - t
             if data == EOS:
-                self.ended_inputs.add(0)
+                m.end(0)
+                self._after()
                 return
-            if flag is not None and flag.is_set():
-                self._count(0, len(self.codec.decode(data)))
-                raise StageDone
-            self._process(self.codec.decode(data), seq, self.job.inputs)
+            self._process(0, self.codec.decode(data), seq)
 
     def _run_zip(self) -> None:
-        """One worker pairs items from several inputs, in lock-step.
+        """Feed the machine from whichever input has data, not the one it waits for.
 
-        It reads whichever input has data, not the one it waits for: the inputs of
-        a zip often share an upstream (a diamond), and with bounded queues waiting
-        on the slower branch would block the faster one, and so the common
-        upstream, forever.  The price is memory: what one input runs ahead of the
-        other waits here (a warning says when that grows large).
+        The inputs of a zip often share an upstream (a diamond), and with bounded
+        queues waiting on the slower branch would block the faster one, and so
+        the common upstream, forever.  The price is memory: what one input runs
+        ahead of the other waits in the machine (which warns when that grows large).
         """
-        from collections import deque
-
         from multiprocess.connection import wait
 
-        chans = self.job.inputs
-        pending: list[deque[Any]] = [deque() for _ in chans]
-        warned = False
-        while True:
-            n = min(map(len, pending))
-            if n:
-                batch = [tuple(q.popleft() for q in pending) for _ in range(n)]
-                self._process(batch, None, chans)
-                if self.flag is not None and self.flag.is_set():
-                    self._count(0, sum(map(len, pending)))
-                    raise StageDone
-            if any(not pending[i] for i in self.ended_inputs):
-                self._end_zip(pending)  # an ended input has nothing left to pair
-                return
-            open_inputs = [i for i in range(len(chans)) if i not in self.ended_inputs]
+        chans, m = self.job.inputs, self.machine
+        while m.status is RUNNING:
+            open_inputs = [i for i in range(len(chans)) if i not in m.ended_inputs]
             ready = [i for i in open_inputs if chans[i].ready()]
             if not ready:
                 self._flush_all()
@@ -373,85 +343,52 @@ class _Worker:
             for i in ready:
                 data = chans[i].get()
                 if data == EOS:
-                    self.ended_inputs.add(i)
+                    m.end(i)
+                    self._after()
                 else:
-                    pending[i].extend(self.codec.decode(data))
-            if not warned and max(map(len, pending)) > ZIP_WARN:
-                warned = True
-                logging.getLogger("flowdsl").warning(
-                    "zip inputs run far apart: %d items wait to be paired",
-                    max(map(len, pending)),
-                    extra={"stage": self.node.name, "worker": self.job.worker})
+                    self._process(i, self.codec.decode(data), None)
+                if m.status is not RUNNING:
+                    return
 
-    def _end_zip(self, pending: list[Any]) -> None:
-        left = sum(map(len, pending))
-        for i, ch in enumerate(self.job.inputs):
-            if i not in self.ended_inputs:
-                ch.reader_gone()
-                left += self._drain(i)
-        if left:
-            logging.getLogger("flowdsl").warning(
-                "zip into %r ended with %d item(s) left over in its other inputs",
-                self.node.name, left, extra={"stage": self.node.name, "worker": self.job.worker})
-
-    def _stop_early(self) -> None:
-        """Stop before the end of input (term flag or Sentinel): end the outputs
-        first (a stage may feed itself), then read the inputs to their end so no
-        producer is left blocked."""
-        self.stopping = True
-        self._flush_all()
-        for port in range(len(self.out)):
-            self._close_port(port)
-        ordering = self.job.ordering
-        if ordering is not None:  # let the other workers emit without waiting for us
-            with ordering.turn:
-                ordering.next_emit.value = 1 << 62
-                ordering.turn.notify_all()
-        if self.node.loop is not None:  # a gate's inputs belong to its reader threads
-            return
-        open_inputs = [i for i in range(len(self.job.inputs)) if i not in self.ended_inputs]
+    def _drain_inputs(self) -> None:
+        """The machine has ended before some input did (a stop, or a zip whose
+        other input ran out): tell upstream to stop feeding us, then read those
+        inputs to their end, so no producer is left blocked; the machine counts
+        what it drops."""
+        m = self.machine
+        open_inputs = [i for i in range(len(self.job.inputs)) if i not in m.ended_inputs]
         for i in open_inputs:
-            self.job.inputs[i].reader_gone()  # upstream stops feeding us
-        dropped = sum(self._drain(i) for i in open_inputs) + self.dropped
-        logging.getLogger("flowdsl").info(
-            "stopped early; %d item(s) were dropped", dropped,
-            extra={"stage": self.node.name, "worker": self.job.worker})
+            self.job.inputs[i].reader_gone()
+        for i in open_inputs:
+            ch = self.job.inputs[i]
+            while (data := ch.get()) != EOS:
+                m.feed(i, self.codec.decode(data))
+                self._after()
+            m.end(i)
+            self._after()
 
-    def _drain(self, index: int) -> int:
-        """Read input ``index`` to its end, discarding; return how many items were
-        dropped."""
-        ch, dropped = self.job.inputs[index], 0
-        while (data := ch.get()) != EOS:
-            n = len(self.codec.decode(data))
-            dropped += n
-            self._count(0, n)
-        self.ended_inputs.add(index)
-        return dropped
-
-    def _process(self, batch: list[Any], seq: int | None, inputs: list[Channel]) -> None:
+    def _process(self, port: int, batch: list[Any], seq: int | None) -> None:
         i, n = 0, len(batch)
-        process, out = self.runner.process, self.out
-        counting = bool(self.job.regions)
-        produced = 0
+        m = self.machine
         while i < n:
             k = self.chunk
-            if counting:
-                before = self._in_flight_out()
             t = time.perf_counter()
-            process(batch if (i == 0 and k >= n) else batch[i:i + k], out)
+            m.feed(port, batch if (i == 0 and k >= n) else batch[i:i + k])
             dt = time.perf_counter() - t
-            if counting:
-                produced += self._in_flight_out() - before
             self.busy += dt
             self._adapt(min(k, n - i), dt)
             i += k
+            self._after()  # the in-flight change is counted before anything is sent
+            if m.status is not RUNNING:
+                if i < n:
+                    m.feed(port, batch[i:])  # dropped, and counted as such
+                    self._after()
+                break
             if seq is None:
                 self._maybe_flush(t)
             elif self.job.ordering.next_emit.value == seq:  # type: ignore[union-attr]
                 self._flush_all()
-        if counting:
-            self._count(produced, n * len(self.job.inputs))
-        for ch in inputs:  # producers size their batches by it
+        for ch in self.job.inputs:  # producers size their batches by it
             ch.cost.value = self.per_item
         if seq is not None:
             self._emit_in_turn(seq)
@@ -508,14 +445,14 @@ class _Worker:
         items = self.out[port]
         self.since[port] = None
         chans = self.job.outputs[port]
+        m = self.machine
         if chans and all(ch.closed for ch in chans):  # nobody reads this port any more
-            self.dropped += len(items)
-            items.clear()
-            if not self.stopping and all(ch.closed for c in self.job.outputs for ch in c):
-                raise StageDone  # nobody reads any output: stop, and tell upstream
+            m.unsent(port)
+            if m.status is RUNNING and all(ch.closed for c in self.job.outputs for ch in c):
+                m.stop()  # nobody reads any output: stop, and tell upstream
+            self._after()
             return
         if not chans:
-            self.runner.items_out += len(items)
             items.clear()
             return
         limit = min(ch.batch_limit for ch in chans)  # a message never exceeds a buffer
@@ -537,15 +474,9 @@ class _Worker:
         try:
             messages, nbytes = self.codec.encode(batch, len(chans))
         except Exception as exc:
-            bad = find_unpicklable(batch)
-            raise StageError(
-                self.node.name, repr(bad)[:200], self.job.worker, traceback.format_exc(),
-                f"output cannot be serialised to send downstream: {type(exc).__name__}: {exc}",
-            ) from exc
-        if port != self.node.dead_letter:
-            self.runner.items_out += len(batch)
-            if self.job.stats is not None:  # before the items can be counted downstream
-                self.job.stats[self.job.slot * len(FIGURES) + 1] = self.runner.items_out
+            raise unsendable(self.node.name, self.job.worker, batch, exc) from exc
+        if self.job.stats is not None:  # before the items can be counted downstream
+            self.job.stats[self.job.slot * len(FIGURES) + 1] = self.machine.items_out
         # big items travel in small messages, so stages overlap and memory stays
         # low; the bytes counted include those in shared memory
         self.item_bytes[port] = nbytes / len(batch)
@@ -602,7 +533,7 @@ def _ignore(_: Any) -> None:
     pass
 
 
-def _pump(ch: Channel, tag: str, events: Any, credit: Any) -> None:
+def _pump(ch: Channel, port: int, events: Any, credit: Any) -> None:
     """Read ``ch`` into ``events`` from a thread, up to and including its end."""
     import threading
 
@@ -611,11 +542,11 @@ def _pump(ch: Channel, tag: str, events: Any, credit: Any) -> None:
             if credit is not None:
                 credit.acquire()
             data = ch.get()
-            events.put((tag, data))
+            events.put((port, data))
             if data == EOS:
                 return
 
-    threading.Thread(target=run, name=f"flowdsl-{tag}", daemon=True).start()
+    threading.Thread(target=run, name=f"flowdsl-in{port}", daemon=True).start()
 
 
 class _ForwardHandler(logging.Handler):

@@ -30,6 +30,7 @@ from multiprocess.reduction import ForkingPickler
 
 from .._core import shm as _shm
 from .._core.codec import EOS, Codec, encode
+from .._core.machine import loop_weights
 from .._plan import Plan
 from .._report import FIGURES, StageStats
 from ..errors import FlowError, FlowTimeout, GraphError, WorkerDied
@@ -136,6 +137,7 @@ class _ProcessExecution(Execution):
         levels = {"": logging.getLogger().getEffectiveLevel(),
                   "flowdsl": log.getEffectiveLevel()}
         counters = {n.id: self.ctx.Value("q", 0) for n in self.plan.nodes if n.loop}
+        loops = {n.id: loop_weights(self.plan, n) for n in self.plan.nodes}
         self.shared.append(counters)
         for node in self.plan.nodes:
             ordering = None
@@ -148,11 +150,11 @@ class _ProcessExecution(Execution):
             for w in range(node.workers):
                 job = Job(node, w, [self.channels[c] for c in node.inputs],
                           [[self.channels[c] for c in port] for port in node.outputs],
-                          self.control, ordering, levels,
-                          [(counters[g], self.channels[_feedback(self.plan, g)])
-                           for g in node.regions],
-                          counters.get(node.id), self.stop, self.shm_prefix,
-                          self.figures, self.slots[node.id, w])
+                          self.control, ordering, levels, loops[node.id],
+                          {g: (counters[g], None if g == node.id
+                               else self.channels[_feedback(self.plan, g)])
+                           for g, _, _ in loops[node.id]},
+                          self.stop, self.shm_prefix, self.figures, self.slots[node.id, w])
                 proc = self.ctx.Process(target=worker_main, args=(job,),
                                         name=f"flowdsl:{node.name}:{w}")
                 with _recursive_pickling(not self.inherit):

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from .._core.machine import RUNNING, Machine
+from .._core.machine import RUNNING, Machine, loop_weights
 from .._plan import DRIVER, Plan
 from .._report import StageStats
 from ..errors import FlowTimeout
@@ -75,8 +75,8 @@ class _SerialExecution(Execution):
         self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout
         workers = [n.workers if schedule.parallel else 1 for n in plan.nodes]
-        self.machines = [[Machine(plan, n, w, copy_functor=True) for w in range(workers[n.id])]
-                         for n in plan.nodes]
+        self.machines = [[Machine(n, w, loops=loop_weights(plan, n), copy_functor=True)
+                          for w in range(workers[n.id])] for n in plan.nodes]
         self.busy = [[0.0] * k for k in workers]
         # one queue per (node, worker, input index): batches, then _EOS
         self.queues: dict[tuple[int, int, int], deque[Any]] = {}
