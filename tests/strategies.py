@@ -16,7 +16,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from flowdsl import merge, sink, source, transform
+from flowdsl import loop, merge, sink, source, transform
 
 # -- the stages ------------------------------------------------------------------------
 
@@ -51,6 +51,32 @@ def repeat(x, r=1):
 
 
 @transform
+def minus_k(x, k=1):
+    return x - k
+
+
+@transform
+def split_down(x, d=3):
+    """A flat-map for loop bodies: two smaller items, one of which may leave."""
+    yield x - d
+    yield x - 1
+
+
+@transform
+def clamp(x, m=7):
+    """Items small enough for a loop whose body splits them."""
+    return abs(x) % m
+
+
+def at_most_zero(x):
+    return x <= 0
+
+
+def low_or_even(x):
+    return x <= 0 or x % 2 == 0
+
+
+@transform
 def add2(a, b):
     return a + b
 
@@ -70,9 +96,10 @@ def times(x, k=1):
     return x * k
 
 
-_DECORATED = {"add": add_k, "mul": mul_k, "keep": multiples_of, "repeat": repeat}
+_DECORATED = {"add": add_k, "mul": mul_k, "keep": multiples_of, "repeat": repeat,
+              "minus": minus_k, "split": split_down}
 _PLAIN = {"add": plus, "mul": times}
-_PARAM = {"add": "k", "mul": "k", "keep": "m", "repeat": "r"}
+_PARAM = {"add": "k", "mul": "k", "keep": "m", "repeat": "r", "minus": "k", "split": "d"}
 
 
 def _reference(op: str, arg: int, xs: list[int]) -> list[int]:
@@ -85,6 +112,10 @@ def _reference(op: str, arg: int, xs: list[int]) -> list[int]:
         return [x for x in xs if x % arg == 0]
     if op == "repeat":
         return [x for x in xs for _ in range(arg)]
+    if op == "minus":
+        return [x - arg for x in xs]
+    if op == "split":
+        return [y for x in xs for y in (x - arg, x - 1)]
     raise AssertionError(op)
 
 
@@ -211,6 +242,91 @@ def unordered_chains(draw: Any, *, max_size: int = 5) -> Chain:
     return Chain((*chain.steps[:at], loose, *chain.steps[at:]))
 
 
+# -- loops -----------------------------------------------------------------------------
+
+_UNTIL = {"at_most_zero": at_most_zero, "low_or_even": low_or_even}
+
+
+@dataclass(frozen=True)
+class Loop:
+    """``loop(body, until=...)``: a body of steps and inner loops, ending with a
+    step that makes every item smaller, so every item leaves in the end."""
+
+    body: tuple[Any, ...]  # Step, Loop, or Fan (not first)
+    until: str = "at_most_zero"
+    seed: tuple[int, ...] = ()
+
+    def flow(self) -> Any:
+        body = _part(self.body[0])
+        for b in self.body[1:]:
+            body = merge(body >> [_part(c) for c in b.branches]) if isinstance(b, Fan) \
+                else body >> _part(b)
+        return loop(body, until=_UNTIL[self.until], seed=list(self.seed))
+
+    def pass_once(self, x: int) -> list[int]:
+        xs = [x]
+        for b in self.body:
+            xs = b.apply(xs)
+        return xs
+
+    def apply(self, xs: list[int]) -> list[int]:
+        """What leaves the loop, in plain Python (in some order)."""
+        until, out = _UNTIL[self.until], []
+        work = [*self.seed, *xs]
+        while work:
+            for y in self.pass_once(work.pop()):
+                (out if until(y) else work).append(y)
+        return out
+
+    def __repr__(self) -> str:
+        seed = f", seed={list(self.seed)}" if self.seed else ""
+        return f"loop({' >> '.join(map(repr, self.body))}, until={self.until}{seed})"
+
+
+@dataclass(frozen=True)
+class Fan:
+    """``merge(body >> [a, b])`` inside a loop body: every item goes both ways."""
+
+    branches: tuple[Step, Step]
+
+    def apply(self, xs: list[int]) -> list[int]:
+        return [y for b in self.branches for y in b.apply(xs)]
+
+    def __repr__(self) -> str:
+        return f"[{', '.join(map(repr, self.branches))}]"
+
+
+def _part(b: Any) -> Any:
+    return b.flow() if isinstance(b, Loop) else b.stage()
+
+
+@st.composite
+def loops(draw: Any, depth: int = 2, seeded: bool = False) -> Loop:
+    """Loop bodies of maps, filters, flat-maps, broadcasts and nested loops,
+    several workers."""
+    workers = st.integers(1, 3)
+    parts: list[Any] = []
+    for _ in range(draw(st.integers(0, 2))):
+        kind = draw(st.sampled_from(["keep", "split", "minus", "fan", "loop"] if depth > 1
+                                    else ["keep", "split", "minus", "fan"]))
+        if kind == "loop":
+            parts.append(draw(loops(depth=depth - 1)))
+        elif kind == "fan":
+            if not parts:
+                parts.append(Step("keep", 1, workers=draw(workers)))
+            parts.append(Fan((Step("minus", 1, workers=draw(workers)),
+                              Step("keep", draw(st.integers(2, 3)), workers=draw(workers)))))
+        else:
+            arg = draw({"keep": st.integers(1, 3), "split": st.integers(2, 3),
+                        "minus": st.integers(0, 2)}[kind])
+            parts.append(Step(kind, arg, workers=draw(workers), ordered=draw(st.booleans()),
+                              buffer=draw(buffers)))
+    parts.append(Step("minus", draw(st.integers(1, 2)), workers=draw(workers),
+                      buffer=draw(buffers)))  # every pass makes an item smaller
+    seed = tuple(draw(st.lists(st.integers(0, 6), max_size=3))) if seeded else ()
+    return Loop(tuple(parts), draw(st.sampled_from(sorted(_UNTIL))), seed)
+
+
 # -- DAGs ------------------------------------------------------------------------------
 
 
@@ -232,6 +348,7 @@ class Dag:
     chains: tuple[Chain, ...] = ()
     items: Any = ()  # of a leaf: a tuple or a range
     workers: int = 1  # of the zip stage
+    loop: Loop | None = None  # of a ``loop`` (over parts[0], clamped) or a ``seeded`` leaf
 
     # -- what it builds -------------------------------------------------------------
     def flow(self) -> Any:
@@ -250,6 +367,12 @@ class Dag:
                     >> add2.options(workers=self.workers))
         if k == "fan":
             return merge(self.parts[0].flow() >> [c.flow() for c in self.chains])
+        if k == "loop":
+            assert self.loop is not None
+            return self.parts[0].flow() >> clamp >> self.loop.flow()
+        if k == "seeded":
+            assert self.loop is not None
+            return self.loop.flow()
         raise AssertionError(k)
 
     # -- what it must produce -------------------------------------------------------
@@ -259,11 +382,13 @@ class Dag:
         k = self.kind
         if k in ("leaf", "then"):
             return self.chains[0].keeps_order and all(p.keeps_order for p in self.parts)
-        return k in ("zip", "diamond")
+        return k in ("zip", "diamond")  # a loop's output order is not promised
 
     def expected(self) -> list[int]:
         """The output, in order when :attr:`keeps_order`, else in some order."""
         k = self.kind
+        if k in ("loop", "seeded"):
+            return self._loop_expected()
         if k == "leaf":
             return self.chains[0].apply(list(self.items))
         if k == "then":
@@ -280,6 +405,12 @@ class Dag:
             return [x for c in self.chains for x in c.apply(up)]
         raise AssertionError(k)
 
+    def _loop_expected(self) -> list[int]:
+        assert self.loop is not None
+        if self.kind == "seeded":
+            return self.loop.apply([])
+        return self.loop.apply([abs(x) % 7 for x in self.parts[0].expected()])
+
     def __repr__(self) -> str:
         k = self.kind
         if k == "leaf":
@@ -291,6 +422,10 @@ class Dag:
         if k == "zip":
             fn = "add2" if len(self.parts) == 2 else "add3"
             return f"[{', '.join(map(repr, self.parts))}] >> {fn}(workers={self.workers})"
+        if k == "loop":
+            return f"({self.parts[0]!r}) >> clamp >> {self.loop!r}"
+        if k == "seeded":
+            return repr(self.loop)
         branches = ", ".join(f"({c!r})" for c in self.chains)
         if k == "diamond":
             return f"({self.parts[0]!r}) >> [{branches}] >> add2(workers={self.workers})"
@@ -350,6 +485,21 @@ def _extend(draw: Any, children: Any) -> Dag:
 def dags(max_leaves: int = 4) -> Any:
     """Small random DAGs: sources, chains, broadcast, merge and zip."""
     return st.recursive(_leaves(ordered=None), _extend, max_leaves=max_leaves)
+
+
+@st.composite
+def _with_loop(draw: Any, children: Any) -> Dag:
+    if draw(st.booleans()):
+        return Dag("loop", parts=(draw(children),), loop=draw(loops()))
+    return draw(_extend(children))
+
+
+def looped_dags(max_leaves: int = 4) -> Any:
+    """Random DAGs as :func:`dags` draws, with loops (nested, seeded, with
+    flat-map and filter bodies, several workers) among their parts."""
+    leaves = _leaves(ordered=None) | st.builds(lambda lp: Dag("seeded", loop=lp),
+                                               loops(seeded=True).filter(lambda lp: lp.seed))
+    return st.recursive(leaves, _with_loop, max_leaves=max_leaves)
 
 
 @sink
