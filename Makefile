@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo check bench docs clean
+.PHONY: test soak demo check bench docs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ SPAWN_TESTS := tests/test_executors.py tests/test_failures.py tests/test_faults.
 test: $(RAY_STAMP)
 	$(PY) -m pytest
 	$(PY) -m pytest --start-method=spawn $(SPAWN_TESTS)
+
+# soak: what make test runs, for much longer (not in CI): twenty times the
+# hypothesis examples, and 500 runs of each loop body shape on the process executor
+soak: $(RAY_STAMP)
+	FLOWDSL_SOAK=1 FLOWDSL_LOOP_RUNS=500 $(PY) -m pytest --timeout=3600 tests/test_machines.py \
+		tests/test_loop.py tests/test_properties.py tests/test_faults.py
 
 demo: $(STAMP)
 	$(PY) examples/quickstart.py

@@ -19,6 +19,12 @@ settings.register_profile(
 # fewer examples keep a pass under another start method within minutes.
 settings.register_profile("flowdsl-fresh-interpreters", parent=settings.get_profile("flowdsl"),
                           max_examples=5)
+# ``make soak`` (FLOWDSL_SOAK=1): twenty times the examples everywhere, for hours-long
+# hunts that CI has no time for.
+SOAK = bool(os.environ.get("FLOWDSL_SOAK"))
+SOAK_FACTOR = 20
+settings.register_profile("flowdsl-soak", parent=settings.get_profile("flowdsl"),
+                          max_examples=25 * SOAK_FACTOR)
 
 
 def pytest_addoption(parser):
@@ -32,7 +38,11 @@ def pytest_configure(config):
     method = config.getoption("--start-method")
     if method is not None:
         os.environ["FLOWDSL_START_METHOD"] = method  # worker, subprocess and kernel alike
-    settings.load_profile("flowdsl" if start_method() == "fork" else "flowdsl-fresh-interpreters")
+    if SOAK:
+        settings.load_profile("flowdsl-soak")
+    else:
+        settings.load_profile("flowdsl" if start_method() == "fork"
+                              else "flowdsl-fresh-interpreters")
 
 
 def start_method():
@@ -41,8 +51,11 @@ def start_method():
 
 
 def examples(n):
-    """How many hypothesis examples a test that starts processes draws: ``n`` under
-    fork, a fifth (at least 3) when every worker is a fresh interpreter."""
+    """How many hypothesis examples a test draws that sets its own budget: ``n``
+    under fork, a fifth (at least 3) when every worker is a fresh interpreter,
+    twenty times more in a soak."""
+    if SOAK:
+        return n * SOAK_FACTOR
     return n if start_method() == "fork" else max(3, n // 5)
 
 

@@ -14,6 +14,7 @@ import itertools
 import random
 from collections import Counter
 
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import Chain, Dag, Loop, Step, item_lists, items_of, looped_dags, loops
@@ -52,7 +53,7 @@ def _run(flow, rnd):
     return flow.collect(executor=SerialExecutor(RandomSchedule(rnd)), timeout=20)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(dag=looped_dags(), rnd=st.randoms(use_true_random=False))
 def test_any_schedule_gives_the_plain_python_result(dag: Dag, rnd):
     got = _run(dag.flow(), rnd)
@@ -62,14 +63,14 @@ def test_any_schedule_gives_the_plain_python_result(dag: Dag, rnd):
         assert Counter(got) == Counter(dag.expected())
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(items=item_lists, body=loops(), rnd=st.randoms(use_true_random=False))
 def test_loops_lose_nothing_in_any_schedule(items, body: Loop, rnd):
     flow = items_of(items) >> Step("keep", 1).stage() >> body.flow()
     assert Counter(_run(flow, rnd)) == Counter(body.apply(items))
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(items=item_lists, rnd=st.randoms(use_true_random=False),
        steps=st.lists(st.builds(Step, st.sampled_from(["add", "repeat", "keep"]),
                                 st.integers(1, 2), workers=st.integers(2, 3)),
@@ -89,7 +90,7 @@ def forever():
     yield from itertools.count()
 
 
-@settings(max_examples=50)
+@settings(max_examples=examples(50))
 @given(items=st.lists(st.integers(), min_size=3, max_size=20), seed=st.integers())
 def test_a_zip_ends_when_an_input_runs_out_even_if_the_other_never_does(items, seed):
     # the endless input is filtered, so it often lags: the ended input's items

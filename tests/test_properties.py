@@ -16,6 +16,7 @@ from strategies import (
     discard,
     item_lists,
     items_of,
+    looped_dags,
     unordered_chains,
 )
 
@@ -89,6 +90,16 @@ def test_dag_gives_the_same_results_everywhere(dag):
             assert got == expected, name
         else:
             assert Counter(got) == Counter(expected), name
+
+
+@given(dag=looped_dags(max_leaves=3))
+def test_graphs_with_loops_give_the_same_results_everywhere(dag):
+    """Loops (nested, seeded, with flat-map, filter and broadcast bodies, several
+    workers) inside random graphs: the process executor agrees with plain Python."""
+    flow = dag.flow()
+    expected = Counter(dag.expected())
+    for name, got in _collect_all(flow).items():
+        assert Counter(got) == expected, name
 
 
 @given(items=item_lists, up=chains(min_size=0, max_size=2, ordered=None),
