@@ -17,7 +17,7 @@ from typing import Any
 
 from ._flow import DEAD_LETTER, Edge, Flow, Node
 from ._loop import LoopGate
-from ._stages import Stage
+from ._stages import Regulator, Stage
 from .errors import GraphError
 
 __all__ = ["DEFAULT_BUFFER", "ChannelSpec", "NodeSpec", "Plan", "compile_flow"]
@@ -56,7 +56,7 @@ class NodeSpec:
     regions: tuple[int, ...] = ()  # gates of the loops this node is inside
     envelope: bool = False  # items inside a max_iterations loop are (passes, item)
     dead_letter: int | None = None  # the output port of failed items, if routed
-
+    serves: int | None = None  # a hidden stage's: the node it was added for
 
     @property
     def kind(self) -> str:
@@ -221,7 +221,8 @@ def _lower_zip(plan: Plan, spec: NodeSpec) -> None:
                      producers=[(zid, 0)], consumers=[(spec.id, 0)])
     zipper = NodeSpec(zid, f"{spec.name}:zip", Transform(_pack, name=f"{spec.name}:zip"),
                       spec.inputs, [[cid]], arity=spec.arity, hidden=True,
-                      regions=spec.regions)  # inside a loop, it counts in-flight items too
+                      regions=spec.regions,  # inside a loop, it counts in-flight items too
+                      serves=spec.id)
     for port, c in enumerate(spec.inputs):
         consumers = plan.channels[c].consumers
         consumers[consumers.index((spec.id, port))] = (zid, port)
@@ -256,7 +257,7 @@ def _check_node(spec: NodeSpec, plan: Plan) -> None:
     regular = spec.outputs[:spec.dead_letter] if spec.dead_letter is not None else spec.outputs
     if stage.kind == "sink" and any(regular):
         raise GraphError(f"sink {name!r} cannot have a downstream")
-    if type(stage).__name__ == "Regulator":
+    if isinstance(stage, Regulator):
         return
     if spec.regions and n_in == 1 and _arity(spec, plan) > 1:
         return  # a loop body fed tuples: checked by _arity

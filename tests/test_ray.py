@@ -18,7 +18,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
+from conftest import examples
 from helpers import add, double, evens, fail_on, ignore, inc, listed, numbers, scale, twice
+from hypothesis import given, settings
+from strategies import looped_dags
 
 from flowdsl import (
     FlowTimeout,
@@ -80,6 +83,19 @@ def same(flow, ordered=True):
 ], ids=["chain", "diamond-workers", "merge-broadcast"])
 def test_same_results_as_serial(make, ordered):
     same(make(), ordered)
+
+
+@pytest.mark.timeout(180)
+@settings(max_examples=examples(12))
+@given(dag=looped_dags(max_leaves=3))
+def test_random_graphs_with_loops_give_the_plain_python_results(dag):
+    """The property the machines are proved with (``test_machines.py``), on Ray:
+    chains, merges, zips, broadcasts and nested loops, several workers."""
+    got = dag.flow().collect(executor="ray", timeout=60)
+    if dag.keeps_order:
+        assert got == dag.expected()
+    else:
+        assert Counter(got) == Counter(dag.expected())
 
 
 def test_lambdas_and_closures_travel():

@@ -1,11 +1,13 @@
 """The Ray side of the ray executor: one actor per worker of a stage.
 
-An actor only runs user code, through a :class:`~flowdsl._core.runner.Runner`; the
-driver decides what each actor gets and when.  Every call returns a small *meta*
-dict (status, figures, log records) first, then one list of items per output port,
-so the driver reads the meta and passes the item lists on as object references
-without looking inside them.  Items travel as bytes of the executors' codec
-(pickle, dill when pickle cannot), made and read here.
+An actor is transport for one stage machine (:mod:`flowdsl._core.machine`): each
+call is one event of the machine (open, pull, a batch, the end of an input, stop,
+the count of a loop), and the driver decides what each actor gets and when.
+Every call returns a small *meta* dict first (status, the in-flight change for
+the loops, the output ports that ended, figures, log records), then one list of
+items per output port, so the driver reads the meta and passes the item lists
+on as object references without looking inside them.  Items travel as bytes of
+the codec, made and read here.
 
 This module is imported by the Ray worker processes and never imports ray itself.
 """
@@ -19,15 +21,14 @@ import socket
 import sys
 import time
 import traceback
-from collections import deque
 from typing import Any
 
 import dill
 
-from .._core.codec import decode, encode, find_unpicklable
+from .._core.codec import decode, encode, unsendable
+from .._core.machine import RUNNING, Machine
 from .._core.records import portable, route_logging
-from .._core.runner import Runner, StageDone
-from ..errors import StageError, StopFlow
+from ..errors import StageError
 
 __all__ = ["StageActor"]
 
@@ -35,9 +36,10 @@ LINGER = 0.005  # seconds a source may spend filling one batch
 
 
 class StageActor:
-    """Worker ``worker`` of one stage.  ``code`` is the stage's node as dill bytes;
-    ``paths`` are the driver's ``sys.path`` entries (as a spawned process inherits
-    them), so stages defined in scripts and test modules can be found."""
+    """Worker ``worker`` of one stage.  ``code`` is the stage's node and its loop
+    weights as dill bytes; ``paths`` are the driver's ``sys.path`` entries (as a
+    spawned process inherits them), so stages defined in scripts and test modules
+    can be found."""
 
     def __init__(self, code: bytes, worker: int, paths: list[str],
                  levels: dict[str, int]) -> None:
@@ -46,161 +48,107 @@ class StageActor:
             if path not in sys.path:
                 sys.path.append(path)
         self.records: list[logging.LogRecord] = []
-        self.runner: Runner | None = None
-        self.status = "ok"  # "stop", "flowstop", "ended" or "error" once it has happened
+        self.machine: Machine | None = None
+        self.error: Any = None
         self.busy = 0.0
         self.cost = 0.0  # seconds per item of the last call
-        self.leftover = 0  # zip: items that will never be paired
         self.item_bytes = 0.0  # serialised size of an output item, last measured
         self.restarted = False  # a new life after a death: opened by its first call
+        self.termed = False  # local_term has run
         self._capture_logging()
 
-    # -- calls from the driver -----------------------------------------------------------
-    def open(self) -> dict[str, Any]:
-        """Unpickle the stage and run ``local_init``."""
+    # -- calls from the driver: one event of the machine each -------------------------
+    def open(self) -> Any:
+        """Unpickle the stage and run ``local_init`` (a gate lets its seed in)."""
         try:
-            self.node = dill.loads(self.code)
-            node = self.node
-            self.runner = Runner(node.stage, node.name, node.arity, len(node.outputs),
-                                 self.worker, envelope=node.envelope,
-                                 dead_letter=node.dead_letter)
-            self.pending: list[deque[Any]] = [deque() for _ in node.inputs]
-            self.ended_ports: set[int] = set()
-            self.runner.open()
+            node, loops = dill.loads(self.code)
+            self.machine = Machine(node, self.worker, loops=loops)
+            self.machine.open()
         except BaseException as exc:
             self._fail(exc)
-        return {**self._meta(), "pid": (socket.gethostname(), os.getpid())}
+        return self._reply(pid=(socket.gethostname(), os.getpid()))
 
     def pull(self, n: int) -> Any:
         """A source's next batch: up to ``n`` items, or what came within ``LINGER``."""
-        out = self._out()
-        if self.status == "ok":
-            assert self.runner is not None
-            if not hasattr(self, "items"):
-                self.items = self.runner.iterate()
-            t = time.perf_counter()
-            self._guarded(self._fill, out, n, t)
-            self.busy += time.perf_counter() - t
-        return self._reply(out)
+        m = self._machine()
+        t = time.perf_counter()
+        chunk, taken = 1, 0
+        try:
+            while taken < n and m.status is RUNNING:
+                taken += m.pull(min(chunk, n - taken))
+                chunk *= 2
+                if time.perf_counter() - t > LINGER:
+                    break
+        except BaseException as exc:
+            self._fail(exc)
+        self.busy += time.perf_counter() - t
+        return self._reply()
 
-    def _fill(self, out: list[list[Any]], n: int, start: float) -> None:
-        runner = self.runner
-        assert runner is not None
-        split = runner.n_outputs > 1  # several downstreams split each tuple
-        for count, x in enumerate(self.items, 1):
-            if split:
-                for _ in runner.split(iter([x]), out):
-                    pass
-            elif out:
-                out[0].append(x)
-            if count >= n or time.perf_counter() - start > LINGER:
-                return
-        self.status = "ended"
-
-    def process(self, port: int, ended: bool, *batches: bytes) -> Any:
-        """Apply the stage to the items of ``batches`` (from input ``port``); with
-        ``ended`` that input has no more items after these."""
-        if self.runner is None:  # Ray restarted this actor: a stateless stage, open it
-            self.open()
-            self.restarted = True
-        out = self._out()
+    def process(self, port: int, *batches: bytes) -> Any:
+        """The items of ``batches`` arrive on input ``port``."""
+        m = self._machine()
         items = [x for b in batches for x in decode(b)]
-        if self.status != "ok":  # stopped or ended: what still arrives is dropped
-            self.leftover += len(items)
-            return self._reply(out)
-        assert self.runner is not None
-        if self.node.loop is not None:
-            return self._gate(port, items, out)
-        if len(self.pending) > 1:
-            items = self._pair(port, ended, items)
         t = time.perf_counter()
-        if items:
-            self._guarded(self.runner.process, items, out)
+        try:
+            m.feed(port, items)
+        except BaseException as exc:
+            self._fail(exc)
         dt = time.perf_counter() - t
         self.busy += dt
-        if items:
+        if items and m.status is RUNNING:
             self.cost = dt / len(items)
-        if len(self.pending) > 1 and self.status == "ok" and self._exhausted():
-            self.status = "ended"
-            self.leftover += sum(map(len, self.pending))
-            for q in self.pending:
-                q.clear()
-        return self._reply(out)
+        return self._reply()
 
-    def _gate(self, port: int, items: list[Any], out: list[list[Any]]) -> Any:
-        """A loop gate: items from upstream (port 0, the seed too) enter the body;
-        what the body gives back (port 1) is routed back in or out of the loop."""
-        runner = self.runner
-        assert runner is not None
-        gate = self.node.gate
-        t = time.perf_counter()
-        if port == 0:
-            out[0].extend(gate.enter(items))
-        else:
-            runner.items_in += len(items)
-            self._guarded(self._route, items, out)
-        dt = time.perf_counter() - t
-        self.busy += dt
-        if items and port == 1:
-            self.cost = dt / len(items)
-        return self._reply(out)
+    def end(self, port: int) -> Any:
+        """Input ``port`` has ended (a Regulator flushes, the outputs may end)."""
+        return self._event(self._machine().end, port)
 
-    def _route(self, items: list[Any], out: list[list[Any]]) -> None:
-        assert self.runner is not None
-        back, leaving = self.runner.route(items)
-        out[0].extend(back)
-        out[1].extend(leaving)
+    def stop(self) -> Any:
+        """Stop early: a term flag is set, nobody reads the outputs, or the flow stops."""
+        return self._event(self._machine().stop)
 
-    def _pair(self, port: int, ended: bool, items: list[Any]) -> list[Any]:
-        """A zip: queue ``items`` on their port; return the tuples now complete."""
-        self.pending[port].extend(items)
-        if ended:
-            self.ended_ports.add(port)
-        n = min(map(len, self.pending))
-        return [tuple(q.popleft() for q in self.pending) for _ in range(n)]
+    def idle(self, count: int) -> Any:
+        """A gate: ``count`` items are in flight in its loop."""
+        return self._event(self._machine().idle, count)
 
-    def _exhausted(self) -> bool:
-        return any(not self.pending[p] for p in self.ended_ports)
-
-    def finish(self) -> Any:
-        """End of input: flush (a Regulator), then ``local_term``."""
-        out = self._out()
-        runner = self.runner
-        if runner is not None and self.status in ("ok", "ended") and \
-                self.node.kind not in ("source", "loop"):
-            self._guarded(runner.finish, out)
-        self._close()
-        return self._reply(out)
-
-    def terminate(self) -> dict[str, Any]:
+    def terminate(self) -> Any:
         """The run is being cancelled: ``local_term`` if it has not run yet."""
-        self._close()
+        self._term()
         return self._meta()
 
     # -- helpers ---------------------------------------------------------------------------
-    def _close(self) -> None:
-        if self.runner is None or not self.runner.opened:
-            return
-        try:
-            self.runner.close()
-        except BaseException as exc:
-            if self.status != "error":
-                self._fail(exc)
+    def _machine(self) -> Machine:
+        if self.machine is None:  # Ray restarted this actor: a stateless stage, open it
+            self.open()
+            self.restarted = True
+        assert self.machine is not None
+        return self.machine
 
-    def _guarded(self, f: Any, *args: Any) -> None:
+    def _event(self, method: Any, *args: Any) -> Any:
+        t = time.perf_counter()
         try:
-            f(*args)
-        except StageDone:
-            self.status = "stop"
-        except StopFlow:
-            self.status = "flowstop"
+            method(*args)
         except BaseException as exc:
             self._fail(exc)
+        self.busy += time.perf_counter() - t
+        return self._reply()
+
+    def _term(self) -> None:
+        """``local_term``, once: when the machine has ended, or at teardown."""
+        if self.machine is None or self.termed:
+            return
+        self.termed = True
+        try:
+            self.machine.close()
+        except BaseException as exc:
+            if self.error is None:
+                self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
-        self.status = "error"
+        if self.error is not None:
+            return
         if not isinstance(exc, StageError):
-            name = getattr(getattr(self, "node", None), "name", "?")
+            name = getattr(getattr(self.machine, "node", None), "name", "?")
             wrapped = StageError(name, None, self.worker, traceback.format_exc(),
                                  f"internal error: {type(exc).__name__}: {exc}")
             wrapped.__cause__ = exc
@@ -212,18 +160,23 @@ class StageActor:
             cause = None  # cannot be rebuilt: the traceback text still travels
         self.error = (exc, cause)
 
-    def _out(self) -> list[list[Any]]:
-        node = getattr(self, "node", None)
-        return [[] for _ in (node.outputs if node is not None else ())]
-
-    def _reply(self, out: list[list[Any]]) -> Any:
-        if self.runner is not None:
-            dead = self.runner.dead_letter
-            self.runner.items_out += sum(len(o) for p, o in enumerate(out) if p != dead)
-        data = [self._encode(o) for o in out]
-        meta = self._meta()
-        meta["counts"] = [len(o) for o in out]
-        return (meta, *data) if out else meta  # one return value is not a tuple
+    def _reply(self, **extra: Any) -> Any:
+        """The meta, then each output port's items as codec bytes.  The in-flight
+        change travels in the meta, which the driver applies before it hands the
+        items on."""
+        m = self.machine
+        if m is None:
+            return self._meta(**extra)
+        data = [self._encode(o) for o in m.out]
+        counts = [len(o) for o in m.out]
+        for o in m.out:
+            o.clear()
+        if m.status is not RUNNING:
+            self._term()  # local_term as soon as the stage has ended
+        meta = self._meta(**extra)
+        meta.update(counts=counts, delta=m.take_delta(), closed=m.take_closed(),
+                    running=m.status is RUNNING, stop_flow=m.stop_flow)
+        return (meta, *data) if data else meta  # one return value is not a tuple
 
     def _encode(self, items: list[Any]) -> bytes:
         """Serialise one port's output here, so an item that cannot travel is this
@@ -233,29 +186,22 @@ class StageActor:
         try:
             data = encode(items)
         except Exception as exc:
-            bad = find_unpicklable(items)
-            if self.status != "error":
-                self._fail(StageError(
-                    self.node.name, repr(bad)[:200], self.worker, traceback.format_exc(),
-                    f"output cannot be serialised to send downstream: "
-                    f"{type(exc).__name__}: {exc}"))
+            assert self.machine is not None
+            error = unsendable(self.machine.node.name, self.worker, items, exc)
+            error.__cause__ = exc
+            self._fail(error)
             return b""
         self.item_bytes = len(data) / len(items)
         return data
 
-    def _meta(self) -> dict[str, Any]:
-        r = self.runner
-        figures = (0, 0, 0, self.busy) if r is None else (r.items_in, r.items_out, r.errors,
-                                                          self.busy)
-        meta = {"status": self.status, "figures": figures, "cost": self.cost,
-                "item_bytes": self.item_bytes,
-                "leftover": self.leftover, "logs": self.records,
-                "restarted": self.restarted}
+    def _meta(self, **extra: Any) -> dict[str, Any]:
+        m = self.machine
+        figures = (0, 0, 0) if m is None else m.figures
+        meta = {"error": self.error, "figures": (*figures, self.busy), "cost": self.cost,
+                "item_bytes": self.item_bytes, "logs": self.records,
+                "restarted": self.restarted, **extra}
         self.records = []
         self.restarted = False
-        self.leftover = 0
-        if self.status == "error":
-            meta["error"] = self.error
         return meta
 
     def _capture_logging(self) -> None:

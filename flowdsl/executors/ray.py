@@ -12,13 +12,14 @@ outstanding, and a stage gets no new input while one of its output channels hold
 ``buffer`` items waiting for their consumers.  Batches are sized by each stage's
 measured per-item cost, like the process executor's.
 
-Loops follow the in-flight protocol of :mod:`flowdsl._loop`: the gate is an
-actor like any stage (its ``enter``/``route`` are the other executors'), and since
-every call goes through the driver, the driver does the counting: when a call of
-a stage inside a loop is released, the loop's count grows by what the call
-produced and shrinks by what it was given.  Once the loop's upstream has ended,
-no item is entering and the count is zero, the body's input ends.  The gate's
-feedback input is never held back, so a loop cannot block itself.
+Each actor is transport for one stage machine (:mod:`flowdsl._core.machine`),
+which decides every rule of the flow; the driver only moves references and
+counts.  Loops: every call's reply carries the in-flight change its machine made,
+and the driver applies it when the call is released, before its outputs are
+handed on.  When a loop's count is zero, its upstream has ended and no call of
+the gate's is outstanding, the driver tells the gate, whose machine ends the
+body's input.  The gate's feedback input is never held back, so a loop cannot
+block itself.
 
 Ray is an optional dependency (``pip install flowdsl[ray]``), imported only when a
 run starts.  Cycles made with explicit streams are not supported and are rejected
@@ -41,6 +42,7 @@ from typing import Any
 import dill
 
 from .._core.codec import decode, encode
+from .._core.machine import loop_weights
 from .._plan import DEFAULT_BUFFER, DRIVER, Plan
 from .._report import StageStats
 from ..errors import FlowTimeout, GraphError, StageError, WorkerDied
@@ -56,6 +58,7 @@ MESSAGE_BYTES = 1 << 20  # batches aim below this size
 FIRST_BATCH = 16  # items per call until a stage's cost is measured
 BATCH_WORK = 0.02  # seconds of a stage's work one call should hold: ~20x a call's cost
 _POLL = 0.05  # seconds between looks at term flags, when a stage has one
+UNAVAILABLE_RETRIES = 20  # calls made again to a restartable actor between two lives
 
 
 class RayExecutor(Executor):
@@ -189,15 +192,17 @@ def _import_ray() -> Any:
 
 
 def _ship(plan: Plan) -> dict[int, bytes]:
-    """Each node as dill bytes, stage code included (``recurse`` takes along the
-    globals a function uses, so notebook and script functions work)."""
+    """Each node and its loop weights as dill bytes, stage code included
+    (``recurse`` takes along the globals a function uses, so notebook and script
+    functions work)."""
     code = {}
     for node in plan.nodes:
         stage = copy.copy(node.stage)
         stage.upstreams, stage.downstreams = [], []  # the graph stays in the driver
         stage.term_flag = None  # the driver watches the flag
         try:
-            code[node.id] = dill.dumps(replace(node, stage=stage), recurse=True)
+            code[node.id] = dill.dumps((replace(node, stage=stage), loop_weights(plan, node)),
+                                       recurse=True)
         except Exception as exc:
             raise GraphError(
                 f"stage {node.name!r} cannot be sent to a Ray actor: "
@@ -208,17 +213,16 @@ def _ship(plan: Plan) -> dict[int, bytes]:
 
 @dataclass
 class _Call:
-    """One outstanding actor call."""
+    """One outstanding actor call: one event of the actor's machine."""
 
     node: int
     worker: int
-    kind: str  # "open", "pull", "process", "finish" or "terminate"
+    kind: str  # the actor's method: "open", "pull", "process", "end", "stop" or "idle"
     meta: Any  # the reference of the meta reply
     ports: list[Any] = field(default_factory=list)  # references of the output lists
     reply: dict[str, Any] | None = None  # the meta, once it came back
-    port: int = 0  # the input port of a "process" call
-    items: int = 0  # how many items it was given
     args: tuple[Any, ...] = ()  # what it was called with, to call again after a restart
+    number: int = 0  # calls are numbered in the order they were made
 
 
 class _RayExecution(Execution):
@@ -235,35 +239,34 @@ class _RayExecution(Execution):
         nodes, channels = plan.nodes, plan.channels
         self.calls: dict[Any, _Call] = {}  # meta reference -> call
         self.busy_calls = [[0] * n.workers for n in nodes]  # outstanding, per actor
-        self.turn = [0] * len(nodes)  # round robin over a stage's actors
+        self.turn = [0] * len(channels)  # round robin over a channel's consumer actors
         # a stage's finished calls wait here to release their outputs in order: in
         # call order over the whole stage when it keeps order, per actor otherwise
         self.order: dict[tuple[int, int], deque[_Call]] = {}
-        self.ended = [False] * len(nodes)  # no more input: finish was sent
-        self.finishing = [set(range(n.workers)) for n in nodes]
-        self.done = [False] * len(nodes)  # every actor finished: outputs closed
+        self.running = [[True] * n.workers for n in nodes]  # as the last reply said
+        self.stopping = [False] * len(nodes)  # told to stop
+        self.told_end: set[tuple[int, int, int]] = set()  # (node, worker, input) ended
         self.figures: dict[tuple[int, int], tuple[float, ...]] = {}
-        # restarts: how many calls may still be given again, per actor, and the
+        # restarts: how many times each actor may still be restarted, and the
         # figures of the actors' earlier lives
-        self.retries = {(n.id, w): executor.restarts.get(n.name, 0) * IN_FLIGHT
-                        for n in nodes for w in range(n.workers)}
+        self.restarts_left = {(n.id, w): executor.restarts.get(n.name, 0)
+                              for n in nodes for w in range(n.workers)}
+        self.unavailable = {key: 0 for key, n in self.restarts_left.items() if n}
+        self.submitted = 0  # calls made so far: a call's number orders them
         self.past: dict[tuple[int, int], tuple[float, ...]] = {}
         self.cost = [0.0] * len(nodes)
         self.item_bytes = [0.0] * len(nodes)  # serialised size of an output item
-        self.leftover = [0] * len(nodes)  # zip items never paired, dropped inputs
-        self.stopped = [False] * len(nodes)
         self.pids: dict[tuple[int, int], tuple[str, int]] = {}  # (host, pid) per actor
         self.backlog: list[deque[tuple[Any, int]]] = [deque() for _ in channels]
         self.waiting = [0] * len(channels)  # items in the backlog
-        self.live = [len(c.producers) for c in channels]  # producer ports not done
-        self.ended_ports: set[tuple[int, int]] = set()  # zip inputs told of their end
-        self.results: deque[tuple[Any, int]] = deque()
-        self.port_closed: set[tuple[int, int]] = set()  # (node, output port) ended
-        # loops, per gate: items inside the loop, calls entering items into it
-        # (the seed, upstream batches), and whether its upstream has ended
+        self.live = [plan.producer_workers(c.id) for c in channels]  # producer ports open
+        self.results: deque[Any] = deque()
+        self.flow_stopping = False  # a stage raised StopFlow: the sources stop
+        # loops, per gate: items in flight inside the loop (as released calls tell),
+        # and the gate's calls outstanding (they may let items in unseen)
         self.in_flight = [0] * len(nodes)
-        self.entering = [0] * len(nodes)
-        self.upstream_done = [n.loop is not None and n.loop.upstream is None for n in nodes]
+        self.gate_calls = [0] * len(nodes)
+        self.body_ended = [n.loop is None for n in nodes]  # the gate ended its body's input
         self.flagged = any(n.stage.term_flag is not None for n in nodes)
         levels = {"": logging.getLogger().getEffectiveLevel(),
                   "flowdsl": log.getEffectiveLevel()}
@@ -272,21 +275,17 @@ class _RayExecution(Execution):
         self.actors: list[list[Any]] = []
         try:
             for node in nodes:
-                # a zip's hidden pairing stage goes with the stage it pairs for
-                options = executor.options_for(node.name.removesuffix(":zip"))
+                # a hidden stage of the planner's goes with the stage it serves
+                served = node if node.serves is None else nodes[node.serves]
+                options = executor.options_for(served.name)
                 handles = [remote.options(**options).remote(code[node.id], w, paths, levels)
                            for w in range(node.workers)]
                 self.actors.append(handles)
-                for w, actor in enumerate(handles):
-                    self._submit(node.id, w, "open", actor.open, ())
+                for w in range(node.workers):
+                    self._submit(node.id, w, "open")
             for c in channels:
                 if c.seeds:
                     self._put(c.id, ray.put(encode(list(c.seeds))), len(c.seeds))
-            for node in nodes:
-                if node.loop is not None and node.gate.seed:  # enters like upstream items
-                    seed = list(node.gate.seed)
-                    self._submit(node.id, 0, "process", self.actors[node.id][0].process,
-                                 (0, False, encode(seed)), len(node.outputs), 0, len(seed))
         except BaseException:
             self.close()  # the actors made so far go too
             raise
@@ -298,13 +297,13 @@ class _RayExecution(Execution):
             self._check_deadline()
             self._pump()
             if self.results:
-                refs = [ref for ref, _ in self.results]
+                refs = list(self.results)
                 self.results.clear()
                 for data in ray.get(refs):
                     yield from decode(data)
                 continue
             if not self.calls:
-                if all(self.done):
+                if not any(map(any, self.running)) and not any(self.live):
                     return
                 raise RuntimeError("the ray executor stalled: no call outstanding "
                                    "but stages not done")  # a bug of ours
@@ -313,7 +312,9 @@ class _RayExecution(Execution):
                 continue
             ready, _ = ray.wait(list(self.calls), num_returns=len(self.calls), timeout=0)
             for ref in ready:
-                self._complete(self.calls.pop(ref))
+                call = self.calls.pop(ref, None)
+                if call is not None:  # (None: called again after a restart)
+                    self._complete(call)
 
     def _wait(self) -> float | None:
         wait = _POLL if self.flagged else None
@@ -328,45 +329,35 @@ class _RayExecution(Execution):
 
     def _pump(self) -> None:
         """Start every call that can start now."""
-        plan = self.plan
-        for node in plan.nodes:
-            if self.ended[node.id]:
+        for node in self.plan.nodes:
+            nid = node.id
+            if self.stopping[nid] or not any(self.running[nid]):
                 continue
             flag = node.stage.term_flag
-            if (flag is not None and flag.is_set()) or self._unread(node.id):
-                self._end(node.id, stopped=True)
-        for node in plan.nodes:
-            if node.kind == "source" and not self.ended[node.id] and not self._full(node.id):
-                while self.busy_calls[node.id][0] < IN_FLIGHT:
-                    n = self._batch(node.id)
-                    self._submit(node.id, 0, "pull", self.actors[node.id][0].pull, (n,),
-                                 len(node.outputs))
-        for ch in plan.channels:
+            if ((flag is not None and flag.is_set()) or self._unread(nid)
+                    or (node.kind == "source" and self.flow_stopping)):
+                self.stopping[nid] = True
+                for w in range(node.workers):
+                    self._submit(nid, w, "stop")
+            elif node.kind == "source" and not self._full(nid):
+                while self.running[nid][0] and self.busy_calls[nid][0] < IN_FLIGHT:
+                    self._submit(nid, 0, "pull", self._batch(nid))
+        for ch in self.plan.channels:
             self._dispatch(ch.id)
 
     def _dispatch(self, cid: int) -> None:
-        """Hand what waits in channel ``cid`` to its consumers."""
+        """Hand what waits in channel ``cid`` to its consumers; once it has ended
+        and nothing waits, tell each of them."""
         channel, backlog = self.plan.channels[cid], self.backlog[cid]
-        consumers = [(n, p) for n, p in channel.consumers if n == DRIVER or not self.ended[n]]
-        if not consumers:
-            backlog.clear()
-            n, p = channel.consumers[0]
-            if n != DRIVER:  # dropped items are no longer inside any loop
-                self._count(self._loops_of(n, p), 0, self.waiting[cid])
-            for n, _ in channel.consumers:
-                if n != DRIVER:
-                    self.leftover[n] += self.waiting[cid]
-                    self._report_leftovers(n)
-            self.waiting[cid] = 0
-        elif consumers[0][0] == DRIVER:
-            self.results.extend(backlog)
+        if channel.consumers[0][0] == DRIVER:
+            self.results.extend(ref for ref, _ in backlog)
             backlog.clear()
             self.waiting[cid] = 0
         while backlog:
-            target = self._choose(consumers)
+            target = self._choose(cid)
             if target is None:
                 break
-            (nid, port), w = target
+            nid, w, port = target
             refs: list[Any] = []
             count = 0
             limit = self._batch(nid)
@@ -375,41 +366,33 @@ class _RayExecution(Execution):
                 refs.append(ref)
                 count += k
             self.waiting[cid] -= count
-            last = not backlog and self.live[cid] == 0
-            if last and len(self.plan.nodes[nid].inputs) > 1:
-                self.ended_ports.add((nid, port))
-            self._submit(nid, w, "process", self.actors[nid][w].process,
-                         (port, last, *refs), len(self.plan.nodes[nid].outputs), port, count)
+            self._submit(nid, w, "process", port, *refs)
         if self.live[cid] == 0 and not backlog:
-            for nid, port in channel.consumers:
-                if nid != DRIVER and not self.ended[nid]:
-                    self._input_ended(nid, port)
+            for nid, w, port in self._consumer_workers(cid):
+                if (nid, w, port) not in self.told_end:
+                    self.told_end.add((nid, w, port))
+                    self._submit(nid, w, "end", port)
 
-    def _choose(self, consumers: list[tuple[int, int]]) -> Any:
-        """A consumer actor with room for a call, round robin; None if none has."""
-        for nid, port in consumers:
-            if self._full(nid) and not _feedback(self.plan, nid, port):
+    def _consumer_workers(self, cid: int) -> list[tuple[int, int, int]]:
+        """Every (node, worker, input index) that competes for channel ``cid``."""
+        return [(nid, w, self.plan.nodes[nid].inputs.index(cid))
+                for nid, _ in self.plan.channels[cid].consumers if nid != DRIVER
+                for w in range(self.plan.nodes[nid].workers)]
+
+    def _choose(self, cid: int) -> tuple[int, int, int] | None:
+        """A consumer actor with room for a call, in turn, running ones first (an
+        ended one still takes what arrives, to count it); None if none has."""
+        consumers = self._consumer_workers(cid)
+        candidates = [c for c in consumers if self.running[c[0]][c[1]]] or consumers
+        for i in range(len(candidates)):
+            nid, w, port = candidates[(self.turn[cid] + i) % len(candidates)]
+            loop = self.plan.nodes[nid].loop
+            if self._full(nid) and not (loop is not None and loop.feedback == cid):
                 continue  # (what comes back into a loop is always taken)
-            k = self.plan.nodes[nid].workers
-            for i in range(k):
-                w = (self.turn[nid] + i) % k
-                if self.busy_calls[nid][w] < IN_FLIGHT:
-                    self.turn[nid] = w + 1
-                    return (nid, port), w
+            if self.busy_calls[nid][w] < IN_FLIGHT:
+                self.turn[cid] += i + 1
+                return nid, w, port
         return None
-
-    def _input_ended(self, nid: int, port: int) -> None:
-        node = self.plan.nodes[nid]
-        if node.loop is not None and port == 0:  # a loop's upstream: it may end now
-            if not self.upstream_done[nid]:
-                self.upstream_done[nid] = True
-                self._maybe_close_loop(nid)
-        elif len(node.inputs) == 1 or node.loop is not None:
-            self._end(nid)
-        elif (nid, port) not in self.ended_ports:  # a zip: the actor decides
-            self.ended_ports.add((nid, port))
-            self._submit(nid, 0, "process", self.actors[nid][0].process, (port, True),
-                         len(self.plan.nodes[nid].outputs))
 
     def _batch(self, nid: int) -> int:
         """How many items a call to ``nid`` should get: about BATCH_WORK seconds of
@@ -425,8 +408,9 @@ class _RayExecution(Execution):
                     limit = min(limit, buffer)
                 costs += [self.cost[c] for c, _ in self.plan.channels[ch].consumers
                           if c != DRIVER]
-        if not all(costs[1:]) or (not costs[0] and self.plan.nodes[nid].kind != "source"):
-            return min(limit, FIRST_BATCH)
+        if not all(costs[1:]) or not max(costs) or (
+                not costs[0] and self.plan.nodes[nid].kind != "source"):
+            return min(limit, FIRST_BATCH)  # not measured yet
         return max(1, min(limit, int(BATCH_WORK / max(costs))))
 
     def _full(self, nid: int) -> bool:
@@ -437,23 +421,21 @@ class _RayExecution(Execution):
     def _unread(self, nid: int) -> bool:
         """True when every consumer of every output of ``nid`` has ended."""
         chans = [ch for port in self.plan.nodes[nid].outputs for ch in port]
-        return bool(chans) and all(c != DRIVER and self.ended[c] for ch in chans
-                                   for c, _ in self.plan.channels[ch].consumers)
+        return bool(chans) and all(c != DRIVER and not any(self.running[c])
+                                   for ch in chans for c, _ in self.plan.channels[ch].consumers)
 
     # -- calls -------------------------------------------------------------------------
-    def _submit(self, nid: int, w: int, kind: str, method: Any, args: tuple[Any, ...],
-                ports: int = -1, port: int = 0, items: int = 0) -> None:
-        if ports >= 0:  # the meta, then one list per output port
-            refs = method.options(num_returns=1 + ports).remote(*args)
-            refs = refs if isinstance(refs, list) else [refs]
-            call = _Call(nid, w, kind, refs[0], refs[1:], port=port, items=items, args=args)
-        else:
-            call = _Call(nid, w, kind, method.remote(*args))
-        node = self.plan.nodes[nid]
-        if node.loop is not None and kind == "process" and port == 0:
-            self.entering[nid] += 1
+    def _submit(self, nid: int, w: int, kind: str, *args: Any) -> None:
+        method = getattr(self.actors[nid][w], kind)
+        refs = method.options(num_returns=1 + len(self.plan.nodes[nid].outputs)).remote(*args)
+        refs = refs if isinstance(refs, list) else [refs]
+        call = _Call(nid, w, kind, refs[0], refs[1:], args=args, number=self.submitted)
+        self.submitted += 1
         self.calls[call.meta] = call
         self.busy_calls[nid][w] += 1
+        if self.plan.nodes[nid].loop is not None:
+            self.gate_calls[nid] += 1
+        node = self.plan.nodes[nid]
         key = (nid, -1) if node.workers > 1 and node.stage.ordered else (nid, w)
         self.order.setdefault(key, deque()).append(call)
 
@@ -462,8 +444,8 @@ class _RayExecution(Execution):
         try:
             reply = self.ray.get(call.meta)
         except self.ray.exceptions.RayActorError as exc:
-            if call.kind == "process" and self.retries[call.node, call.worker] > 0:
-                self._call_again(call)
+            if self._may_call_again(call, exc):
+                self._call_again(call, exc)
                 return
             raise WorkerDied(node.name, call.worker, None) from exc
         except self.ray.exceptions.RayError as exc:
@@ -472,141 +454,101 @@ class _RayExecution(Execution):
         self.busy_calls[call.node][call.worker] -= 1
         for record in reply["logs"]:
             logging.getLogger(record.name).handle(record)
-        if reply["restarted"] and (call.node, call.worker) in self.figures:
+        key = (call.node, call.worker)
+        if reply["restarted"] and key in self.figures:
             # a new life: keep what the dead actor had counted
-            self.past[call.node, call.worker] = tuple(
-                a + b for a, b in zip(self.past.get((call.node, call.worker), ()) or
-                                      (0.0,) * len(reply["figures"]),
-                                      self.figures[call.node, call.worker], strict=True))
-        self.figures[call.node, call.worker] = reply["figures"]
-        self.leftover[call.node] += reply["leftover"]
+            past = self.past.get(key) or (0.0,) * len(reply["figures"])
+            self.past[key] = tuple(a + b for a, b in zip(past, self.figures[key], strict=True))
+        self.figures[key] = reply["figures"]
         if reply.get("pid"):
-            self.pids[call.node, call.worker] = reply["pid"]
+            self.pids[key] = reply["pid"]
         if reply["cost"]:
             self.cost[call.node] = reply["cost"]
         if reply["item_bytes"]:
             self.item_bytes[call.node] = reply["item_bytes"]
-        if reply["status"] == "error":
+        if reply["error"] is not None:
             error, cause = reply["error"]
             error.__cause__ = cause
             raise error
         call.reply = reply
-        key = (call.node, -1) if node.workers > 1 and node.stage.ordered else \
-            (call.node, call.worker)
-        queue = self.order[key]
+        order = (call.node, -1) if node.workers > 1 and node.stage.ordered else key
+        queue = self.order[order]
         while queue and queue[0].reply is not None:
             self._release(queue.popleft())
 
-    def _call_again(self, call: _Call) -> None:
-        """Give a dead actor's call to its restarted self (Ray restarts it)."""
+    def _may_call_again(self, call: _Call, exc: Exception) -> bool:
+        """Whether a call that found its actor gone is made again: when the stage
+        may be restarted, and it has restarts left or the actor is only between
+        two lives (a call sent just as it died)."""
         key = (call.node, call.worker)
-        self.retries[key] -= 1
-        log.warning("actor %d of stage %r died; calling its restarted actor again",
-                    call.worker, self.plan.nodes[call.node].name,
-                    extra={"stage": self.plan.nodes[call.node].name, "worker": call.worker})
-        method = self.actors[call.node][call.worker].process
-        refs = method.options(num_returns=1 + len(call.ports)).remote(*call.args)
-        refs = refs if isinstance(refs, list) else [refs]
-        call.meta, call.ports = refs[0], refs[1:]
-        self.calls[call.meta] = call
+        if call.kind == "open" or key not in self.unavailable:
+            return False
+        if isinstance(exc, self.ray.exceptions.ActorUnavailableError):
+            return self.unavailable[key] < UNAVAILABLE_RETRIES
+        return self.restarts_left[key] > 0
+
+    def _call_again(self, failed: _Call, exc: Exception) -> None:
+        """An actor died: Ray restarts it, and every call it had not answered is
+        made again on its new self, in the order they were first made."""
+        key = (failed.node, failed.worker)
+        if isinstance(exc, self.ray.exceptions.ActorUnavailableError):
+            self.unavailable[key] += 1
+        else:
+            self.restarts_left[key] -= 1
+            name = self.plan.nodes[failed.node].name
+            log.warning("actor %d of stage %r died; calling its restarted actor again",
+                        failed.worker, name, extra={"stage": name, "worker": failed.worker})
+        lost = [c for c in self.calls.values() if (c.node, c.worker) == key] + [failed]
+        actor = self.actors[failed.node][failed.worker]
+        for call in sorted(lost, key=lambda c: c.number):
+            self.calls.pop(call.meta, None)
+            method = getattr(actor, call.kind)
+            refs = method.options(num_returns=1 + len(call.ports)).remote(*call.args)
+            refs = refs if isinstance(refs, list) else [refs]
+            call.meta, call.ports = refs[0], refs[1:]
+            self.calls[call.meta] = call
 
     def _release(self, call: _Call) -> None:
-        """A call's outputs go downstream, its status takes effect."""
+        """A call's effects, in call order: its in-flight change is counted before
+        its outputs go downstream; then the ends of its outputs."""
         nid, reply = call.node, call.reply
         assert reply is not None
         node = self.plan.nodes[nid]
-        counts = reply.get("counts", ())
-        for port, (ref, count) in enumerate(zip(call.ports, counts, strict=True)):
+        gates = [gate for gate, delta in reply["delta"]]
+        for gate, delta in reply["delta"]:
+            self.in_flight[gate] += delta
+        for port, (ref, count) in enumerate(zip(call.ports, reply["counts"], strict=True)):
             if count:
                 for ch in node.outputs[port]:
                     self._put(ch, ref, count)
-        if call.kind == "process":
-            self._counted(call, counts)
-        status = reply["status"]
-        if status == "flowstop":
-            self.report.stopped = True
-            for source in self.plan.nodes:
-                if source.kind == "source":
-                    self._end(source.id)
-        if status in ("stop", "flowstop"):
-            self._end(nid, stopped=True)
-        elif status == "ended":
-            self._end(nid)
-        if call.kind == "finish":
-            self.finishing[nid].discard(call.worker)
-            if not self.finishing[nid]:
-                self._done(nid)
-
-    # -- loops -------------------------------------------------------------------------
-    def _counted(self, call: _Call, counts: list[int]) -> None:
-        """What a released call changed inside the loops its stage is in.  A copy
-        sent to several channels counts once per channel, as in every executor;
-        a gate counts for its own loop only: what it takes in from upstream or
-        the seed enters, what it sends back stays, what it lets out leaves."""
-        node = self.plan.nodes[call.node]
-        produced = sum(k * len(chans) for k, chans in zip(counts, node.outputs, strict=True))
-        if node.loop is None:
-            self._count(node.regions, produced, call.items)
-        elif call.port == 0:
-            self.entering[node.id] -= 1
-            self._count((node.id,), counts[0] * len(node.outputs[0]), 0)
-        else:
-            self._count((node.id,), counts[0] * len(node.outputs[0]), call.items)
-
-    def _loops_of(self, nid: int, port: int) -> tuple[int, ...]:
-        """The loops whose count holds an item waiting for input ``port`` of ``nid``."""
-        return (nid,) if _feedback(self.plan, nid, port) else self.plan.nodes[nid].regions
-
-    def _count(self, gates: tuple[int, ...], produced: int, consumed: int) -> None:
-        for g in gates:
-            self.in_flight[g] += produced - consumed
-            self._maybe_close_loop(g)
-
-    def _maybe_close_loop(self, g: int) -> None:
-        if self.upstream_done[g] and not self.entering[g] and self.in_flight[g] == 0:
-            self._close_port(g, 0)  # nothing left inside: end the body's input
-
-    def _close_port(self, nid: int, port: int) -> None:
-        if (nid, port) not in self.port_closed:
-            self.port_closed.add((nid, port))
-            for ch in self.plan.nodes[nid].outputs[port]:
+        for port in reply["closed"]:
+            if node.loop is not None and port == 0:
+                self.body_ended[nid] = True
+            for ch in node.outputs[port]:
                 self.live[ch] -= 1
+        self.running[nid][call.worker] = reply["running"]
+        if reply["stop_flow"] and not self.flow_stopping:
+            self.flow_stopping = self.report.stopped = True
+        if node.loop is not None:
+            self.gate_calls[nid] -= 1
+            gates.append(nid)
+        for gate in gates:
+            self._maybe_idle(gate)
+
+    def _maybe_idle(self, gate: int) -> None:
+        """Tell a gate its loop is empty, once its upstream has ended and no call
+        of its own could have let items in that the count does not show yet; the
+        gate decides."""
+        node = self.plan.nodes[gate]
+        up = node.loop.upstream  # type: ignore[union-attr]
+        if (self.in_flight[gate] == 0 and not self.gate_calls[gate]
+                and not self.body_ended[gate] and self.running[gate][0]
+                and (up is None or (gate, 0, node.inputs.index(up)) in self.told_end)):
+            self._submit(gate, 0, "idle", 0)
 
     def _put(self, cid: int, ref: Any, count: int) -> None:
         self.backlog[cid].append((ref, count))
         self.waiting[cid] += count
-
-    def _end(self, nid: int, stopped: bool = False) -> None:
-        """No more input for ``nid``: each actor flushes and runs ``local_term``."""
-        if self.ended[nid]:
-            return
-        self.ended[nid] = True
-        self.stopped[nid] = stopped
-        node = self.plan.nodes[nid]
-        for w, actor in enumerate(self.actors[nid]):
-            self._submit(nid, w, "finish", actor.finish, (), len(node.outputs))
-
-    def _done(self, nid: int) -> None:
-        """Every actor of ``nid`` has finished: its outputs end."""
-        self.done[nid] = True
-        for port in range(len(self.plan.nodes[nid].outputs)):
-            self._close_port(nid, port)
-        self._report_leftovers(nid)
-
-    def _report_leftovers(self, nid: int) -> None:
-        """Once a stage is done and its inputs have ended, say what it dropped."""
-        node = self.plan.nodes[nid]
-        if not self.done[nid] or any(self.live[c] or self.backlog[c] for c in node.inputs):
-            return
-        if self.leftover[nid]:
-            if len(node.inputs) > 1:
-                log.warning("zip into %r ended with %d item(s) left over in its other inputs",
-                            node.name, self.leftover[nid], extra={"stage": node.name,
-                                                                  "worker": 0})
-            elif self.stopped[nid]:
-                log.info("stopped early; %d item(s) were dropped", self.leftover[nid],
-                         extra={"stage": node.name, "worker": 0})
-            self.leftover[nid] = 0
 
     # -- figures -----------------------------------------------------------------------
     def stats(self) -> dict[str, StageStats]:
@@ -629,21 +571,17 @@ class _RayExecution(Execution):
 
     # -- teardown ----------------------------------------------------------------------
     def close(self) -> None:
-        """Give unfinished actors ``grace`` seconds to run ``local_term``, then kill
-        every actor of the run and wait until their processes are gone."""
+        """Give actors ``grace`` seconds to run ``local_term`` if they have not,
+        then kill every actor of the run and wait until their processes are gone."""
         if self.closed:
             return
         self.closed = True
         ray = self.ray
         try:
-            pending = []
-            for nid, handles in enumerate(self.actors):
-                for w in sorted(self.finishing[nid]):
-                    pending.append(handles[w].terminate.remote())
-            opens = [c.meta for c in self.calls.values() if c.kind == "open"]
-            if pending or opens:
-                ready, _ = ray.wait(pending + opens, num_returns=len(pending) + len(opens),
-                                    timeout=self.grace)
+            pending = [handles[w].terminate.remote() for nid, handles in enumerate(self.actors)
+                       for w in range(len(handles))]
+            if pending:
+                ready, _ = ray.wait(pending, num_returns=len(pending), timeout=self.grace)
                 for ref in ready:
                     self._absorb(ref)
         finally:
@@ -660,13 +598,8 @@ class _RayExecution(Execution):
             reply = self.ray.get(ref)
         except self.ray.exceptions.RayError:
             return
-        if isinstance(reply, list):
-            reply = reply[0]
         for record in reply.get("logs", ()):
             logging.getLogger(record.name).handle(record)
-        call = self.calls.get(ref)
-        if call is not None and reply.get("pid"):
-            self.pids[call.node, call.worker] = reply["pid"]
 
     def _wait_gone(self, limit: float = 5.0) -> None:
         """Wait until the actor processes on this machine have exited (ray.kill
