@@ -8,14 +8,22 @@ the flow.  Every stage runs in its own worker process(es) by default.
 
 import logging as _logging
 
+from . import _diagram, _flow
 from ._flow import Flow, merge
 from ._loop import loop
 from ._minipipe import PipeLine, PipeSystem, Stream
 from ._report import RunReport, StageStats
 from ._sentinel import Sentinel
 from ._stages import Regulator, Sink, Source, Stage, Transform, sink, source, transform
+from ._stages import as_stage as _stages_as_stage
 from .errors import Failure, FlowError, FlowTimeout, GraphError, StageError, StopFlow, WorkerDied
-from .executors import Executor, ProcessExecutor, RayExecutor, SerialExecutor
+from .executors import Executor, ProcessExecutor, RayExecutor, SerialExecutor, execute
+
+# The graph model (flows and stages) imports nothing above it; the layers above
+# give it what running and drawing a flow need.
+_flow.provide(as_stage=_stages_as_stage, execute=execute, diagram=_diagram.diagram,
+              mimebundle=_diagram.mimebundle)
+del execute, _stages_as_stage
 
 __version__ = "0.1.0"
 

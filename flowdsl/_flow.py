@@ -27,10 +27,28 @@ if TYPE_CHECKING:
     from ._stages import Stage
 
 __all__ = ["DEAD_LETTER", "Composable", "Edge", "Flow", "Node", "as_flow", "merge",
-           "refuse_stop_flow"]
+           "provide", "refuse_stop_flow"]
 
 _ids = itertools.count()
 DEAD_LETTER = -1  # the output port of failed items, placed after the others by the planner
+
+# The graph model imports nothing above it.  What it needs from the layers above
+# (how a bare function becomes a stage; how a flow runs and is drawn) those
+# layers provide when they are imported: ``flowdsl/__init__.py`` sees to it.
+_provided: dict[str, Any] = {}
+
+
+def provide(**functions: Any) -> None:
+    """Register ``as_stage``, ``execute``, ``diagram`` or ``mimebundle`` for flows."""
+    _provided.update(functions)
+
+
+def _needs(name: str) -> Any:
+    try:
+        return _provided[name]
+    except KeyError:
+        raise RuntimeError(f"flowdsl is not fully imported ({name} is missing): "
+                           f"import flowdsl first") from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,9 +112,7 @@ class Composable:
         call :meth:`collect` to get them.  Raises :class:`StageError`,
         :class:`WorkerDied` or :class:`FlowTimeout` on failure.
         """
-        from .executors import execute
-
-        with execute(self._as_flow(), executor=executor, timeout=timeout,
+        with _needs("execute")(self._as_flow(), executor=executor, timeout=timeout,
                      progress=progress, want_results=False) as execution:
             for _ in execution:
                 pass
@@ -113,15 +129,13 @@ class Composable:
         Leaving the loop early (``break``, an exception, or dropping the iterator)
         stops the flow and its workers.
         """
-        from .executors import execute
-
         flow = self._as_flow()
         if not flow.outlets:
             logging.getLogger("flowdsl").warning(
                 "%r ends in sinks: no item reaches the caller, so iterating or collecting it "
                 "gives nothing; run() runs it and returns its report", self)
-        with execute(flow, executor=executor, timeout=timeout,
-                     progress=progress, want_results=True) as execution:
+        with _needs("execute")(flow, executor=executor, timeout=timeout,
+                               progress=progress, want_results=True) as execution:
             yield from execution
 
     def __iter__(self) -> Iterator[Any]:
@@ -129,14 +143,10 @@ class Composable:
 
     def diagram(self, draw_streams: bool = False) -> Any:
         """A ``graphviz.Digraph`` of the flow (stable node ids, loops as back edges)."""
-        from ._diagram import diagram
-
-        return diagram(self._as_flow(), draw_streams=draw_streams)
+        return _needs("diagram")(self._as_flow(), draw_streams=draw_streams)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        from ._diagram import mimebundle
-
-        return mimebundle(self._as_flow())
+        return _needs("mimebundle")(self._as_flow())  # type: ignore[no-any-return]
 
 
 class Flow(Composable):
@@ -191,8 +201,7 @@ class Flow(Composable):
 
 def as_flow(obj: Any) -> Flow:
     """The flow for an operand of ``>>``: stages become one-node flows."""
-    from ._stages import as_stage
-
+    as_stage = _needs("as_stage")
     if isinstance(obj, Composable):
         return obj._as_flow()
     if isinstance(obj, (list, tuple)):

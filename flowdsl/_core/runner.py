@@ -83,7 +83,6 @@ class Runner:
         self.kwargs = stage.kwargs
         self.opened = False
         self.items_in = 0
-        self.items_out = 0
         self.errors = 0
         self.ignore = stage.ignore_exceptions
         self.envelope = envelope
