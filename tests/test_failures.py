@@ -168,3 +168,52 @@ def fail_at_100(x):
     if x == 100:
         raise RuntimeError("boom")
     return x
+
+
+@transform
+def pid_of_worker(x):
+    return os.getpid()
+
+
+def test_sigterm_to_one_worker_is_worker_died():
+    """The driver never stops workers by a signal, so a SIGTERM from outside (a
+    user's kill, a container runtime) is that worker's death, not a cancel."""
+    items = (numbers(10 ** 9) >> pid_of_worker).iterate(timeout=20)
+    os.kill(next(items), signal.SIGTERM)
+    start = time.monotonic()
+    with pytest.raises(WorkerDied) as info:
+        for _ in items:
+            pass
+    assert time.monotonic() - start < 2
+    assert (info.value.stage, info.value.worker) == ("pid_of_worker", 0)
+
+
+@transform
+class Careful:
+    """Each call takes a while; it notes when it ends, and so does local_term."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def run(self, x):
+        time.sleep(0.2)  # work in progress, not synchronisation
+        with open(self.path, "a") as f:
+            f.write(f"done {x}\n")
+        return x
+
+    def local_term(self):
+        with open(self.path, "a") as f:
+            f.write("local_term\n")
+
+
+def test_cancelling_a_run_lets_the_call_in_progress_finish(tmp_path):
+    """Leaving a run early cancels it cooperatively: no exception is thrown into
+    the user's call, which ends as it would, then local_term runs."""
+    path = tmp_path / "log"
+    items = (numbers(100) >> Careful(str(path))).iterate(timeout=20)
+    assert next(items) == 0
+    items.close()  # the worker is inside the call on item 1 (or just past it)
+    lines = path.read_text().splitlines()
+    assert lines[-1] == "local_term"
+    assert lines[:-1] == [f"done {i}" for i in range(len(lines) - 1)]
+    assert len(lines) >= 3  # the call on item 1 was not cut short

@@ -1,25 +1,76 @@
 """Channels: bounded, multi-producer, multi-consumer byte queues between processes.
 
 A channel is an OS pipe guarded by two locks, with a semaphore counting free
-slots.  Producers write whole messages themselves (no feeder thread: a put that
-returns has really been handed over), consumers compete for messages.  The end of
+slots; every wait on it wakes when the run is cancelled (:class:`Cancel`).
+Producers write whole messages themselves (no feeder thread: a put that returns
+has really been handed over), consumers compete for messages.  The end of
 stream is counted: each producer worker calls :meth:`producer_done`, and the last
 one puts one end-of-stream marker per consumer worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from .._core.codec import EOS
+from multiprocess.connection import wait
 
-__all__ = ["Channel", "ControlPipe"]
+from .._core.codec import EOS
+from .._core.runner import Cancelled
+
+__all__ = ["Cancel", "Channel", "ControlPipe"]
+
+TICK = 0.05  # seconds between looks at the cancel flag while waiting for a lock
+
+
+class Cancel:
+    """The driver's request that a run's workers stop.
+
+    A flag, and a pipe that becomes readable once it is set, so that a worker
+    waiting for input wakes at once.  Workers look at it where they wait (and
+    between batches), and leave by raising :class:`Cancelled` there, in their
+    own code: user code is never interrupted by a signal handler.
+    """
+
+    def __init__(self, ctx: Any) -> None:
+        self._flag = ctx.RawValue("b", 0)
+        self.reader, self._writer = ctx.Pipe(duplex=False)
+
+    def set(self) -> None:
+        self._flag.value = 1
+        with contextlib.suppress(OSError):
+            self._writer.send_bytes(b"x")  # never read: the pipe stays readable
+
+    def __bool__(self) -> bool:
+        return bool(self._flag.value)
+
+    def check(self) -> None:
+        """Raise :class:`Cancelled` if the run is being cancelled."""
+        if self._flag.value:
+            raise Cancelled()
+
+    def acquire(self, lock: Any) -> None:
+        """Take ``lock`` (a lock, semaphore or condition), looking at the flag
+        every :data:`TICK` seconds while it is taken by others."""
+        while not lock.acquire(True, TICK):
+            self.check()
+
+    def wait(self, readers: list[Any]) -> list[Any]:
+        """The ``readers`` with data, once one has (or the run is cancelled)."""
+        ready = wait([*readers, self.reader])
+        self.check()
+        return ready
+
+    def close(self) -> None:
+        self.reader.close()
+        self._writer.close()
 
 
 class Channel:
     def __init__(self, ctx: Any, name: str, buffer: int, producers: int,
-                 consumers: int, max_batch: int) -> None:
+                 consumers: int, max_batch: int, cancel: Cancel) -> None:
         self.name = name
+        self.cancel = cancel
         # ``buffer`` bounds the items waiting: batches of at most ``batch_limit``
         # items, at most ``capacity`` batches.
         self.batch_limit = max(1, min(max_batch, buffer))
@@ -36,13 +87,23 @@ class Channel:
         self._closed = ctx.Value("b", 0, lock=False)
 
     def put(self, data: bytes) -> None:
-        self._slots.acquire()
-        with self._wlock:
+        cancel = self.cancel
+        cancel.acquire(self._slots)
+        cancel.acquire(self._wlock)
+        try:
             self.writer.send_bytes(data)
+        finally:
+            self._wlock.release()
 
     def get(self) -> bytes:
-        with self._rlock:
-            data = self.reader.recv_bytes()
+        cancel, reader = self.cancel, self.reader
+        cancel.acquire(self._rlock)
+        try:
+            if not reader.poll():
+                cancel.wait([reader])
+            data = reader.recv_bytes()
+        finally:
+            self._rlock.release()
         self._slots.release()
         return data
 
@@ -69,9 +130,12 @@ class Channel:
     def end(self) -> None:
         """Put one end-of-stream marker per consumer worker.  The markers need no
         free slot: a stage may be its own consumer."""
-        with self._wlock:
+        self.cancel.acquire(self._wlock)
+        try:
             for _ in range(self.consumers):
                 self.writer.send_bytes(EOS)
+        finally:
+            self._wlock.release()
 
     def reader_gone(self) -> None:
         """A consumer worker stopped reading before the end of the stream; when

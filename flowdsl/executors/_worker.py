@@ -29,7 +29,7 @@ from .._core.runner import Cancelled
 from .._plan import NodeSpec
 from .._report import FIGURES
 from ..errors import StageError
-from ._channel import Channel, ControlPipe
+from ._channel import TICK, Cancel, Channel, ControlPipe
 
 __all__ = ["LINGER", "Job", "Ordering", "worker_main"]
 
@@ -60,6 +60,7 @@ class Job:
     inputs: list[Channel]
     outputs: list[list[Channel]]
     control: ControlPipe
+    cancel: Cancel  # set by the driver to stop the run
     ordering: Ordering | None
     log_levels: dict[str, int] = field(default_factory=dict)
     # loops: the machine's weights, and per loop gate the in-flight counter and
@@ -76,31 +77,13 @@ def worker_main(job: Job) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    signal.signal(signal.SIGTERM, _cancel)
-    global _exiting
-    try:
-        _die_with_parent()
-        os.register_at_fork(before=_before_fork, after_in_parent=_after_fork,
-                            after_in_child=_forked_from_worker)
-        _forward_logging(job)
-        _Worker(job).run()
-        _exiting = True
-    except Cancelled:  # stopped before it could start: nothing to clean up
-        _exiting = True
-
-
-_exiting = False  # set once the worker is done: a late SIGTERM must not interrupt exit
-
-
-def _shield() -> None:
-    """Ignore SIGTERM from now on (the worker is finishing)."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _cancel(signum: int, frame: Any) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if not _exiting:
-        raise Cancelled()
+    # The driver cancels through ``job.cancel``, never by a signal: any signal that
+    # ends a worker (a user's kill, the OOM reaper's SIGTERM) is its death.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+    os.register_at_fork(before=_before_fork, after_in_child=_forked_from_worker)
+    _forward_logging(job)
+    _Worker(job).run()
 
 
 class _Worker:
@@ -145,19 +128,16 @@ class _Worker:
                 self._close_port(port)
             if not m.gate:  # a gate's inputs belong to its reader threads
                 self._drain_inputs()
-            _shield()
         except Cancelled:
             status = "cancelled"
         except StageError as exc:
-            _shield()
             status, report = "error", exc
         except BaseException as exc:  # a bug of ours: report it like user code
-            _shield()
             status, report = "error", StageError(
                 self.node.name, None, self.job.worker, traceback.format_exc(),
                 f"internal error: {type(exc).__name__}: {exc}")
-        # From here the worker finishes on its own: local_term is not interrupted
-        # by the driver's SIGTERM, only bounded by its SIGKILL after the grace period.
+        # From here the worker finishes on its own: local_term is bounded only by
+        # the driver's SIGKILL after the grace period.
         if status == "error":
             self._send(status, report)
         self._publish()  # in case local_term outlasts the grace period
@@ -225,8 +205,9 @@ class _Worker:
 
     # -- sources ---------------------------------------------------------------------
     def _run_source(self) -> None:
-        m, stop = self.machine, self.job.stop
+        m, stop, cancel = self.machine, self.job.stop, self.job.cancel
         while True:
+            cancel.check()
             if stop.is_set():
                 m.stop()
             k = self.chunk
@@ -267,6 +248,7 @@ class _Worker:
         feedback = len(self.job.inputs) - 1
         for port, ch in enumerate(self.job.inputs):
             _pump(ch, port, events, None if port == feedback else credit)
+        cancel = self.job.cancel
         while True:
             m.idle(counter.value)
             for port in m.take_closed():  # port 0: nothing in flight, the body's input ends
@@ -276,7 +258,12 @@ class _Worker:
                 return
             if any(self.out) and events.empty():
                 self._flush_all()
-            port, data = events.get()
+            while True:
+                try:
+                    port, data = events.get(timeout=TICK)
+                    break
+                except queue.Empty:
+                    cancel.check()
             if data == EOS:
                 m.end(port)
             else:
@@ -308,11 +295,14 @@ class _Worker:
             if ordering is None:
                 data, seq = ch.get(), None
             else:
-                with ordering.lock:
+                self.job.cancel.acquire(ordering.lock)
+                try:
                     data = ch.get()
                     seq = ordering.seq.value
                     if data != EOS:
                         ordering.seq.value = seq + 1
+                finally:
+                    ordering.lock.release()
             self.blocked_in += time.perf_counter() - t
             if data == EOS:
                 m.end(0)
@@ -328,8 +318,6 @@ class _Worker:
         the common upstream, forever.  The price is memory: what one input runs
         ahead of the other waits in the machine (which warns when that grows large).
         """
-        from multiprocess.connection import wait
-
         chans, m = self.job.inputs, self.machine
         while m.status is RUNNING:
             open_inputs = [i for i in range(len(chans)) if i not in m.ended_inputs]
@@ -338,7 +326,7 @@ class _Worker:
                 self._flush_all()
                 waiting = {chans[i].reader: i for i in open_inputs}
                 t = time.perf_counter()
-                ready = [waiting[r] for r in wait(list(waiting))]
+                ready = [waiting[r] for r in self.job.cancel.wait(list(waiting))]
                 self.blocked_in += time.perf_counter() - t
             for i in ready:
                 data = chans[i].get()
@@ -369,8 +357,9 @@ class _Worker:
 
     def _process(self, port: int, batch: list[Any], seq: int | None) -> None:
         i, n = 0, len(batch)
-        m = self.machine
+        m, cancel = self.machine, self.job.cancel
         while i < n:
+            cancel.check()
             k = self.chunk
             t = time.perf_counter()
             m.feed(port, batch if (i == 0 and k >= n) else batch[i:i + k])
@@ -398,15 +387,20 @@ class _Worker:
     def _emit_in_turn(self, seq: int) -> None:
         ordering = self.job.ordering
         assert ordering is not None
+        cancel = self.job.cancel
         t = time.perf_counter()
-        with ordering.turn:
+        cancel.acquire(ordering.turn)
+        try:
             while ordering.next_emit.value < seq:
-                ordering.turn.wait()
+                ordering.turn.wait(TICK)
+                cancel.check()
             self.blocked_out += time.perf_counter() - t  # waiting for our turn to emit
             self._flush_all()
             if ordering.next_emit.value == seq:  # not if a worker stopped: order is moot
                 ordering.next_emit.value = seq + 1
             ordering.turn.notify_all()
+        finally:
+            ordering.turn.release()
 
     # -- batching ----------------------------------------------------------------------
     def _adapt(self, n: int, dt: float) -> None:
@@ -500,31 +494,19 @@ def _die_with_parent() -> None:
 
 
 _forking = 0  # the pid of the process that is forking, as its child sees it
-_mask: set[int | signal.Signals] = set()  # the signal mask of the forking thread, before
 
 
 def _before_fork() -> None:
-    """SIGTERM waits while a stage forks: it must reach the child only once the
-    child has its own handler (a Python handler not yet replaced would drop it)."""
-    global _forking, _mask
+    global _forking
     _forking = os.getpid()
-    _mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-
-
-def _after_fork() -> None:
-    signal.pthread_sigmask(signal.SIG_SETMASK, _mask)
 
 
 def _forked_from_worker() -> None:
-    """In a process that a stage forks (a ``Pool``'s workers, a nested flow's).
-
-    It must not inherit the worker's SIGTERM handler (a ``Pool`` terminates its
-    workers with SIGTERM), and it must die with the worker: a worker killed after
-    the grace period cannot stop what it started, and forked pool workers would
-    otherwise wait on their task queue forever."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    """In a process that a stage forks (a ``Pool``'s workers, a nested flow's):
+    it must die with the worker, since a worker killed after the grace period
+    cannot stop what it started, and forked pool workers would otherwise wait on
+    their task queue forever."""
     _die_with_parent()
-    signal.pthread_sigmask(signal.SIG_SETMASK, _mask)  # a SIGTERM sent meanwhile lands
     if os.getppid() != _forking:  # the parent died before we asked
         os._exit(1)
 
@@ -561,8 +543,6 @@ class _ForwardHandler(logging.Handler):
             record = portable(record, self.worker)
             data = pickle.dumps(("log", self.node, self.worker, record))
             self.control.send(data)
-        except Cancelled:
-            raise
         except Exception:
             self.handleError(record)
 

@@ -3,10 +3,12 @@
 The driver starts the workers, then only supervises: it waits on the control pipe
 (errors, logs, completion), the result channel and the process sentinels at once,
 so it notices a failure, a dead worker or a timeout as soon as it happens.  One
-teardown path serves success, error, timeout, early exit and Ctrl-C: SIGTERM to
-the workers (each runs ``local_term`` and exits), SIGKILL after a grace period,
-then join and close everything, and remove what is left of the run's
-shared-memory segments (see :mod:`._shm`).
+teardown path serves success, error, timeout, early exit and Ctrl-C: the run's
+:class:`~._channel.Cancel` is set (each worker finishes the call it is in, runs
+``local_term`` and exits; no signal interrupts user code), SIGKILL after a grace
+period, then join and close everything, and remove what is left of the run's
+shared-memory segments (see :mod:`flowdsl._core.shm`).  Any signal that ends a
+worker is its death, reported as :class:`~flowdsl.WorkerDied`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from .._plan import Plan
 from .._report import FIGURES, StageStats
 from ..errors import FlowError, FlowTimeout, GraphError, WorkerDied
 from ._base import Execution, Executor
-from ._channel import Channel, ControlPipe
+from ._channel import Cancel, Channel, ControlPipe
 from ._worker import MAX_BATCH, Job, Ordering, worker_main
 
 __all__ = ["ProcessExecutor"]
@@ -105,6 +107,7 @@ class _ProcessExecution(Execution):
         if not self.inherit:
             _check_shippable(plan, self.ctx.get_start_method())
         self.control = ControlPipe(self.ctx)
+        self.cancel = Cancel(self.ctx)
         # every worker's live figures, one slot each (the report and progress read them)
         self.slots = {(n.id, w): i for i, (n, w) in enumerate(
             (n, w) for n in plan.nodes for w in range(n.workers))}
@@ -112,7 +115,8 @@ class _ProcessExecution(Execution):
         self.stop = self.ctx.Event()  # set on StopFlow: sources end, the flow drains
         self.channels = [
             Channel(self.ctx, c.name, c.buffer, plan.producer_workers(c.id),
-                    plan.consumer_workers(c.id), MAX_BATCH) for c in plan.channels]
+                    plan.consumer_workers(c.id), MAX_BATCH, self.cancel)
+            for c in plan.channels]
         if plan.result is not None:  # the driver only unpickles: a cheap consumer
             self.channels[plan.result].cost.value = 0.0
         for c in plan.channels:
@@ -150,7 +154,7 @@ class _ProcessExecution(Execution):
             for w in range(node.workers):
                 job = Job(node, w, [self.channels[c] for c in node.inputs],
                           [[self.channels[c] for c in port] for port in node.outputs],
-                          self.control, ordering, levels, loops[node.id],
+                          self.control, self.cancel, ordering, levels, loops[node.id],
                           {g: (counters[g], None if g == node.id
                                else self.channels[_feedback(self.plan, g)])
                            for g, _, _ in loops[node.id]},
@@ -250,6 +254,7 @@ class _ProcessExecution(Execution):
             for ch in self.channels:
                 ch.close()
             self.control.close()
+            self.cancel.close()
             with contextlib.suppress(OSError):
                 self.codec.close()
             if self.shm_prefix is not None:  # unread messages, killed workers
@@ -261,8 +266,7 @@ class _ProcessExecution(Execution):
     def _stop_workers(self) -> None:
         procs = [p for _, _, p in self.procs.values()]
         live = [p for p in procs if p.exitcode is None]
-        for p in live:
-            _signal(p, signal.SIGTERM)
+        self.cancel.set()  # each worker finishes what it runs, then local_term
         end = time.monotonic() + self.grace
         while live and time.monotonic() < end:
             wait([self.control.reader, *(p.sentinel for p in live)], end - time.monotonic())
