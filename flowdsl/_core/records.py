@@ -1,15 +1,39 @@
-"""Log records made in workers, sent to the driver's handlers.
+"""What a worker sends its driver besides items: log records and errors.
 
 A worker (a process or a Ray actor) replaces its logging handlers with one that
 ships records to the driver, which hands them to its own handlers: one logging
-set-up, the user's, for the whole flow.  Both executors use these two helpers.
+set-up, the user's, for the whole flow.  A stage's error travels with its cause
+when the cause can be rebuilt on the other side.  Both executors use these.
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
+from typing import Any
 
-__all__ = ["portable", "route_logging"]
+from ..errors import StageError
+
+__all__ = ["portable", "portable_error", "restored_error", "route_logging"]
+
+
+def portable_error(error: StageError) -> tuple[StageError, BaseException | None]:
+    """``error`` and its cause, ready to pickle: exceptions pickle without their
+    ``__cause__``, so it travels beside, or not at all when it cannot be rebuilt
+    (the remote traceback's text still travels)."""
+    cause = error.__cause__
+    try:
+        pickle.loads(pickle.dumps(cause))
+    except Exception:
+        cause = None
+    return error, cause
+
+
+def restored_error(payload: Any) -> StageError:
+    """The error a worker sent as :func:`portable_error`, its cause put back."""
+    error, cause = payload
+    error.__cause__ = cause
+    return error  # type: ignore[no-any-return]
 
 
 def portable(record: logging.LogRecord, worker: int) -> logging.LogRecord:

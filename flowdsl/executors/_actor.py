@@ -27,7 +27,7 @@ import dill
 
 from .._core.codec import decode, encode, unsendable
 from .._core.machine import RUNNING, Machine
-from .._core.records import portable, route_logging
+from .._core.records import portable, portable_error, route_logging
 from ..errors import StageError
 
 __all__ = ["StageActor"]
@@ -153,12 +153,7 @@ class StageActor:
                                  f"internal error: {type(exc).__name__}: {exc}")
             wrapped.__cause__ = exc
             exc = wrapped
-        cause = exc.__cause__
-        try:
-            pickle.loads(pickle.dumps(cause))
-        except Exception:
-            cause = None  # cannot be rebuilt: the traceback text still travels
-        self.error = (exc, cause)
+        self.error = portable_error(exc)
 
     def _reply(self, **extra: Any) -> Any:
         """The meta, then each output port's items as codec bytes.  The in-flight

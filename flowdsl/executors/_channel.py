@@ -11,6 +11,9 @@ one puts one end-of-stream marker per consumer worker.
 from __future__ import annotations
 
 import contextlib
+import enum
+import pickle
+from collections.abc import Iterator
 from typing import Any
 
 from multiprocess.connection import wait
@@ -18,7 +21,7 @@ from multiprocess.connection import wait
 from .._core.codec import EOS
 from .._core.runner import Cancelled
 
-__all__ = ["Cancel", "Channel", "ControlPipe"]
+__all__ = ["Cancel", "Channel", "ControlPipe", "Notice"]
 
 TICK = 0.05  # seconds between looks at the cancel flag while waiting for a lock
 
@@ -154,16 +157,31 @@ class Channel:
         self.writer.close()
 
 
+class Notice(enum.IntEnum):
+    """What a worker tells the driver on the control pipe."""
+
+    LOG = 0  # a log record, for the driver's handlers
+    STOP = 1  # a stage raised StopFlow: the sources are to stop
+    ERROR = 2  # a stage failed (the payload: records.portable_error)
+    DONE = 3  # the worker has finished: its exit is not a death
+
+
 class ControlPipe:
-    """Messages from workers to the driver: errors, logs, completion."""
+    """Notices from workers to the driver: logs, StopFlow, errors, completion."""
 
     def __init__(self, ctx: Any) -> None:
         self.reader, self.writer = ctx.Pipe(duplex=False)
         self._wlock = ctx.Lock()
 
-    def send(self, data: bytes) -> None:
+    def send(self, notice: Notice, node: int, worker: int, payload: Any = None) -> None:
+        data = pickle.dumps((notice, node, worker, payload))
         with self._wlock:
             self.writer.send_bytes(data)
+
+    def received(self) -> Iterator[tuple[Notice, int, int, Any]]:
+        """The notices waiting, without blocking."""
+        while self.reader.poll(0):
+            yield pickle.loads(self.reader.recv_bytes())
 
     def close(self) -> None:
         self.reader.close()

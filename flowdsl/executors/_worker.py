@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import signal
 import sys
 import time
@@ -24,12 +23,12 @@ from typing import Any
 
 from .._core.codec import EOS, Codec, encode, unsendable
 from .._core.machine import RUNNING, STOPPED, Machine
-from .._core.records import portable, route_logging
+from .._core.records import portable, portable_error, route_logging
 from .._core.runner import Cancelled
 from .._plan import NodeSpec
 from .._report import FIGURES
 from ..errors import StageError
-from ._channel import TICK, Cancel, Channel, ControlPipe
+from ._channel import TICK, Cancel, Channel, ControlPipe, Notice
 
 __all__ = ["LINGER", "Job", "Ordering", "worker_main"]
 
@@ -138,21 +137,21 @@ class _Worker:
                 f"internal error: {type(exc).__name__}: {exc}")
         # From here the worker finishes on its own: local_term is bounded only by
         # the driver's SIGKILL after the grace period.
-        if status == "error":
-            self._send(status, report)
+        if report is not None:
+            self._send(Notice.ERROR, portable_error(report))
         self._publish()  # in case local_term outlasts the grace period
         try:
             m.close()
         except StageError as exc:
             if status == "ok":
-                self._send("error", exc)
+                self._send(Notice.ERROR, portable_error(exc))
         with contextlib.suppress(OSError):
             self.codec.close()
         for stream in (sys.stdout, sys.stderr):  # what the stage printed goes out first
             with contextlib.suppress(Exception):
                 stream.flush()
         self._publish()
-        self._send("done", None)
+        self._send(Notice.DONE)
 
     def _after(self) -> None:
         """After every event of the machine: its in-flight change is applied to
@@ -164,7 +163,7 @@ class _Worker:
         if m.status is not RUNNING and not self.told_stop:
             self.told_stop = True
             if m.stop_flow:
-                self._send("stop", None)
+                self._send(Notice.STOP)
             ordering = self.job.ordering
             if m.status is STOPPED and ordering is not None:
                 # let the other workers emit without waiting for us
@@ -193,15 +192,8 @@ class _Worker:
                                            self.blocked_in, self.blocked_out]
         self.published = time.perf_counter()
 
-    def _send(self, kind: str, payload: Any) -> None:
-        if isinstance(payload, StageError):  # exceptions pickle without their cause
-            cause = payload.__cause__
-            try:
-                pickle.loads(pickle.dumps(cause))
-            except Exception:
-                cause = None  # cannot be rebuilt: the traceback text still travels
-            payload = (payload, cause)
-        self.job.control.send(pickle.dumps((kind, self.node.id, self.job.worker, payload)))
+    def _send(self, notice: Notice, payload: Any = None) -> None:
+        self.job.control.send(notice, self.node.id, self.job.worker, payload)
 
     # -- sources ---------------------------------------------------------------------
     def _run_source(self) -> None:
@@ -540,9 +532,8 @@ class _ForwardHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            record = portable(record, self.worker)
-            data = pickle.dumps(("log", self.node, self.worker, record))
-            self.control.send(data)
+            self.control.send(Notice.LOG, self.node, self.worker,
+                              portable(record, self.worker))
         except Exception:
             self.handleError(record)
 

@@ -18,7 +18,6 @@ import contextlib
 import io
 import logging
 import os
-import pickle
 import signal
 import time
 import weakref
@@ -33,11 +32,12 @@ from multiprocess.reduction import ForkingPickler
 from .._core import shm as _shm
 from .._core.codec import EOS, Codec, encode
 from .._core.machine import loop_weights
+from .._core.records import restored_error
 from .._plan import Plan
 from .._report import FIGURES, StageStats
 from ..errors import FlowError, FlowTimeout, GraphError, WorkerDied
 from ._base import Execution, Executor
-from ._channel import Cancel, Channel, ControlPipe
+from ._channel import Cancel, Channel, ControlPipe, Notice
 from ._worker import MAX_BATCH, Job, Ordering, worker_main
 
 __all__ = ["ProcessExecutor"]
@@ -195,21 +195,17 @@ class _ProcessExecution(Execution):
         return max(0.0, self.deadline - time.monotonic())
 
     def _read_control(self, raising: bool = True) -> None:
-        reader = self.control.reader
-        while reader.poll(0):
-            kind, node_id, worker, payload = pickle.loads(reader.recv_bytes())
-            if kind == "log":
+        for notice, node_id, worker, payload in self.control.received():
+            if notice is Notice.LOG:
                 logging.getLogger(payload.name).handle(payload)
-            elif kind == "done":
+            elif notice is Notice.DONE:
                 self.done.add((node_id, worker))
-            elif kind == "stop":
+            elif notice is Notice.STOP:
                 self.report.stopped = True
                 self.stop.set()
-            elif kind == "error" and raising and self.error is None:
-                error, cause = payload
-                error.__cause__ = cause
-                self.error = error
-                raise error
+            elif notice is Notice.ERROR and raising and self.error is None:
+                self.error = restored_error(payload)
+                raise self.error
 
     def _reap(self, sentinel: Any) -> None:
         node_id, worker, proc = self.procs[sentinel]

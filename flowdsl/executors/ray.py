@@ -29,6 +29,7 @@ before anything starts.
 from __future__ import annotations
 
 import copy
+import enum
 import logging
 import os
 import socket
@@ -43,6 +44,7 @@ import dill
 
 from .._core.codec import decode, encode
 from .._core.machine import loop_weights
+from .._core.records import restored_error
 from .._plan import DEFAULT_BUFFER, DRIVER, Plan
 from .._report import StageStats
 from ..errors import FlowTimeout, GraphError, StageError, WorkerDied
@@ -211,13 +213,24 @@ def _ship(plan: Plan) -> dict[int, bytes]:
     return code
 
 
+class Event(enum.Enum):
+    """The events of an actor's machine, by the actor's method that takes them."""
+
+    OPEN = "open"  # local_init (a gate lets its seed in)
+    PULL = "pull"  # a source's next items
+    PROCESS = "process"  # a batch on an input port
+    END = "end"  # the end of an input port
+    STOP = "stop"  # stop early
+    IDLE = "idle"  # a gate: the count of its loop
+
+
 @dataclass
 class _Call:
     """One outstanding actor call: one event of the actor's machine."""
 
     node: int
     worker: int
-    kind: str  # the actor's method: "open", "pull", "process", "end", "stop" or "idle"
+    kind: Event
     meta: Any  # the reference of the meta reply
     ports: list[Any] = field(default_factory=list)  # references of the output lists
     reply: dict[str, Any] | None = None  # the meta, once it came back
@@ -282,7 +295,7 @@ class _RayExecution(Execution):
                            for w in range(node.workers)]
                 self.actors.append(handles)
                 for w in range(node.workers):
-                    self._submit(node.id, w, "open")
+                    self._submit(node.id, w, Event.OPEN)
             for c in channels:
                 if c.seeds:
                     self._put(c.id, ray.put(encode(list(c.seeds))), len(c.seeds))
@@ -338,10 +351,10 @@ class _RayExecution(Execution):
                     or (node.kind == "source" and self.flow_stopping)):
                 self.stopping[nid] = True
                 for w in range(node.workers):
-                    self._submit(nid, w, "stop")
+                    self._submit(nid, w, Event.STOP)
             elif node.kind == "source" and not self._full(nid):
                 while self.running[nid][0] and self.busy_calls[nid][0] < IN_FLIGHT:
-                    self._submit(nid, 0, "pull", self._batch(nid))
+                    self._submit(nid, 0, Event.PULL, self._batch(nid))
         for ch in self.plan.channels:
             self._dispatch(ch.id)
 
@@ -366,12 +379,12 @@ class _RayExecution(Execution):
                 refs.append(ref)
                 count += k
             self.waiting[cid] -= count
-            self._submit(nid, w, "process", port, *refs)
+            self._submit(nid, w, Event.PROCESS, port, *refs)
         if self.live[cid] == 0 and not backlog:
             for nid, w, port in self._consumer_workers(cid):
                 if (nid, w, port) not in self.told_end:
                     self.told_end.add((nid, w, port))
-                    self._submit(nid, w, "end", port)
+                    self._submit(nid, w, Event.END, port)
 
     def _consumer_workers(self, cid: int) -> list[tuple[int, int, int]]:
         """Every (node, worker, input index) that competes for channel ``cid``."""
@@ -425,8 +438,8 @@ class _RayExecution(Execution):
                                    for ch in chans for c, _ in self.plan.channels[ch].consumers)
 
     # -- calls -------------------------------------------------------------------------
-    def _submit(self, nid: int, w: int, kind: str, *args: Any) -> None:
-        method = getattr(self.actors[nid][w], kind)
+    def _submit(self, nid: int, w: int, kind: Event, *args: Any) -> None:
+        method = getattr(self.actors[nid][w], kind.value)
         refs = method.options(num_returns=1 + len(self.plan.nodes[nid].outputs)).remote(*args)
         refs = refs if isinstance(refs, list) else [refs]
         call = _Call(nid, w, kind, refs[0], refs[1:], args=args, number=self.submitted)
@@ -467,9 +480,7 @@ class _RayExecution(Execution):
         if reply["item_bytes"]:
             self.item_bytes[call.node] = reply["item_bytes"]
         if reply["error"] is not None:
-            error, cause = reply["error"]
-            error.__cause__ = cause
-            raise error
+            raise restored_error(reply["error"])
         call.reply = reply
         order = (call.node, -1) if node.workers > 1 and node.stage.ordered else key
         queue = self.order[order]
@@ -481,7 +492,7 @@ class _RayExecution(Execution):
         may be restarted, and it has restarts left or the actor is only between
         two lives (a call sent just as it died)."""
         key = (call.node, call.worker)
-        if call.kind == "open" or key not in self.unavailable:
+        if call.kind is Event.OPEN or key not in self.unavailable:
             return False
         if isinstance(exc, self.ray.exceptions.ActorUnavailableError):
             return self.unavailable[key] < UNAVAILABLE_RETRIES
@@ -502,7 +513,7 @@ class _RayExecution(Execution):
         actor = self.actors[failed.node][failed.worker]
         for call in sorted(lost, key=lambda c: c.number):
             self.calls.pop(call.meta, None)
-            method = getattr(actor, call.kind)
+            method = getattr(actor, call.kind.value)
             refs = method.options(num_returns=1 + len(call.ports)).remote(*call.args)
             refs = refs if isinstance(refs, list) else [refs]
             call.meta, call.ports = refs[0], refs[1:]
@@ -544,7 +555,7 @@ class _RayExecution(Execution):
         if (self.in_flight[gate] == 0 and not self.gate_calls[gate]
                 and not self.body_ended[gate] and self.running[gate][0]
                 and (up is None or (gate, 0, node.inputs.index(up)) in self.told_end)):
-            self._submit(gate, 0, "idle", 0)
+            self._submit(gate, 0, Event.IDLE, 0)
 
     def _put(self, cid: int, ref: Any, count: int) -> None:
         self.backlog[cid].append((ref, count))
