@@ -76,3 +76,20 @@ class Unpicklable:
 def plain_double(x):
     """An undecorated module-level function."""
     return 2 * x
+
+
+def _refuse(text):
+    raise ValueError(text)
+
+
+class Fragile:
+    """Pickles, but cannot be unpickled (like a ``__setstate__`` that raises, or a
+    class importable only where it was made)."""
+
+    def __reduce__(self):
+        return _refuse, ("not here",)
+
+
+@transform
+def fragile(x):
+    return Fragile()

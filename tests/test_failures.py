@@ -9,7 +9,7 @@ import textwrap
 import time
 
 import pytest
-from helpers import ignore, inc, numbers
+from helpers import fragile, ignore, inc, numbers
 
 from flowdsl import StageError, WorkerDied, transform
 
@@ -217,3 +217,17 @@ def test_cancelling_a_run_lets_the_call_in_progress_finish(tmp_path):
     assert lines[-1] == "local_term"
     assert lines[:-1] == [f"done {i}" for i in range(len(lines) - 1)]
     assert len(lines) >= 3  # the call on item 1 was not cut short
+
+
+@pytest.mark.parametrize("downstream, where", [(False, "the driver"),
+                                               (True, "stage 'ignore'")])
+def test_an_output_that_cannot_be_read_is_the_producing_stages_error(downstream, where):
+    flow = numbers(3) >> fragile
+    with pytest.raises(StageError) as info:
+        if downstream:
+            (flow >> ignore).run(timeout=20)
+        else:
+            flow.collect(timeout=20)
+    assert info.value.stage == "fragile"
+    assert f"could not be deserialised in {where}: ValueError: not here" in str(info.value)
+    assert isinstance(info.value.__cause__, ValueError)

@@ -19,7 +19,19 @@ from dataclasses import dataclass, field
 
 import pytest
 from conftest import examples
-from helpers import add, double, evens, fail_on, ignore, inc, listed, numbers, scale, twice
+from helpers import (
+    add,
+    double,
+    evens,
+    fail_on,
+    fragile,
+    ignore,
+    inc,
+    listed,
+    numbers,
+    scale,
+    twice,
+)
 from hypothesis import given, settings
 from strategies import looped_dags
 
@@ -402,6 +414,14 @@ def test_unpicklable_output_is_an_error_of_the_producing_stage():
     with pytest.raises(StageError, match="cannot be serialised") as info:
         (numbers(3) >> make_bad >> inc).collect(executor="ray", timeout=30)
     assert info.value.stage == "make_bad" and info.value.item == "<Unpicklable>"
+
+
+def test_an_output_that_cannot_be_read_is_the_producing_stages_error():
+    with pytest.raises(StageError, match="could not be deserialised in stage 'ignore'") as info:
+        (numbers(3) >> fragile >> ignore).run(executor="ray", timeout=30)
+    assert info.value.stage == "fragile"
+    with pytest.raises(StageError, match="could not be deserialised in the driver"):
+        (numbers(3) >> fragile).collect(executor="ray", timeout=30)
 
 
 def test_executor_by_object():

@@ -2,7 +2,9 @@
 
 Every message is one batch of items, serialised in the worker that produced it
 (so an unpicklable item is that stage's error, not a silent drop in a feeder
-thread).  The first byte says how it was written:
+thread), and it names that worker: a batch that cannot be read where it arrives
+is the producing stage's error too (:func:`undecodable`), whoever reads it.  The
+first byte says how it was written, the next four who wrote it (node, worker):
 
 - ``P``: the standard pickle, everything in the message (the common case);
 - ``Q``: the standard pickle with a hook for big ``bytes``/``bytearray`` and for
@@ -25,7 +27,9 @@ from __future__ import annotations
 import io
 import logging
 import pickle
+import struct
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 import dill
@@ -33,12 +37,16 @@ import dill
 from ..errors import StageError
 from . import shm as _shm
 
-__all__ = ["EOS", "Codec", "decode", "encode", "find_unpicklable", "unsendable"]
+__all__ = ["DRIVER", "EOS", "Codec", "Undecodable", "decode", "encode", "find_unpicklable",
+           "undecodable", "unsendable"]
 
 log = logging.getLogger("flowdsl")
 
 EOS = b""  # the end-of-stream marker: no batch encodes to zero bytes
 _PICKLE, _HOOKED, _DILL, _SHARED = b"P", b"Q", b"D", b"S"
+_ORIGIN = struct.Struct("<HH")  # the node and worker that wrote a message
+HEAD = 1 + _ORIGIN.size  # bytes before the body of a message
+DRIVER = (0xFFFF, 0)  # the origin of what the driver sends: seeds
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _BLOBS = (bytes, bytearray)
 _FEW = 16  # entries of a container the search for big bytes looks into
@@ -46,23 +54,49 @@ _FEW = 16  # entries of a container the search for big bytes looks into
 _CASTABLE = frozenset("cbB?hHiIlLqQnNfdeP") | {"@" + c for c in "cbB?hHiIlLqQnNfdeP"}
 
 
-def encode(batch: list[Any]) -> bytes:
-    """Serialise ``batch`` into one message; raise the pickler's error if neither
-    pickler can."""
+class Undecodable(Exception):
+    """A message could not be read; ``origin`` is the (node, worker) that wrote it.
+    Turned into the producing stage's error by :func:`undecodable`."""
+
+    def __init__(self, origin: tuple[int, int], cause: BaseException) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.origin = origin
+        self.cause = cause
+        self.text = "".join(traceback.format_exception(type(cause), cause,
+                                                       cause.__traceback__))
+
+
+def encode(batch: list[Any], origin: tuple[int, int] = DRIVER) -> bytes:
+    """Serialise ``batch`` into one message written by ``origin``; raise the
+    pickler's error if neither pickler can."""
+    head = _ORIGIN.pack(*origin)
     try:
-        return _PICKLE + pickle.dumps(batch, _PROTOCOL)
+        return _PICKLE + head + pickle.dumps(batch, _PROTOCOL)
     except Exception:
         tag, stream, _ = _dump_hooked(batch, False)
-        return tag + stream
+        return tag + head + stream
 
 
 def decode(data: bytes, receiver: _shm.Receiver | None = None) -> list[Any]:
-    """The batch in message ``data``; ``receiver`` maps its segment, if it has one."""
-    if data[:1] == _PICKLE:
-        return pickle.loads(memoryview(data)[1:])  # type: ignore[no-any-return]
-    if data[:1] == _SHARED:
-        return _decode_shared(data, receiver or _shm.Receiver())
-    return _load(data[:1], memoryview(data)[1:], None)
+    """The batch in message ``data``; ``receiver`` maps its segment, if it has one.
+    Raises :class:`Undecodable` if it cannot be read."""
+    try:
+        if data[:1] == _PICKLE:
+            return pickle.loads(memoryview(data)[HEAD:])  # type: ignore[no-any-return]
+        if data[:1] == _SHARED:
+            return _decode_shared(data, receiver or _shm.Receiver())
+        return _load(data[:1], memoryview(data)[HEAD:], None)
+    except Exception as exc:
+        raise Undecodable(_ORIGIN.unpack_from(data, 1), exc) from exc
+
+
+def undecodable(exc: Undecodable, names: Sequence[str], where: str) -> StageError:
+    """The error of the stage whose output could not be read ``where`` (``"stage
+    'x'"`` or ``"the driver"``), with what went wrong."""
+    node, worker = exc.origin
+    stage = names[node] if node < len(names) else "seed"
+    return StageError(stage, None, worker, exc.text,
+                      f"an output could not be deserialised in {where}: {exc}")
 
 
 def find_unpicklable(batch: list[Any]) -> Any:
@@ -92,7 +126,9 @@ class Codec:
     pipe.  A codec keeps this process's segments: :meth:`close` it at the end.
     """
 
-    def __init__(self, shm_prefix: str | None) -> None:
+    def __init__(self, shm_prefix: str | None, origin: tuple[int, int] = DRIVER) -> None:
+        self.origin = origin
+        self.head = _ORIGIN.pack(*origin)
         self.pool = None if shm_prefix is None else _shm.SegmentPool(shm_prefix)
         self.receiver = _shm.Receiver()
         self._taken: list[memoryview] = []
@@ -103,7 +139,7 @@ class Codec:
         with its own segment, if it needs one), and the bytes of one: its pickle
         stream and its out-of-band buffers."""
         if self.pool is None:
-            data = encode(batch)
+            data = encode(batch, self.origin)
             return [data] * copies, len(data)
         if self.receiver.dropped:
             self.receiver.poll()
@@ -115,12 +151,12 @@ class Codec:
             tag, stream, buffers = _dump_hooked(batch, True)
         else:
             if not taken and len(stream) < _shm.THRESHOLD:  # the common case
-                data = _PICKLE + stream
+                data = _PICKLE + self.head + stream
                 return [data] * copies, len(data)
             tag, stream, buffers = _second_look(batch, stream, taken[:])
             taken.clear()
         if not buffers:
-            data = tag + stream
+            data = tag + self.head + stream
             return [data] * copies, len(data)
         nbytes = len(stream) + sum(b.nbytes for b in buffers)
         written: list[str] = []
@@ -130,7 +166,7 @@ class Codec:
             log.debug("shared memory unavailable (%s): the batch goes through the pipe", exc)
             for name in written:  # never sent: free for reuse
                 self.pool.unhold(name)
-            data = encode(batch)
+            data = encode(batch, self.origin)
             return [data] * copies, len(data)
 
     def _shared(self, tag: bytes, stream: bytes, buffers: list[memoryview],
@@ -139,11 +175,11 @@ class Codec:
         name, spans, length = self.pool.write(buffers)
         written.append(name)
         meta = pickle.dumps((name, spans, length), _PROTOCOL)
-        return b"".join((_SHARED, len(meta).to_bytes(4, "little"), meta, tag, stream))
+        return b"".join((_SHARED, self.head, len(meta).to_bytes(4, "little"), meta, tag,
+                         stream))
 
     def decode(self, data: bytes) -> list[Any]:
-        if data[:1] == _PICKLE:
-            return pickle.loads(memoryview(data)[1:])  # type: ignore[no-any-return]
+        """The batch in ``data``; raises :class:`Undecodable` if it cannot be read."""
         return decode(data, self.receiver)
 
     def close(self) -> None:
@@ -275,9 +311,9 @@ def _load(tag: bytes, stream: Any, buffers: list[memoryview] | None) -> list[Any
 
 
 def _decode_shared(data: bytes, receiver: _shm.Receiver) -> list[Any]:
-    view = memoryview(data)
-    n = int.from_bytes(view[1:5], "little")
-    name, spans, length = pickle.loads(view[5:5 + n])
+    view = memoryview(data)[HEAD:]
+    n = int.from_bytes(view[:4], "little")
+    name, spans, length = pickle.loads(view[4:4 + n])
     whole = receiver.attach(name, length)
     buffers = [whole[start:start + size] for start, size in spans]
-    return _load(bytes(view[5 + n:6 + n]), view[6 + n:], buffers)
+    return _load(bytes(view[4 + n:5 + n]), view[5 + n:], buffers)

@@ -21,7 +21,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._core.codec import EOS, Codec, encode, unsendable
+from .._core.codec import EOS, Codec, Undecodable, encode, undecodable, unsendable
 from .._core.machine import RUNNING, STOPPED, Machine
 from .._core.records import portable, portable_error, route_logging
 from .._core.runner import Cancelled
@@ -70,6 +70,7 @@ class Job:
     shm_prefix: str | None = None  # names of the run's shared-memory segments, if any
     stats: Any = None  # RawArray of doubles: this worker publishes FIGURES at ``slot``
     slot: int = 0
+    names: tuple[str, ...] = ()  # of every node: an unreadable batch names its producer
 
 
 def worker_main(job: Job) -> None:
@@ -106,7 +107,7 @@ class _Worker:
         self.published = 0.0
         self.closed_ports: set[int] = set()
         self.told_stop = False
-        self.codec = Codec(job.shm_prefix)
+        self.codec = Codec(job.shm_prefix, (node.id, job.worker))
 
     # -- lifecycle -------------------------------------------------------------------
     def run(self) -> None:
@@ -181,6 +182,12 @@ class _Worker:
                 idle = counter.value == 0
             if idle and wake is not None:
                 wake.put(encode([]))  # an empty batch: the gate re-checks the count
+
+    def _decode(self, data: bytes) -> list[Any]:
+        try:
+            return self.codec.decode(data)
+        except Undecodable as exc:
+            raise undecodable(exc, self.job.names, f"stage {self.node.name!r}") from exc.cause
 
     def _publish(self) -> None:
         """Write this worker's figures where the driver reads them (progress, report)."""
@@ -259,7 +266,7 @@ class _Worker:
             if data == EOS:
                 m.end(port)
             else:
-                items = self.codec.decode(data)
+                items = self._decode(data)
                 t = time.perf_counter()
                 m.feed(port, items)
                 self.busy += time.perf_counter() - t
@@ -300,7 +307,7 @@ class _Worker:
                 m.end(0)
                 self._after()
                 return
-            self._process(0, self.codec.decode(data), seq)
+            self._process(0, self._decode(data), seq)
 
     def _run_zip(self) -> None:
         """Feed the machine from whichever input has data, not the one it waits for.
@@ -326,7 +333,7 @@ class _Worker:
                     m.end(i)
                     self._after()
                 else:
-                    self._process(i, self.codec.decode(data), None)
+                    self._process(i, self._decode(data), None)
                 if m.status is not RUNNING:
                     return
 
@@ -342,7 +349,7 @@ class _Worker:
         for i in open_inputs:
             ch = self.job.inputs[i]
             while (data := ch.get()) != EOS:
-                m.feed(i, self.codec.decode(data))
+                m.feed(i, self._decode(data))
                 self._after()
             m.end(i)
             self._after()

@@ -30,7 +30,7 @@ from multiprocess.connection import wait
 from multiprocess.reduction import ForkingPickler
 
 from .._core import shm as _shm
-from .._core.codec import EOS, Codec, encode
+from .._core.codec import EOS, Codec, Undecodable, encode, undecodable
 from .._core.machine import loop_weights
 from .._core.records import restored_error
 from .._plan import Plan
@@ -142,6 +142,7 @@ class _ProcessExecution(Execution):
                   "flowdsl": log.getEffectiveLevel()}
         counters = {n.id: self.ctx.Value("q", 0) for n in self.plan.nodes if n.loop}
         loops = {n.id: loop_weights(self.plan, n) for n in self.plan.nodes}
+        names = tuple(n.name for n in self.plan.nodes)
         self.shared.append(counters)
         for node in self.plan.nodes:
             ordering = None
@@ -158,7 +159,8 @@ class _ProcessExecution(Execution):
                           {g: (counters[g], None if g == node.id
                                else self.channels[_feedback(self.plan, g)])
                            for g, _, _ in loops[node.id]},
-                          self.stop, self.shm_prefix, self.figures, self.slots[node.id, w])
+                          self.stop, self.shm_prefix, self.figures, self.slots[node.id, w],
+                          names)
                 proc = self.ctx.Process(target=worker_main, args=(job,),
                                         name=f"flowdsl:{node.name}:{w}")
                 with _recursive_pickling(not self.inherit):
@@ -183,11 +185,18 @@ class _ProcessExecution(Execution):
                 if data == EOS:
                     result = None
                 else:
-                    yield from self.codec.decode(data)
+                    yield from self._decode(data)
             for sentinel in ready:
                 if sentinel in alive:
                     del alive[sentinel]
                     self._reap(sentinel)
+
+    def _decode(self, data: bytes) -> list[Any]:
+        try:
+            return self.codec.decode(data)
+        except Undecodable as exc:
+            names = [n.name for n in self.plan.nodes]
+            raise undecodable(exc, names, "the driver") from exc.cause
 
     def _remaining(self) -> float | None:
         if self.deadline is None:

@@ -42,7 +42,7 @@ from typing import Any
 
 import dill
 
-from .._core.codec import decode, encode
+from .._core.codec import Undecodable, decode, encode, undecodable
 from .._core.machine import loop_weights
 from .._core.records import restored_error
 from .._plan import DEFAULT_BUFFER, DRIVER, Plan
@@ -203,8 +203,8 @@ def _ship(plan: Plan) -> dict[int, bytes]:
         stage.upstreams, stage.downstreams = [], []  # the graph stays in the driver
         stage.term_flag = None  # the driver watches the flag
         try:
-            code[node.id] = dill.dumps((replace(node, stage=stage), loop_weights(plan, node)),
-                                       recurse=True)
+            code[node.id] = dill.dumps((replace(node, stage=stage), loop_weights(plan, node),
+                                        [n.name for n in plan.nodes]), recurse=True)
         except Exception as exc:
             raise GraphError(
                 f"stage {node.name!r} cannot be sent to a Ray actor: "
@@ -313,7 +313,7 @@ class _RayExecution(Execution):
                 refs = list(self.results)
                 self.results.clear()
                 for data in ray.get(refs):
-                    yield from decode(data)
+                    yield from self._decode(data)
                 continue
             if not self.calls:
                 if not any(map(any, self.running)) and not any(self.live):
@@ -328,6 +328,13 @@ class _RayExecution(Execution):
                 call = self.calls.pop(ref, None)
                 if call is not None:  # (None: called again after a restart)
                     self._complete(call)
+
+    def _decode(self, data: bytes) -> list[Any]:
+        try:
+            return decode(data)
+        except Undecodable as exc:
+            names = [n.name for n in self.plan.nodes]
+            raise undecodable(exc, names, "the driver") from exc.cause
 
     def _wait(self) -> float | None:
         wait = _POLL if self.flagged else None
