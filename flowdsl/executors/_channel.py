@@ -55,6 +55,8 @@ class Cancel:
     def acquire(self, lock: Any) -> None:
         """Take ``lock`` (a lock, semaphore or condition), looking at the flag
         every :data:`TICK` seconds while it is taken by others."""
+        if lock.acquire(False):  # the common case, and the cheapest call
+            return
         while not lock.acquire(True, TICK):
             self.check()
 
@@ -92,7 +94,11 @@ class Channel:
     def put(self, data: bytes) -> None:
         cancel = self.cancel
         cancel.acquire(self._slots)
-        cancel.acquire(self._wlock)
+        try:
+            cancel.acquire(self._wlock)
+        except Cancelled:
+            self._slots.release()  # a slot taken is a message on its way
+            raise
         try:
             self.writer.send_bytes(data)
         finally:
@@ -102,13 +108,24 @@ class Channel:
         cancel, reader = self.cancel, self.reader
         cancel.acquire(self._rlock)
         try:
-            if not reader.poll():
+            # A message whose slot is taken is in the pipe or being written: read
+            # it.  Otherwise wait for data or the cancel, whichever comes first.
+            if not self._sent() and not reader.poll():
                 cancel.wait([reader])
             data = reader.recv_bytes()
+            if data != EOS:  # (end-of-stream markers take no slot)
+                self._slots.release()
         finally:
             self._rlock.release()
-        self._slots.release()
         return data
+
+    def _sent(self) -> bool:
+        """Whether a message has been or is being written and not yet read (read
+        with the read lock held; no system call where the platform has it)."""
+        try:
+            return self._slots.get_value() < self.capacity
+        except NotImplementedError:  # macOS has no sem_getvalue
+            return False
 
     def fill(self) -> float:
         """The share of the channel's batch slots in use (0 to 1)."""
@@ -119,8 +136,8 @@ class Channel:
         return max(0, self.capacity - free) / self.capacity
 
     def ready(self) -> bool:
-        """True if a message is waiting (a hint: another consumer may take it)."""
-        return self.reader.poll(0)
+        """True if a batch is waiting (a hint: another consumer may take it)."""
+        return self._sent() or self.reader.poll(0)
 
     def producer_done(self) -> None:
         """One producer worker has ended; the last one ends the stream."""
