@@ -86,6 +86,20 @@ class Plan:
         return sum(1 if n == DRIVER else self.nodes[n].workers
                    for n, _ in self.channels[channel].consumers)
 
+    def readers(self, channel: int) -> list[tuple[int, int]]:
+        """``(node, input index)`` of every stage that reads ``channel`` (the
+        driver, which reads the result channel, is not a stage)."""
+        return [(n, self.nodes[n].inputs.index(channel))
+                for n, _ in self.channels[channel].consumers if n != DRIVER]
+
+    def downstream(self, node: int) -> set[int] | None:
+        """The stages that read an output of ``node``; None when the driver does,
+        or when it has no output at all (a stage nobody reads may stop early)."""
+        chans = [ch for port in self.nodes[node].outputs for ch in port]
+        if not chans or any(self.channels[ch].consumers[0][0] == DRIVER for ch in chans):
+            return None
+        return {n for ch in chans for n, _ in self.readers(ch)}
+
 
 def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
     """Validate ``flow`` and return its plan; raise :class:`GraphError` if invalid."""

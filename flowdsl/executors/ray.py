@@ -44,6 +44,7 @@ import dill
 
 from .._core.codec import Undecodable, decode, encode, undecodable
 from .._core.machine import loop_weights
+from .._core.order import Reorder
 from .._core.records import restored_error
 from .._plan import DEFAULT_BUFFER, DRIVER, Plan
 from .._report import StageStats
@@ -236,6 +237,7 @@ class _Call:
     reply: dict[str, Any] | None = None  # the meta, once it came back
     args: tuple[Any, ...] = ()  # what it was called with, to call again after a restart
     number: int = 0  # calls are numbered in the order they were made
+    ticket: int = 0  # its place in the order its outputs are released in
 
 
 class _RayExecution(Execution):
@@ -253,9 +255,9 @@ class _RayExecution(Execution):
         self.calls: dict[Any, _Call] = {}  # meta reference -> call
         self.busy_calls = [[0] * n.workers for n in nodes]  # outstanding, per actor
         self.turn = [0] * len(channels)  # round robin over a channel's consumer actors
-        # a stage's finished calls wait here to release their outputs in order: in
-        # call order over the whole stage when it keeps order, per actor otherwise
-        self.order: dict[tuple[int, int], deque[_Call]] = {}
+        # a stage's finished calls wait to release their outputs in order: in call
+        # order over the whole stage when it keeps order, per actor otherwise
+        self.order: dict[tuple[int, int], Reorder] = {}
         self.running = [[True] * n.workers for n in nodes]  # as the last reply said
         self.stopping = [False] * len(nodes)  # told to stop
         self.told_end: set[tuple[int, int, int]] = set()  # (node, worker, input) ended
@@ -395,8 +397,7 @@ class _RayExecution(Execution):
 
     def _consumer_workers(self, cid: int) -> list[tuple[int, int, int]]:
         """Every (node, worker, input index) that competes for channel ``cid``."""
-        return [(nid, w, self.plan.nodes[nid].inputs.index(cid))
-                for nid, _ in self.plan.channels[cid].consumers if nid != DRIVER
+        return [(nid, w, index) for nid, index in self.plan.readers(cid)
                 for w in range(self.plan.nodes[nid].workers)]
 
     def _choose(self, cid: int) -> tuple[int, int, int] | None:
@@ -439,10 +440,9 @@ class _RayExecution(Execution):
                    for port in self.plan.nodes[nid].outputs for ch in port)
 
     def _unread(self, nid: int) -> bool:
-        """True when every consumer of every output of ``nid`` has ended."""
-        chans = [ch for port in self.plan.nodes[nid].outputs for ch in port]
-        return bool(chans) and all(c != DRIVER and not any(self.running[c])
-                                   for ch in chans for c, _ in self.plan.channels[ch].consumers)
+        """True when every stage that reads an output of ``nid`` has ended."""
+        readers = self.plan.downstream(nid)
+        return readers is not None and not any(any(self.running[r]) for r in readers)
 
     # -- calls -------------------------------------------------------------------------
     def _submit(self, nid: int, w: int, kind: Event, *args: Any) -> None:
@@ -455,9 +455,7 @@ class _RayExecution(Execution):
         self.busy_calls[nid][w] += 1
         if self.plan.nodes[nid].loop is not None:
             self.gate_calls[nid] += 1
-        node = self.plan.nodes[nid]
-        key = (nid, -1) if node.workers > 1 and node.stage.ordered else (nid, w)
-        self.order.setdefault(key, deque()).append(call)
+        call.ticket = self.order.setdefault(self._order_key(call), Reorder()).ticket()
 
     def _complete(self, call: _Call) -> None:
         node = self.plan.nodes[call.node]
@@ -489,10 +487,13 @@ class _RayExecution(Execution):
         if reply["error"] is not None:
             raise restored_error(reply["error"])
         call.reply = reply
-        order = (call.node, -1) if node.workers > 1 and node.stage.ordered else key
-        queue = self.order[order]
-        while queue and queue[0].reply is not None:
-            self._release(queue.popleft())
+        for ready in self.order[self._order_key(call)].done(call.ticket, call):
+            self._release(ready)
+
+    def _order_key(self, call: _Call) -> tuple[int, int]:
+        node = self.plan.nodes[call.node]
+        return (call.node, -1) if node.workers > 1 and node.stage.ordered else \
+            (call.node, call.worker)
 
     def _may_call_again(self, call: _Call, exc: Exception) -> bool:
         """Whether a call that found its actor gone is made again: when the stage

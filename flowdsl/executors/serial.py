@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .._core.machine import RUNNING, Machine, loop_weights
+from .._core.order import Reorder
 from .._plan import DRIVER, Plan
 from .._report import StageStats
 from ..errors import FlowTimeout
@@ -87,14 +88,10 @@ class _SerialExecution(Execution):
         self.in_flight = [0] * len(plan.nodes)  # per loop gate
         self.closed = False
         self.stopping = False  # a stage raised StopFlow: the sources stop
-        # a stage whose several workers keep order: the number of the next batch
-        # given out, of the next whose outputs go out, and outputs held until then
-        self.ordered = [workers[n.id] > 1 and n.stage.ordered and n.kind != "sink"
-                        for n in plan.nodes]
-        self.given = [0] * len(plan.nodes)
-        self.next_out = [0] * len(plan.nodes)
-        self.held: list[dict[int, list[list[Any]]]] = [{} for _ in plan.nodes]
-        self.seqs: dict[tuple[int, int, int], deque[int]] = {}
+        # a stage whose several workers keep order: its batches' tickets, per queue
+        self.order = {n.id: Reorder() for n in plan.nodes
+                      if workers[n.id] > 1 and n.stage.ordered and n.kind != "sink"}
+        self.tickets: dict[tuple[int, int, int], deque[int]] = {}
 
     # -- the run ---------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
@@ -151,15 +148,14 @@ class _SerialExecution(Execution):
         if batch is _EOS:
             self._event(m, m.end, port)
             return
-        if self.ordered[nid]:
-            seq = self.seqs[key].popleft()
-            self._event(m, m.feed, port, batch, seq=seq)
+        if nid in self.order:
+            self._event(m, m.feed, port, batch, ticket=self.tickets[key].popleft())
         else:
             self._event(m, m.feed, port, batch)
         if m.status is RUNNING and self._unread(nid):
             self._event(m, m.stop)  # nobody reads our outputs any more: stop
 
-    def _event(self, m: Machine, method: Any, *args: Any, seq: int | None = None) -> None:
+    def _event(self, m: Machine, method: Any, *args: Any, ticket: int | None = None) -> None:
         """Run one event of machine ``m``, then move what it made: the in-flight
         change first, then the items, then the ends of its outputs."""
         nid = m.node.id
@@ -175,10 +171,8 @@ class _SerialExecution(Execution):
         out = [list(items) for items in m.out]
         for items in m.out:
             items.clear()
-        if seq is not None:
-            self._in_order(nid, seq, out)
-        else:
-            self._send(nid, out)
+        for ready in ([out] if ticket is None else self.order[nid].done(ticket, out)):
+            self._send(nid, ready)
         for port in m.take_closed():
             self._end_port(nid, port)
         if m.stop_flow and not self.stopping:
@@ -191,13 +185,6 @@ class _SerialExecution(Execution):
             g = self.machines[gate][0]
             if g is not m or method != g.idle:
                 self._event(g, g.idle, self.in_flight[gate])
-
-    def _in_order(self, nid: int, seq: int, out: list[list[Any]]) -> None:
-        held = self.held[nid]
-        held[seq] = out
-        while self.next_out[nid] in held:
-            self._send(nid, held.pop(self.next_out[nid]))
-            self.next_out[nid] += 1
 
     # -- transport ---------------------------------------------------------------------
     def _send(self, nid: int, out: list[list[Any]]) -> None:
@@ -220,22 +207,17 @@ class _SerialExecution(Execution):
 
     def _put(self, key: tuple[int, int, int], batch: Any) -> None:
         q = self.queues.setdefault(key, deque())
-        if batch is not _EOS and self.ordered[key[0]]:
-            self.seqs.setdefault(key, deque()).append(self.given[key[0]])
-            self.given[key[0]] += 1
+        if batch is not _EOS and key[0] in self.order:
+            self.tickets.setdefault(key, deque()).append(self.order[key[0]].ticket())
         q.append(batch)
         self.ready.append(key)
 
     def _consumer_workers(self, ch: int) -> list[tuple[int, int, int]]:
         """Every (node, worker, input index) that competes for channel ``ch``."""
-        found = []
-        for nid, _ in self.plan.channels[ch].consumers:
-            if nid == DRIVER:
-                found.append((DRIVER, 0, 0))
-                continue
-            index = self.plan.nodes[nid].inputs.index(ch)
-            found += [(nid, w, index) for w in range(len(self.machines[nid]))]
-        return found
+        if self.plan.channels[ch].consumers[0][0] == DRIVER:
+            return [(DRIVER, 0, 0)]
+        return [(nid, w, index) for nid, index in self.plan.readers(ch)
+                for w in range(len(self.machines[nid]))]
 
     def _end_port(self, nid: int, port: int) -> None:
         for ch in self.plan.nodes[nid].outputs[port]:
@@ -249,11 +231,10 @@ class _SerialExecution(Execution):
                 self._put(key, _EOS)
 
     def _unread(self, nid: int) -> bool:
-        """True when every consumer of every output of ``nid`` has ended."""
-        chans = [ch for port in self.plan.nodes[nid].outputs for ch in port]
-        return bool(chans) and all(
-            cid != DRIVER and all(m.status is not RUNNING for m in self.machines[cid])
-            for ch in chans for cid, _ in self.plan.channels[ch].consumers)
+        """True when every stage that reads an output of ``nid`` has ended."""
+        readers = self.plan.downstream(nid)
+        return readers is not None and all(
+            m.status is not RUNNING for r in readers for m in self.machines[r])
 
     # -- figures and teardown ------------------------------------------------------------
     def stats(self) -> dict[str, StageStats]:
