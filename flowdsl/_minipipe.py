@@ -86,8 +86,11 @@ class PipeSystem:
         self._closed = False
 
     def build(self, log_lvl: str = "INFO", monitor: bool = False,
-              ignore_exceptions: list[type[BaseException]] | None = None) -> PipeSystem:
-        """Check and connect the pipes; show flowdsl's log records at ``log_lvl``."""
+              ignore_exceptions: list[type[BaseException]] | None = None) -> None:
+        """Check and connect the pipes; show flowdsl's log records at ``log_lvl``.
+
+        Returns ``None``, as minipipe's does (a notebook cell ending in
+        ``pline.build()`` shows nothing); ``pline.diagram()`` draws it."""
         if log_lvl not in _LEVELS:
             raise ValueError(f"log_lvl must be one of {list(_LEVELS)}, got {log_lvl!r}")
         _show_logs(_LEVELS[log_lvl])
@@ -98,7 +101,6 @@ class PipeSystem:
         self.flow = _flow_of(self.pipes)
         compile_flow(self.flow)  # raises GraphError now, not at run time
         self.built = True
-        return self
 
     def run(self, executor: Any = "process") -> None:
         """Start the pipes; they run in the background until ``close()``."""

@@ -339,3 +339,12 @@ def test_a_cycle_with_nothing_in_it_is_rejected_at_build():
     lonely = mp.Transform(square, "lonely", upstreams=[s], downstreams=[s])
     with pytest.raises(GraphError, match="'lonely' can never receive an item"):
         mp.PipeSystem([lonely]).build()
+
+
+def test_build_returns_none_as_minipipe_does():
+    """A notebook cell ending in ``pline.build()`` shows nothing, as with minipipe."""
+    pline = mp.PipeLine()
+    pline.add(mp.Source(lambda: iter([1])))
+    pline.add(mp.Sink(lambda x: None))
+    assert pline.build() is None
+    assert pline.built
