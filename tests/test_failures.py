@@ -235,3 +235,20 @@ def test_an_output_that_cannot_be_read_is_the_producing_stages_error(downstream,
     assert info.value.stage == "fragile"
     assert f"could not be deserialised in {where}: ValueError: not here" in str(info.value)
     assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_a_child_forked_by_the_driver_leaves_the_run_alone():
+    """A library forking a helper while a flow runs: the child's exit cleanup must
+    not tear down the parent's run (its workers, channels and shared memory)."""
+    items = (numbers(3000) >> inc).iterate(timeout=20)
+    first = next(items)
+    pid = os.fork()
+    if pid == 0:  # the child ends normally: its exit handlers run
+        try:
+            import atexit
+
+            atexit._run_exitfuncs()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert [first, *items] == list(range(1, 3001))

@@ -92,6 +92,7 @@ class _ProcessExecution(Execution):
         self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.closed = False
+        self.owner = os.getpid()  # only this process may stop the run and free what it holds
         self.finished = False  # the report's figures are final
         self.error: BaseException | None = None
         self.done: set[tuple[int, int]] = set()
@@ -250,6 +251,8 @@ class _ProcessExecution(Execution):
         if self.closed:
             return
         self.closed = True
+        if os.getpid() != self.owner:
+            return  # a child forked by the driver: the run, its workers and memory are not its own
         try:
             self._stop_workers()
         except KeyboardInterrupt:  # a second Ctrl-C: no more grace
