@@ -1,11 +1,13 @@
 """Failures end the run promptly, raise in the driver, and leave nothing behind."""
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -252,3 +254,24 @@ def test_a_child_forked_by_the_driver_leaves_the_run_alone():
             os._exit(0)
     os.waitpid(pid, 0)
     assert [first, *items] == list(range(1, 3001))
+
+
+@transform
+class StartsAThread:
+    """Like a client library that starts a background thread and never stops it."""
+
+    def local_init(self):
+        self.forever = threading.Event()
+        threading.Thread(target=self.forever.wait, name="client-poller").start()
+
+    def run(self, x):
+        return x
+
+
+def test_a_thread_a_stage_leaves_running_does_not_keep_its_worker(caplog):
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="flowdsl"):
+        assert (numbers(5) >> StartsAThread()).collect(timeout=20) == list(range(5))
+    assert time.monotonic() - start < 5
+    warned = [r for r in caplog.records if "client-poller" in r.getMessage()]
+    assert warned and warned[0].stage == "StartsAThread"

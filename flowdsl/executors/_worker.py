@@ -83,7 +83,13 @@ def worker_main(job: Job) -> None:
     _die_with_parent()
     os.register_at_fork(before=_before_fork, after_in_child=_forked_from_worker)
     _forward_logging(job)
-    _Worker(job).run()
+    if _Worker(job).run():
+        # threads the stage left running would keep the process from exiting
+        # (multiprocess waits for them): finish what the exit would, then leave
+        from multiprocess import util
+
+        util._exit_function()
+        os._exit(0)
 
 
 class _Worker:
@@ -110,7 +116,9 @@ class _Worker:
         self.codec = Codec(job.shm_prefix, (node.id, job.worker))
 
     # -- lifecycle -------------------------------------------------------------------
-    def run(self) -> None:
+    def run(self) -> bool:
+        """Run the stage to its end; True if it left threads running that would
+        keep the process from exiting."""
         status, report = "ok", None
         m = self.machine
         try:
@@ -148,11 +156,19 @@ class _Worker:
                 self._send(Notice.ERROR, portable_error(exc))
         with contextlib.suppress(OSError):
             self.codec.close()
+        strays = _stray_threads()
+        if strays:
+            logging.getLogger("flowdsl").warning(
+                "the stage left %d thread(s) running after local_term (%s): the worker "
+                "exits without waiting for them", len(strays),
+                ", ".join(repr(t.name) for t in strays),
+                extra={"stage": self.node.name, "worker": self.job.worker})
         for stream in (sys.stdout, sys.stderr):  # what the stage printed goes out first
             with contextlib.suppress(Exception):
                 stream.flush()
         self._publish()
         self._send(Notice.DONE)
+        return bool(strays)
 
     def _after(self) -> None:
         """After every event of the machine: its in-flight change is applied to
@@ -479,6 +495,14 @@ class _Worker:
         for ch, data in zip(chans, messages, strict=True):
             ch.put(data)
         self.blocked_out += time.perf_counter() - t
+
+
+def _stray_threads() -> list[Any]:
+    """Threads other than ours that the interpreter would wait for at exit."""
+    import threading
+
+    return [t for t in threading.enumerate() if t is not threading.main_thread()
+            and not t.daemon and t.is_alive()]
 
 
 def _die_with_parent() -> None:
