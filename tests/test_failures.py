@@ -10,6 +10,7 @@ import textwrap
 import threading
 import time
 
+import psutil
 import pytest
 from helpers import fragile, ignore, inc, numbers
 
@@ -275,3 +276,47 @@ def test_a_thread_a_stage_leaves_running_does_not_keep_its_worker(caplog):
     assert time.monotonic() - start < 5
     warned = [r for r in caplog.records if "client-poller" in r.getMessage()]
     assert warned and warned[0].stage == "StartsAThread"
+
+
+def test_a_run_outlives_the_thread_that_started_it():
+    """Start iterating in a worker thread of an application, consume elsewhere:
+    the workers must not die with that thread (Linux's parent-death signal is
+    tied to the thread that forks)."""
+    items = (numbers(2000) >> inc).iterate(timeout=20)
+    first = []
+    thread = threading.Thread(target=lambda: first.append(next(items)))  # starts the run
+    thread.start()
+    thread.join()
+    assert [*first, *items] == list(range(1, 2001))
+
+
+DRIVER = textwrap.dedent("""
+import sys
+sys.path.insert(0, {tests!r})
+from helpers import numbers, inc, ignore
+from flowdsl import transform
+
+@transform(workers=2)
+def announce(x):
+    if x < 2:
+        print("running", flush=True)
+    return x
+
+(numbers(10 ** 9) >> announce >> inc >> ignore).run()
+""")
+
+
+def test_workers_die_with_a_driver_killed_outright():
+    code = DRIVER.format(tests=os.path.dirname(__file__))
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                          text=True, start_new_session=True) as proc:
+        try:
+            assert proc.stdout.readline().strip() == "running"
+            workers = psutil.Process(proc.pid).children(recursive=True)
+            assert len(workers) >= 4  # numbers, two of announce, inc, ignore
+            os.kill(proc.pid, signal.SIGKILL)  # the driver alone
+            proc.wait(timeout=10)
+            _, alive = psutil.wait_procs(workers, timeout=5)
+        finally:
+            _kill_group(proc)
+    assert not alive

@@ -71,6 +71,10 @@ class Job:
     stats: Any = None  # RawArray of doubles: this worker publishes FIGURES at ``slot``
     slot: int = 0
     names: tuple[str, ...] = ()  # of every node: an unreadable batch names its producer
+    # the driver's end of the lifeline reads end-of-file once the driver is gone;
+    # under fork a worker inherits the other end too, and closes it
+    lifeline: Any = None
+    lifeline_writer: Any = None
 
 
 def worker_main(job: Job) -> None:
@@ -80,7 +84,7 @@ def worker_main(job: Job) -> None:
     # The driver cancels through ``job.cancel``, never by a signal: any signal that
     # ends a worker (a user's kill, the OOM reaper's SIGTERM) is its death.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _die_with_parent()
+    _watch_driver(job)
     os.register_at_fork(before=_before_fork, after_in_child=_forked_from_worker)
     _forward_logging(job)
     if _Worker(job).run():
@@ -495,6 +499,26 @@ class _Worker:
         for ch, data in zip(chans, messages, strict=True):
             ch.put(data)
         self.blocked_out += time.perf_counter() - t
+
+
+def _watch_driver(job: Job) -> None:
+    """Die as soon as the driver process is gone.
+
+    A thread waits on the lifeline, a pipe whose other end only the driver holds:
+    it reads end-of-file when the driver exits or is killed, whichever of its
+    threads started the run (Linux's parent-death signal would fire when that
+    thread exits, with the driver alive)."""
+    import threading
+
+    if job.lifeline_writer is not None:
+        job.lifeline_writer.close()  # inherited by fork: only the driver keeps it
+
+    def watch() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            job.lifeline.recv_bytes()
+        os.kill(os.getpid(), signal.SIGKILL)  # nobody is left to report to
+
+    threading.Thread(target=watch, name="flowdsl-lifeline", daemon=True).start()
 
 
 def _stray_threads() -> list[Any]:

@@ -109,6 +109,7 @@ class _ProcessExecution(Execution):
             _check_shippable(plan, self.ctx.get_start_method())
         self.control = ControlPipe(self.ctx)
         self.cancel = Cancel(self.ctx)
+        self.lifeline = self.ctx.Pipe(duplex=False)  # workers die when the driver does
         # every worker's live figures, one slot each (the report and progress read them)
         self.slots = {(n.id, w): i for i, (n, w) in enumerate(
             (n, w) for n in plan.nodes for w in range(n.workers))}
@@ -161,7 +162,7 @@ class _ProcessExecution(Execution):
                                else self.channels[_feedback(self.plan, g)])
                            for g, _, _ in loops[node.id]},
                           self.stop, self.shm_prefix, self.figures, self.slots[node.id, w],
-                          names)
+                          names, self.lifeline[0], self.lifeline[1] if self.inherit else None)
                 proc = self.ctx.Process(target=worker_main, args=(job,),
                                         name=f"flowdsl:{node.name}:{w}")
                 with _recursive_pickling(not self.inherit):
@@ -263,6 +264,8 @@ class _ProcessExecution(Execution):
                 ch.close()
             self.control.close()
             self.cancel.close()
+            for end in self.lifeline:
+                end.close()
             with contextlib.suppress(OSError):
                 self.codec.close()
             if self.shm_prefix is not None:  # unread messages, killed workers
