@@ -7,9 +7,14 @@ early exits all leave none.
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 
 import numpy as np
+import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -474,3 +479,81 @@ def test_leaving_the_loop_early_leaves_no_segment(method):
 def test_a_stage_that_stops_early_drains_its_input():
     report = (arrays(100) >> identity >> stop_at(at=3)).run(executor=ProcessExecutor("fork"))
     assert report.stopped
+
+
+# -- a driver that dies ---------------------------------------------------------------------
+def _dead_pid():
+    """The pid of a process that has exited and been reaped."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_segments_of_a_dead_driver_are_swept_at_the_next_start(tmp_path):
+    dead = _dead_pid()
+    orphan = os.path.join(_shm.SHM_DIR, f"flowdsl-{dead}-0badc0de-{dead}-0")
+    planted_dir = os.path.join(_shm.SHM_DIR, f"flowdsl-{dead}-0badc0de-dir")
+    planted_link = os.path.join(_shm.SHM_DIR, f"flowdsl-{dead}-0badc0de-link")
+    live = os.path.join(_shm.SHM_DIR, f"flowdsl-{os.getppid()}-0badc0de-live")
+    target = tmp_path / "target"
+    target.write_text("keep me")
+    try:
+        for path in (orphan, live):
+            with open(path, "wb") as f:
+                f.write(b"\0" * 64)
+        os.mkdir(planted_dir)
+        os.symlink(target, planted_link)
+        assert _shm.sweep_orphans() >= 1
+        assert not os.path.exists(orphan)  # its driver is gone
+        assert os.path.isdir(planted_dir) and os.path.islink(planted_link)  # not segments
+        assert os.path.exists(live)  # another run, still alive
+        assert target.read_text() == "keep me"
+    finally:
+        for path in (orphan, live, planted_link):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(planted_dir)
+
+
+DRIVER = textwrap.dedent("""
+import sys
+import numpy as np
+from flowdsl import sink, source, transform
+
+@source
+def arrays():
+    i = 0
+    while True:
+        yield np.full(1 << 15, i, dtype=np.float64)  # 256 KiB: through shared memory
+        i += 1
+
+@transform
+def identity(x):
+    return x
+
+@sink
+class Announce:
+    def run(self, x):
+        if x[0] == 3:
+            print("running", flush=True)
+
+(arrays() >> identity >> Announce()).run()
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
+def test_sigterm_or_sighup_to_the_driver_leaves_nothing_behind(sig):
+    with subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:
+        try:
+            assert proc.stdout.readline().strip() == "running"
+            workers = psutil.Process(proc.pid).children(recursive=True)
+            os.kill(proc.pid, sig)
+            assert proc.wait(timeout=10) == -sig  # it ends by the signal, honestly
+            _, alive = psutil.wait_procs(workers, timeout=5)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert not alive
+    assert not [n for n in os.listdir(_shm.SHM_DIR) if n.startswith(f"flowdsl-{proc.pid}-")]

@@ -11,6 +11,8 @@ not ``multiprocessing.shared_memory`` objects, so no resource tracker is involve
 Their names start with a prefix unique to the run, and the driver unlinks every
 file with that prefix once all workers have exited: whatever a killed worker,
 a cancelled run or an unread message left behind is removed by that one sweep.
+What a driver killed outright (SIGKILL) could not sweep, the next process
+executor of this user removes when it starts (:func:`sweep_orphans`).
 
 Each producer keeps a small pool of segments and reuses those that consumers
 have released (fresh tmpfs pages cost more than the copy itself).  A segment
@@ -41,12 +43,13 @@ import logging
 import mmap
 import os
 import secrets
+import stat
 import weakref
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["SHM_DIR", "THRESHOLD", "Receiver", "SegmentPool", "available", "new_prefix",
-           "sweep"]
+           "sweep", "sweep_orphans"]
 
 log = logging.getLogger("flowdsl")
 
@@ -81,6 +84,48 @@ def sweep(prefix: str) -> int:
                     os.unlink(os.path.join(SHM_DIR, name))
                     removed += 1
     return removed
+
+
+def sweep_orphans() -> int:
+    """Unlink the segments of runs whose driver is gone (killed outright, before
+    its teardown could sweep); return how many.  Only regular files of this user
+    named ``flowdsl-<pid>-…`` go, and only when no process has that pid: a live
+    run's segments, a directory or a link planted under such a name stay."""
+    removed = 0
+    uid = os.getuid()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(SHM_DIR):
+            pid = _driver_of(name)
+            if pid is None or _alive(pid):
+                continue
+            path = os.path.join(SHM_DIR, name)
+            with contextlib.suppress(OSError):
+                info = os.lstat(path)
+                if stat.S_ISREG(info.st_mode) and info.st_uid == uid:
+                    os.unlink(path)
+                    removed += 1
+    if removed:
+        log.info("removed %d shared-memory segment(s) left by runs whose driver died",
+                 removed)
+    return removed
+
+
+def _driver_of(name: str) -> int | None:
+    """The driver pid in a segment's name (``flowdsl-<pid>-<token>-…``), if it is one."""
+    parts = name.split("-")
+    if len(parts) < 4 or parts[0] != "flowdsl" or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def layout(sizes: list[int]) -> tuple[list[int], int]:

@@ -19,6 +19,7 @@ import io
 import logging
 import os
 import signal
+import threading
 import time
 import weakref
 from collections.abc import Iterator
@@ -101,6 +102,8 @@ class _ProcessExecution(Execution):
         # segments are named after the run, so teardown can sweep what is left
         self.shm_prefix = (_shm.new_prefix() if executor.shared_memory and _shm.available()
                            else None)
+        if self.shm_prefix is not None:
+            _sweep_orphans_once()
         self.codec = Codec(None)  # the driver only decodes results
         # Under spawn and forkserver, each stage travels as dill bytes; check now
         # that it can, so an unpicklable stage is a GraphError before anything starts.
@@ -131,6 +134,7 @@ class _ProcessExecution(Execution):
         # ignore it), then let a pending one through to the normal teardown.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         _live.add(self)
+        _guard_signals()
         try:
             self._start_workers()
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending Ctrl-C lands here
@@ -273,6 +277,8 @@ class _ProcessExecution(Execution):
             self.report.stages = self.stats()
             self.finished = True
             self._finish_report()
+            _live.discard(self)
+            _unguard_signals()
 
     def _stop_workers(self) -> None:
         procs = [p for _, _, p in self.procs.values()]
@@ -303,6 +309,49 @@ def _close_abandoned() -> None:
     multiprocess exit hook, so it runs before that joins the workers)."""
     for execution in list(_live):
         execution.close()
+
+
+# SIGTERM and SIGHUP end the driver like Ctrl-C does: every live run is torn down
+# (no worker, no shared-memory segment outlives it), then the process ends by the
+# signal, so its exit status stays honest.  Only while a run is live, only from the
+# main thread, and only where the application has not set a handler of its own.
+_TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+_guarded: dict[int, Any] = {}
+
+
+def _guard_signals() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in _TERMINATING:
+        if sig not in _guarded and signal.getsignal(sig) == signal.SIG_DFL:
+            _guarded[sig] = signal.signal(sig, _terminate)
+
+
+def _unguard_signals() -> None:
+    if _live or threading.current_thread() is not threading.main_thread():
+        return
+    for sig in list(_guarded):
+        if signal.getsignal(sig) == _terminate:
+            signal.signal(sig, _guarded[sig])
+        del _guarded[sig]
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    for execution in list(_live):
+        with contextlib.suppress(Exception):
+            execution.close()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+_swept = False
+
+
+def _sweep_orphans_once() -> None:
+    global _swept
+    if not _swept:
+        _swept = True
+        _shm.sweep_orphans()
 
 
 def _feedback(plan: Plan, gate: int) -> int:
