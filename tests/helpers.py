@@ -93,3 +93,45 @@ class Fragile:
 @transform
 def fragile(x):
     return Fragile()
+
+
+class BadRepr:
+    """An item whose ``repr`` raises."""
+
+    def __repr__(self):
+        raise RuntimeError("no repr")
+
+
+class BadStr(Exception):
+    """An exception whose ``str`` raises."""
+
+    def __str__(self):
+        raise RuntimeError("no str")
+
+
+def nested(depth):
+    """A list nested ``depth`` deep: too deep for ``repr`` and ``pickle``."""
+    x = []
+    for _ in range(depth):
+        x = [x]
+    return x
+
+
+@transform
+def always_fails(x):
+    raise ValueError("boom")
+
+
+@transform
+def raises_bad_str(x):
+    raise BadStr()
+
+
+@transform
+def exits(x):
+    raise SystemExit(3)
+
+
+@transform
+def interrupts(x):
+    raise KeyboardInterrupt

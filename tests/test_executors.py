@@ -7,15 +7,22 @@ import time
 
 import pytest
 from helpers import (
+    BadRepr,
+    BadStr,
     Unpicklable,
     add,
+    always_fails,
     double,
     evens,
+    exits,
     fail_on,
     ignore,
     inc,
+    interrupts,
     listed,
+    nested,
     numbers,
+    raises_bad_str,
     scale,
     twice,
 )
@@ -469,3 +476,36 @@ def test_collecting_a_flow_that_ends_in_sinks_warns_it_gives_nothing(caplog):
     caplog.clear()
     assert (numbers(3) >> inc).collect(executor="serial") == [1, 2, 3]
     assert "ends in sinks" not in caplog.text
+
+
+# -- odd items and odd exceptions: one rule on every executor ------------------------------
+def test_an_item_whose_repr_raises_is_shown_as_such(executor):
+    with pytest.raises(StageError) as info:
+        (listed([BadRepr()]) >> always_fails).collect(executor=executor, timeout=20)
+    assert info.value.item == "<unrepresentable BadRepr: RuntimeError: no repr>"
+
+
+def test_an_exception_whose_str_raises_is_reported_like_any_other(executor):
+    with pytest.raises(StageError) as info:
+        (numbers(3) >> raises_bad_str).collect(executor=executor, timeout=20)
+    assert info.value.stage == "raises_bad_str" and info.value.item == "0"
+    assert "BadStr: <unprintable BadStr: RuntimeError: no str>" in str(info.value)
+    assert isinstance(info.value.__cause__, BadStr)
+
+
+def test_system_exit_raised_by_a_stage_is_that_stages_error(executor):
+    with pytest.raises(StageError, match="SystemExit: 3") as info:
+        (numbers(3) >> exits).collect(executor=executor, timeout=20)
+    assert info.value.stage == "exits"
+    assert isinstance(info.value.__cause__, SystemExit)
+
+
+def test_keyboard_interrupt_raised_by_a_stage_ends_the_run_as_ctrl_c_does(executor):
+    with pytest.raises(KeyboardInterrupt):
+        (numbers(3) >> interrupts).collect(executor=executor, timeout=20)
+
+
+def test_an_item_too_deep_to_show_does_not_break_the_error_path(executor):
+    with pytest.raises(StageError) as info:
+        (listed([nested(100_000)]) >> always_fails).collect(executor=executor, timeout=20)
+    assert info.value.item.startswith("<unrepresentable list: RecursionError")

@@ -20,15 +20,19 @@ from dataclasses import dataclass, field
 import pytest
 from conftest import examples
 from helpers import (
+    BadStr,
     add,
     double,
     evens,
+    exits,
     fail_on,
     fragile,
     ignore,
     inc,
+    interrupts,
     listed,
     numbers,
+    raises_bad_str,
     scale,
     twice,
 )
@@ -422,6 +426,17 @@ def test_an_output_that_cannot_be_read_is_the_producing_stages_error():
     assert info.value.stage == "fragile"
     with pytest.raises(StageError, match="could not be deserialised in the driver"):
         (numbers(3) >> fragile).collect(executor="ray", timeout=30)
+
+
+def test_odd_exceptions_follow_the_same_rule_as_elsewhere():
+    with pytest.raises(StageError, match="SystemExit: 3") as info:
+        (numbers(3) >> exits).collect(executor="ray", timeout=30)
+    assert info.value.stage == "exits"
+    with pytest.raises(StageError, match="unprintable BadStr") as info:
+        (numbers(3) >> raises_bad_str).collect(executor="ray", timeout=30)
+    assert isinstance(info.value.__cause__, BadStr)
+    with pytest.raises(KeyboardInterrupt):
+        (numbers(3) >> interrupts).collect(executor="ray", timeout=30)
 
 
 def test_executor_by_object():

@@ -36,6 +36,7 @@ import dill
 
 from ..errors import StageError
 from . import shm as _shm
+from .runner import describe
 
 __all__ = ["DRIVER", "EOS", "Codec", "Undecodable", "decode", "encode", "find_unpicklable",
            "undecodable", "unsendable"]
@@ -113,8 +114,8 @@ def unsendable(stage: str, worker: int, batch: list[Any], exc: BaseException) ->
     """The error of stage ``stage`` when its output ``batch`` cannot be encoded
     (raise it from ``exc``, inside the ``except`` that caught it): it names the
     first item that cannot travel."""
-    bad = find_unpicklable(batch)
-    return StageError(stage, repr(bad)[:200], worker, traceback.format_exc(),
+    bad = describe(find_unpicklable(batch))
+    return StageError(stage, bad, worker, traceback.format_exc(),
                       f"output cannot be serialised to send downstream: "
                       f"{type(exc).__name__}: {exc}")
 

@@ -20,7 +20,7 @@ from .._sentinel import Sentinel, is_sentinel
 from .._stages import Regulator, Stage, callable_of, hook_of
 from ..errors import Failure, StageError, StopFlow
 
-__all__ = ["Cancelled", "Runner", "StageDone"]
+__all__ = ["Cancelled", "Runner", "StageDone", "describe"]
 
 log = logging.getLogger("flowdsl")
 
@@ -42,7 +42,10 @@ class StageDone(Exception):
     inputs are drained."""
 
 
-_PASS = (StopFlow, KeyboardInterrupt, SystemExit, Cancelled, StageDone)
+# What goes through a stage's error handling untouched.  SystemExit raised by a
+# stage is a failure of that stage like any other exception; KeyboardInterrupt is
+# always Ctrl-C, whoever raised it, and ends the run with KeyboardInterrupt.
+_PASS = (StopFlow, KeyboardInterrupt, Cancelled, StageDone)
 
 # The types of the results that are signals, not items: Sentinel and StopFlow, as
 # classes (whose type is ``type``) or instances.  One set lookup per result, then
@@ -244,7 +247,8 @@ class Runner:
         if self.dead_letter is not None:
             self.errors += 1
             log.warning("sent item %s to the dead letters after %s: %s", _repr(x),
-                        type(exc).__name__, exc, extra={"stage": self.name, "worker": self.worker})
+                        type(exc).__name__, _text(exc),
+                        extra={"stage": self.name, "worker": self.worker})
             out[self.dead_letter].append(_failure(self, exc, x))
             return
         raise self._error(exc, x) from exc
@@ -329,7 +333,7 @@ class Runner:
     def _ignored(self, exc: BaseException, item: Any) -> bool:
         if self.skip or (self.ignore and isinstance(exc, self.ignore)):
             self.errors += 1
-            log.warning("ignored %s on item %s: %s", type(exc).__name__, _repr(item), exc,
+            log.warning("ignored %s on item %s: %s", type(exc).__name__, _repr(item), _text(exc),
                         extra={"stage": self.name, "worker": self.worker})
             return True
         return False
@@ -337,7 +341,8 @@ class Runner:
     def _error(self, exc: BaseException, item: Any, hook: str | None = None) -> StageError:
         self.errors += 1
         where = f" in {hook}()" if hook in ("local_init", "local_term", "until") else ""
-        text = _STOP_IN_HOOK.get(hook or "", str(exc)) if isinstance(exc, StopFlow) else str(exc)
+        text = _STOP_IN_HOOK.get(hook or "", _text(exc)) if isinstance(exc, StopFlow) \
+            else _text(exc)
         return StageError(
             self.name, None if item is None else _repr(item), self.worker,
             "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
@@ -363,7 +368,7 @@ def _failure(runner: Runner, exc: BaseException, item: Any) -> Failure:
         kept: BaseException | None = exc
     except Exception:
         kept = None  # it could not reach the dead-letter stage: keep the text
-    return Failure(runner.name, item, f"{type(exc).__name__}: {exc}", kept,
+    return Failure(runner.name, item, f"{type(exc).__name__}: {_text(exc)}", kept,
                    "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
                    runner.worker)
 
@@ -393,9 +398,23 @@ def _discard(_: Any) -> None:
     pass
 
 
+def describe(item: Any) -> str:
+    """A short ``repr`` of ``item`` for an error message, which never raises."""
+    return _repr(item)
+
+
+def _text(exc: BaseException) -> str:
+    """``str(exc)``, or what went wrong making it: a broken ``__str__`` must not
+    hide the real error, nor change how it is reported."""
+    try:
+        return str(exc)
+    except Exception as inner:
+        return f"<unprintable {type(exc).__name__}: {type(inner).__name__}: {inner}>"
+
+
 def _repr(item: Any, limit: int = 200) -> str:
     try:
         text = repr(item)
-    except Exception as exc:  # a broken __repr__ must not hide the real error
-        text = f"<unrepresentable {type(item).__name__}: {exc}>"
+    except Exception as exc:  # a broken __repr__ (or one too deep) must not hide the error
+        text = f"<unrepresentable {type(item).__name__}: {type(exc).__name__}: {_text(exc)}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -155,6 +155,9 @@ class StageActor:
     def _fail(self, exc: BaseException) -> None:
         if self.error is not None:
             return
+        if isinstance(exc, KeyboardInterrupt):  # raised by the stage: as on Ctrl-C
+            self.error = "interrupt"
+            return
         if not isinstance(exc, StageError):
             name = getattr(getattr(self.machine, "node", None), "name", "?")
             wrapped = StageError(name, None, self.worker, traceback.format_exc(),

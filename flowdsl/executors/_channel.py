@@ -181,6 +181,7 @@ class Notice(enum.IntEnum):
     STOP = 1  # a stage raised StopFlow: the sources are to stop
     ERROR = 2  # a stage failed (the payload: records.portable_error)
     DONE = 3  # the worker has finished: its exit is not a death
+    INTERRUPT = 4  # the stage raised KeyboardInterrupt: the run ends as on Ctrl-C
 
 
 class ControlPipe:

@@ -142,6 +142,9 @@ class _Worker:
                 self._drain_inputs()
         except Cancelled:
             status = "cancelled"
+        except KeyboardInterrupt:  # raised by the stage: Ctrl-C, whoever raised it
+            status = "interrupted"
+            self._send(Notice.INTERRUPT)
         except StageError as exc:
             status, report = "error", exc
         except BaseException as exc:  # a bug of ours: report it like user code

@@ -221,6 +221,8 @@ class _ProcessExecution(Execution):
             elif notice is Notice.ERROR and raising and self.error is None:
                 self.error = restored_error(payload)
                 raise self.error
+            elif notice is Notice.INTERRUPT and raising:
+                raise KeyboardInterrupt
 
     def _reap(self, sentinel: Any) -> None:
         node_id, worker, proc = self.procs[sentinel]

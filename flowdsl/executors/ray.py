@@ -484,6 +484,8 @@ class _RayExecution(Execution):
             self.cost[call.node] = reply["cost"]
         if reply["item_bytes"]:
             self.item_bytes[call.node] = reply["item_bytes"]
+        if reply["error"] == "interrupt":
+            raise KeyboardInterrupt
         if reply["error"] is not None:
             raise restored_error(reply["error"])
         call.reply = reply
