@@ -180,8 +180,7 @@ class _PlainView:
         self.file, self.interval = file, every
 
     def draw(self, rows: list[_Row], final: bool) -> None:
-        width = max(len(r.stats.name) for r in rows) if rows else 0
-        self.file.write("".join(f"{r.stats.name:<{width}}  {r.summary()}\n" for r in rows))
+        self.file.write(_plain_block(rows))
         self.file.flush()
 
     def close(self) -> None:
@@ -197,9 +196,9 @@ class _NotebookView:
         self.handle: Any = None
 
     def draw(self, rows: list[_Row], final: bool) -> None:
-        from IPython.display import HTML, display
+        from IPython.display import display
 
-        table = HTML(_html_table(rows))
+        table = _Table(rows)
         if self.handle is None:
             self.handle = display(table, display_id=True)
         else:
@@ -207,6 +206,26 @@ class _NotebookView:
 
     def close(self) -> None:
         pass
+
+
+class _Table:
+    """Progress rows for a notebook: HTML, and plain text where HTML is not shown
+    (a console, an exported notebook)."""
+
+    def __init__(self, rows: list[_Row]) -> None:
+        self.rows = rows
+
+    def _repr_html_(self) -> str:
+        return _html_table(self.rows)
+
+    def __repr__(self) -> str:
+        return _plain_block(self.rows).rstrip("\n")
+
+
+def _plain_block(rows: list[_Row]) -> str:
+    """One line per stage: its name, then its figures."""
+    width = max(len(r.stats.name) for r in rows) if rows else 0
+    return "".join(f"{r.stats.name:<{width}}  {r.summary()}\n" for r in rows)
 
 
 def _html_table(rows: list[_Row]) -> str:

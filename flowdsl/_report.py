@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import html
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = ["FIGURES", "RunReport", "StageStats"]
+
+COLUMNS: tuple[str, ...] = ("stage", "in", "out", "errors", "busy s", "busy %", "wait in s",
+                            "wait out s")
 
 # The per-worker figures, in the order workers publish them (see executors/_worker.py).
 FIGURES = ("items_in", "items_out", "errors", "busy_seconds",
@@ -66,10 +70,12 @@ class RunReport:
 
     @property
     def bottleneck(self) -> str | None:
-        """The stage that limited the run: the most busy time per worker."""
+        """The stage that limited the run: the most busy time per worker.  None
+        when no stage was busy at all (a run too short to measure)."""
         if not self.stages:
             return None
-        return max(self.stages.values(), key=lambda s: s.busy_seconds / s.workers).name
+        busiest = max(self.stages.values(), key=lambda s: s.busy_seconds / s.workers)
+        return busiest.name if busiest.busy_seconds > 0 else None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-ready): the figures, the bottleneck, no objects."""
@@ -90,21 +96,41 @@ class RunReport:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "plan": None}  # figures travel, the stages' code does not
 
-    def __repr__(self) -> str:
-        rows = [f"RunReport({self.executor}, {self.seconds:.3f} s"
-                + (", stopped by StopFlow" if self.stopped else "") + ")"]
-        width = max((len(n) for n in self.stages), default=5) + 2
-        rows.append(f"  {'stage':<{width}} {'in':>9} {'out':>9} {'errors':>6} {'busy s':>8} "
-                    f"{'busy %':>6} {'wait in s':>9} {'wait out s':>10}")
+    def _title(self) -> str:
+        return (f"RunReport({self.executor}, {self.seconds:.3f} s"
+                + (", stopped by StopFlow" if self.stopped else "") + ")")
+
+    def _rows(self) -> list[tuple[str, ...]]:
+        """The table: a header, then one row of text cells per stage."""
+        rows: list[tuple[str, ...]] = [COLUMNS]
         for s in self.stages.values():
             mark = " *" if s.name == self.bottleneck and len(self.stages) > 1 else ""
-            rows.append(f"  {s.name + mark:<{width}} {s.items_in:>9} {s.items_out:>9} "
-                        f"{s.errors:>6} {s.busy_seconds:>8.3f} "
-                        f"{100 * s.busy_share(self.seconds):>6.0f} "
-                        f"{s.blocked_in_seconds:>9.3f} {s.blocked_out_seconds:>10.3f}")
-        if len(self.stages) > 1:
-            rows.append("  * bottleneck")
-        return "\n".join(rows)
+            rows.append((s.name + mark, str(s.items_in), str(s.items_out), str(s.errors),
+                         f"{s.busy_seconds:.3f}", f"{100 * s.busy_share(self.seconds):.0f}",
+                         f"{s.blocked_in_seconds:.3f}", f"{s.blocked_out_seconds:.3f}"))
+        return rows
+
+    def __repr__(self) -> str:
+        table = self._rows()
+        width = max(len(row[0]) for row in table) + 2
+        lines = [self._title()]
+        for row in table:
+            lines.append(f"  {row[0]:<{width}} {row[1]:>9} {row[2]:>9} {row[3]:>6} "
+                         f"{row[4]:>8} {row[5]:>6} {row[6]:>9} {row[7]:>10}")
+        if self.bottleneck is not None and len(self.stages) > 1:
+            lines.append("  * bottleneck")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        """The same table, as HTML (a notebook shows this)."""
+        head, *body = self._rows()
+        cells = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+        rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                       for row in body)
+        note = "<p>* bottleneck</p>" if self.bottleneck is not None and len(self.stages) > 1 \
+            else ""
+        return (f'<div class="flowdsl-report"><p>{html.escape(self._title())}</p>'
+                f"<table><tr>{cells}</tr>{rows}</table>{note}</div>")
 
 
 def _note(s: StageStats, seconds: float) -> str:

@@ -286,6 +286,9 @@ def test_notebook_shows_one_table_updated_in_place_without_warnings(tmp_path):
     kinds = [o.output_type for o in outputs]
     assert kinds == ["display_data", "execute_result"], outputs  # no stderr, no warning
     assert "RunReport(process" in outputs[1].data["text/plain"]
+    assert 'class="flowdsl-report"' in outputs[1].data["text/html"]  # the report, as a table
     table = outputs[0].data["text/html"]
     assert 'class="flowdsl-progress"' in table
     assert "<td>slow</td><td>2,000</td><td>2,000</td>" in table  # the final figures
+    text = outputs[0].data["text/plain"]  # where HTML is not shown: the same figures
+    assert "slow" in text and "in 2,000" in text and "display" not in text

@@ -117,6 +117,23 @@ def test_a_pickled_report_keeps_its_figures_but_not_the_flow():
 
 
 def test_a_report_built_by_hand_works():
-    report = RunReport({"a": StageStats("a", "source", items_out=3)}, seconds=1.0)
+    report = RunReport({"a": StageStats("a", "source", items_out=3, busy_seconds=0.5)},
+                       seconds=1.0)
     assert report.bottleneck == "a" and "a" in repr(report)
     assert RunReport().bottleneck is None
+
+
+def test_no_stage_is_the_bottleneck_of_a_run_where_none_was_busy():
+    report = RunReport({n: StageStats(n, "transform", items_in=3) for n in "ab"}, seconds=1.0)
+    assert report.bottleneck is None
+    assert report.to_dict()["bottleneck"] is None
+    assert "*" not in repr(report) and "bottleneck" not in report._repr_html_()
+
+
+def test_a_report_shows_itself_as_a_table_in_a_notebook():
+    report = (numbers(20) >> double >> drop).run(executor="serial")
+    page = report._repr_html_()
+    assert page.count("<tr>") == 4  # the header, then one row per stage
+    for column in ("busy %", "wait in s", "wait out s"):
+        assert f"<th>{column}</th>" in page
+    assert "<td>double" in page and "<td>20</td>" in page
