@@ -23,7 +23,7 @@ from .._core.runner import Cancelled
 
 __all__ = ["Cancel", "Channel", "ControlPipe", "Notice"]
 
-TICK = 0.05  # seconds between looks at the cancel flag while waiting for a lock
+TICK = 0.01  # seconds between looks at the cancel flag while waiting for a lock
 
 
 class Cancel:
