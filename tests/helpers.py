@@ -21,6 +21,11 @@ def inc(x):
 
 
 @transform
+def identity(x):
+    return x
+
+
+@transform
 def double(x):
     return 2 * x
 
@@ -135,3 +140,20 @@ def exits(x):
 @transform
 def interrupts(x):
     raise KeyboardInterrupt
+
+
+@transform
+def closure_of(x):
+    """Items only dill can serialise: a lambda, and an object of a local class."""
+    class Local:
+        def __init__(self, value):
+            self.value = value
+
+    return (lambda: x), Local(x)
+
+
+@transform
+def open_closure(pair):
+    f, local = pair
+    assert f() == local.value
+    return f, local

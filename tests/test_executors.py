@@ -3,6 +3,7 @@
 import logging
 import os
 import re
+import threading
 import time
 
 import pytest
@@ -12,6 +13,7 @@ from helpers import (
     Unpicklable,
     add,
     always_fails,
+    closure_of,
     double,
     evens,
     exits,
@@ -22,6 +24,7 @@ from helpers import (
     listed,
     nested,
     numbers,
+    open_closure,
     raises_bad_str,
     scale,
     twice,
@@ -38,6 +41,7 @@ from flowdsl import (
     source,
     transform,
 )
+from flowdsl.executors import execute
 
 
 def test_map_chain(executor):
@@ -509,3 +513,46 @@ def test_an_item_too_deep_to_show_does_not_break_the_error_path(executor):
     with pytest.raises(StageError) as info:
         (listed([nested(100_000)]) >> always_fails).collect(executor=executor, timeout=20)
     assert info.value.item.startswith("<unrepresentable list: RecursionError")
+
+
+@pytest.mark.parametrize("shared_memory", [True, False], ids=["shm", "pipe-only"])
+def test_items_only_dill_can_serialise_cross_every_hop(shared_memory):
+    """A lambda and a local class's object as items, from worker to worker and to
+    the driver: the standard pickle cannot, the codec falls back to dill."""
+    flow = numbers(5) >> closure_of >> open_closure
+    got = flow.collect(executor=ProcessExecutor(shared_memory=shared_memory), timeout=20)
+    assert [(f(), local.value) for f, local in got] == [(i, i) for i in range(5)]
+
+
+@sink(buffer=16)
+def slow_sink(x):
+    time.sleep(0.0005)  # work that takes time, not synchronisation
+
+
+def test_a_slow_sink_holds_a_fast_source_back():
+    """Backpressure as a bound: the items a source has made and its sink has not
+    yet taken stay within the buffers and batches between them, however fast the
+    source (without it, the source would be thousands of items ahead)."""
+    ahead = []
+    with execute(numbers(4000) >> slow_sink, executor="process", timeout=30,
+                 want_results=False) as run:
+        done = threading.Event()
+
+        def watch():
+            while not done.wait(0.02):  # samples, not synchronisation
+                stats = run.stats()
+                ahead.append(stats["numbers"].items_out - stats["slow_sink"].items_in)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            for _ in run:
+                pass
+        finally:
+            done.set()
+            watcher.join(timeout=5)
+    assert len(ahead) > 10  # the run lasted long enough to be watched
+    # a source chunk (256) + the channel (16) + the sink's batch (16), and the
+    # figures the sink publishes every 50 ms (about a hundred of its items, more on
+    # a busy machine); without backpressure, nearly all 4000
+    assert max(ahead) <= 256 + 16 + 16 + 250

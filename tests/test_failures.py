@@ -320,3 +320,49 @@ def test_workers_die_with_a_driver_killed_outright():
         finally:
             _kill_group(proc)
     assert not alive
+
+
+SLOW_TERM = textwrap.dedent("""
+import os, sys, time
+sys.path.insert(0, {tests!r})
+from helpers import numbers, ignore
+from flowdsl import transform
+
+@transform(workers=2)
+class SlowTerm:
+    def __init__(self, path):
+        self.path = path
+
+    def local_init(self):
+        os.write(1, b"running\\n")  # one write: the test waits for both workers
+
+    def run(self, x):
+        return x
+
+    def local_term(self):
+        time.sleep(0.5)  # a slow flush: a Ctrl-C to the group must not cut it short
+        with open(self.path, "a") as f:
+            f.write(f"{{os.getpid()}}\\n")
+
+try:
+    (numbers(10 ** 9) >> SlowTerm({path!r}) >> ignore).run()
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+""")
+
+
+def test_ctrl_c_to_the_group_lets_every_local_term_finish(tmp_path):
+    """Workers ignore SIGINT, so a terminal's Ctrl-C (to the whole group) reaches
+    only the driver, whose cancel lets every local_term run to its end."""
+    path = tmp_path / "terms"
+    code = SLOW_TERM.format(tests=os.path.dirname(__file__), path=str(path))
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                          text=True, start_new_session=True) as proc:
+        try:
+            assert [proc.stdout.readline().strip() for _ in range(2)] == ["running"] * 2
+            os.killpg(proc.pid, signal.SIGINT)
+            out, _ = proc.communicate(timeout=10)
+        finally:
+            _kill_group(proc)
+    assert "interrupted" in out
+    assert len(path.read_text().split()) == 2  # both workers' local_term ran to the end

@@ -22,6 +22,7 @@ from conftest import examples
 from helpers import (
     BadStr,
     add,
+    closure_of,
     double,
     evens,
     exits,
@@ -32,6 +33,7 @@ from helpers import (
     interrupts,
     listed,
     numbers,
+    open_closure,
     raises_bad_str,
     scale,
     twice,
@@ -437,6 +439,11 @@ def test_odd_exceptions_follow_the_same_rule_as_elsewhere():
     assert isinstance(info.value.__cause__, BadStr)
     with pytest.raises(KeyboardInterrupt):
         (numbers(3) >> interrupts).collect(executor="ray", timeout=30)
+
+
+def test_items_only_dill_can_serialise_cross_every_hop():
+    got = (numbers(5) >> closure_of >> open_closure).collect(executor="ray", timeout=30)
+    assert [(f(), local.value) for f, local in got] == [(i, i) for i in range(5)]
 
 
 def test_executor_by_object():
