@@ -129,6 +129,25 @@ def no_leftover_processes():
     assert not left, f"worker processes left behind: {left}"
 
 
+# A flow a test runs without a timeout of its own gets this one: a hang then fails
+# in seconds, as a FlowTimeout raised where the test waits, not at the 60 s limit
+# of pytest-timeout.
+RUN_TIMEOUT = 20
+
+
+@pytest.fixture(autouse=True)
+def runs_time_out(monkeypatch):
+    import flowdsl._flow
+
+    real = flowdsl._flow._provided["execute"]
+
+    def execute(flow, *, timeout=None, **options):
+        return real(flow, timeout=RUN_TIMEOUT if timeout is None else timeout, **options)
+
+    if not SOAK:
+        monkeypatch.setitem(flowdsl._flow._provided, "execute", execute)
+
+
 @pytest.fixture(params=EXECUTORS)
 def executor(request):
     return request.param
