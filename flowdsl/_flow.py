@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ._report import RunReport
     from ._stages import Stage
 
-__all__ = ["DEAD_LETTER", "Composable", "Edge", "Flow", "Node", "as_flow", "merge",
+__all__ = ["DEAD_LETTER", "Composable", "Edge", "Flow", "Node", "as_flow", "mentions", "merge",
            "provide", "refuse_stop_flow"]
 
 _ids = itertools.count()
@@ -69,7 +69,9 @@ class Edge:
 
     ``stream`` is the explicit :class:`~flowdsl.Stream` carrying it, if any: edges
     sharing a stream share one channel (the explicit API's merge and competition).
-    ``back`` marks the feedback edge of a loop.
+    ``back`` marks the feedback edge of a loop.  ``mention`` tells apart the edges
+    of an output named several times in one connection (``merge(p, p) >> c``): each
+    mention carries every item once.
     """
 
     src: Node | None  # None: a stream fed by its seeds alone
@@ -78,9 +80,22 @@ class Edge:
     dst_port: int
     stream: Any = None
     back: bool = False
+    mention: int = 0
 
 
 Port = tuple[Node, int]
+
+
+def mentions(ports: Iterable[Port]) -> list[tuple[Node, int, int]]:
+    """``(node, port, k)`` for each port: ``k`` counts the earlier mentions of the
+    same port (an upstream named twice, as in ``merge(p, p)``, counts twice)."""
+    seen: dict[Port, int] = {}
+    out = []
+    for n, p in ports:
+        k = seen.get((n, p), 0)
+        seen[(n, p)] = k + 1
+        out.append((n, p, k))
+    return out
 
 
 class Composable:
@@ -185,7 +200,7 @@ class Flow(Composable):
 
         def edge(e: Edge) -> Edge:
             src = None if e.src is None else final(e.src)
-            return Edge(src, e.src_port, final(e.dst), e.dst_port, e.stream, e.back)
+            return Edge(src, e.src_port, final(e.dst), e.dst_port, e.stream, e.back, e.mention)
 
         return Flow(tuple(map(final, self.nodes)), tuple(map(edge, self.edges)),
                     tuple(map(final, self.inlets)),
@@ -276,9 +291,10 @@ def connect(left: Any, right: Any) -> Flow:
     if len(rf.inlets) == 1:
         (target,) = rf.inlets
         for i, group in enumerate(lf.outlets):
-            edges += [Edge(n, p, target, i) for n, p in group]
+            edges += [Edge(n, p, target, i, mention=k) for n, p, k in mentions(group)]
     elif len(lf.outlets) == 1:
-        edges += [Edge(n, p, t, 0) for t in rf.inlets for n, p in lf.outlets[0]]
+        edges += [Edge(n, p, t, 0, mention=k) for t in rf.inlets
+                  for n, p, k in mentions(lf.outlets[0])]
     else:
         raise GraphError(f"cannot zip {len(lf.outlets)} outputs into several stages "
                          f"({_names(rf.inlets)}): connect each one explicitly")

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._flow import DEAD_LETTER, Edge, Flow, Node
+from ._flow import DEAD_LETTER, Edge, Flow, Node, mentions
 from ._loop import LoopGate
 from ._stages import Regulator, Stage
 from .errors import GraphError
@@ -119,13 +119,18 @@ def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
             channels.append(by_key[key])
         return by_key[key]
 
-    def link(src: tuple[int, int] | None, dst: tuple[int, int], ch: ChannelSpec) -> None:
-        if src is not None and src not in ch.producers:
+    linked: set[tuple[int, tuple[int, int], int]] = set()  # (channel, producer, mention)
+
+    def link(src: tuple[int, int] | None, dst: tuple[int, int], ch: ChannelSpec,
+             mention: int = 0) -> None:
+        # a producer feeds a channel once per mention: merge(p, p) sends every item
+        # of p twice; the edges of one stream from one producer share one link
+        if src is not None and (ch.id, src, mention) not in linked:
+            linked.add((ch.id, src, mention))
             ch.producers.append(src)
+            outputs[src[0]][src[1]].append(ch.id)
         if dst not in ch.consumers:
             ch.consumers.append(dst)
-        if src is not None and ch.id not in outputs[src[0]][src[1]]:
-            outputs[src[0]][src[1]].append(ch.id)
         if dst[0] != DRIVER and inputs[dst[0]].setdefault(dst[1], ch.id) != ch.id:
             raise GraphError(f"input {dst[1]} of stage {names[dst[0]]!r} is fed by two "
                              f"different streams; share one stream to merge them")
@@ -141,15 +146,15 @@ def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
             queue = getattr(e.stream, "q", None)
             ch.seeded = bool(e.stream.seeds) or (queue is not None and not queue.empty())
         src = None if e.src is None else (index[e.src], e.src_port)  # None: seeds only
-        link(src, (d, e.dst_port), ch)
+        link(src, (d, e.dst_port), ch, e.mention)
 
     result = None
     open_ports = [p for group in flow.outlets for p in group]
     if open_ports and want_results:
         ch = channel_for("result", "result", DEFAULT_BUFFER)
         result = ch.id
-        for n, p in open_ports:
-            link((index[n], p), (DRIVER, 0), ch)
+        for n, p, k in mentions(open_ports):
+            link((index[n], p), (DRIVER, 0), ch, k)
     for n, p in open_ports:  # without a result channel, outputs are counted and dropped
         outputs[index[n]][p]
 

@@ -556,3 +556,21 @@ def test_a_slow_sink_holds_a_fast_source_back():
     # figures the sink publishes every 50 ms (about a hundred of its items, more on
     # a busy machine); without backpressure, nearly all 4000
     assert max(ahead) <= 256 + 16 + 16 + 250
+
+
+# -- an upstream named twice counts once per mention -----------------------------------------
+def _named_twice():
+    p = listed([1, 2, 3]) >> inc
+    return {
+        "merge(p, p)": (merge(p, p), [2, 2, 3, 3, 4, 4]),
+        "merge(merge(p, p), p)": (merge(merge(p, p), p), [2, 2, 2, 3, 3, 3, 4, 4, 4]),
+        "merge(p, p) >> inc": (merge(p, p) >> inc, [3, 3, 4, 4, 5, 5]),
+        "merge(q, q) of a source": (merge(listed([1, 2]), listed([1, 2])), [1, 1, 2, 2]),
+        "[p, p] >> add": ([p, p] >> add, [4, 6, 8]),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_named_twice()))
+def test_an_upstream_named_twice_counts_once_per_mention(executor, case):
+    flow, want = _named_twice()[case]
+    assert sorted(flow.collect(executor=executor, timeout=20)) == want

@@ -446,6 +446,12 @@ def test_items_only_dill_can_serialise_cross_every_hop():
     assert [(f(), local.value) for f, local in got] == [(i, i) for i in range(5)]
 
 
+def test_an_upstream_named_twice_counts_once_per_mention():
+    p = listed([1, 2, 3]) >> inc
+    assert sorted((merge(merge(p, p), p) >> inc).collect(executor="ray", timeout=30)) == [
+        3, 3, 3, 4, 4, 4, 5, 5, 5]
+
+
 def test_executor_by_object():
     assert (numbers(3) >> inc).collect(executor=RayExecutor(), timeout=30) == [1, 2, 3]
 
