@@ -122,7 +122,7 @@ class StageActor:
     def terminate(self) -> Any:
         """The run is being cancelled: ``local_term`` if it has not run yet."""
         self._term()
-        return self._meta()
+        return self._meta(pid=(socket.gethostname(), os.getpid()))
 
     # -- helpers ---------------------------------------------------------------------------
     def _machine(self) -> Machine:

@@ -502,7 +502,7 @@ class _RayExecution(Execution):
         may be restarted, and it has restarts left or the actor is only between
         two lives (a call sent just as it died)."""
         key = (call.node, call.worker)
-        if call.kind is Event.OPEN or key not in self.unavailable:
+        if key not in self.unavailable:  # not a stage that may be restarted
             return False
         if isinstance(exc, self.ray.exceptions.ActorUnavailableError):
             return self.unavailable[key] < UNAVAILABLE_RETRIES
@@ -513,6 +513,8 @@ class _RayExecution(Execution):
         made again on its new self, in the order they were first made."""
         key = (failed.node, failed.worker)
         if isinstance(exc, self.ray.exceptions.ActorUnavailableError):
+            # between two lives: give Ray time to start the new one (backing off)
+            time.sleep(min(0.5, 0.01 * 2 ** self.unavailable[key]))
             self.unavailable[key] += 1
         else:
             self.restarts_left[key] -= 1
@@ -599,12 +601,12 @@ class _RayExecution(Execution):
         self.closed = True
         ray = self.ray
         try:
-            pending = [handles[w].terminate.remote() for nid, handles in enumerate(self.actors)
-                       for w in range(len(handles))]
+            pending = {handles[w].terminate.remote(): (nid, w)
+                       for nid, handles in enumerate(self.actors) for w in range(len(handles))}
             if pending:
-                ready, _ = ray.wait(pending, num_returns=len(pending), timeout=self.grace)
+                ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=self.grace)
                 for ref in ready:
-                    self._absorb(ref)
+                    self._absorb(ref, pending[ref])
         finally:
             for handles in self.actors:
                 for actor in handles:
@@ -613,14 +615,17 @@ class _RayExecution(Execution):
             self.report.stages = self.stats()
             self._finish_report()
 
-    def _absorb(self, ref: Any) -> None:
-        """Take the logs, figures and pid of a reply that came in during teardown."""
+    def _absorb(self, ref: Any, actor: tuple[int, int]) -> None:
+        """Take the logs and the pid of a reply that came in during teardown (the
+        pid, so that teardown waits for that actor's process to be gone)."""
         try:
             reply = self.ray.get(ref)
         except self.ray.exceptions.RayError:
             return
         for record in reply.get("logs", ()):
             logging.getLogger(record.name).handle(record)
+        if reply.get("pid"):
+            self.pids[actor] = reply["pid"]
 
     def _wait_gone(self, limit: float = 5.0) -> None:
         """Wait until the actor processes on this machine have exited (ray.kill
