@@ -1,6 +1,7 @@
 """Failures end the run promptly, raise in the driver, and leave nothing behind."""
 
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -12,9 +13,9 @@ import time
 
 import psutil
 import pytest
-from helpers import fragile, ignore, inc, numbers
+from helpers import fail_on, fragile, ignore, inc, numbers
 
-from flowdsl import StageError, WorkerDied, transform
+from flowdsl import ProcessExecutor, StageError, WorkerDied, source, transform
 
 
 @transform
@@ -226,15 +227,18 @@ def test_cancelling_a_run_lets_the_call_in_progress_finish(tmp_path, mp_context)
     assert "done 1" in lines  # (and not cut short)
 
 
+@pytest.mark.parametrize("shared_memory", [True, False], ids=["shm", "pipe-only"])
 @pytest.mark.parametrize("downstream, where", [(False, "the driver"),
                                                (True, "stage 'ignore'")])
-def test_an_output_that_cannot_be_read_is_the_producing_stages_error(downstream, where):
+def test_an_output_that_cannot_be_read_is_the_producing_stages_error(downstream, where,
+                                                                      shared_memory):
     flow = numbers(3) >> fragile
+    executor = ProcessExecutor(shared_memory=shared_memory)
     with pytest.raises(StageError) as info:
         if downstream:
-            (flow >> ignore).run(timeout=20)
+            (flow >> ignore).run(executor=executor, timeout=20)
         else:
-            flow.collect(timeout=20)
+            flow.collect(executor=executor, timeout=20)
     assert info.value.stage == "fragile"
     assert f"could not be deserialised in {where}: ValueError: not here" in str(info.value)
     assert isinstance(info.value.__cause__, ValueError)
@@ -366,3 +370,30 @@ def test_ctrl_c_to_the_group_lets_every_local_term_finish(tmp_path):
             _kill_group(proc)
     assert "interrupted" in out
     assert len(path.read_text().split()) == 2  # both workers' local_term ran to the end
+
+
+@source
+class Endless:
+    """An endless source that notes when its local_term runs."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def run(self):
+        yield from itertools.count()
+
+    def local_term(self):
+        with open(self.path, "w") as f:
+            f.write("local_term")
+
+
+def test_a_worker_waiting_for_room_downstream_sees_the_cancel(tmp_path):
+    """The source is blocked on a full channel when the stage behind it fails:
+    the wait itself must notice the cancel (a long grace period would hide it)."""
+    marker = tmp_path / "source"
+    start = time.monotonic()
+    with pytest.raises(StageError):
+        (Endless(str(marker)) >> fail_on(bad=1000) >> ignore).run(
+            executor=ProcessExecutor(grace=10), timeout=20)
+    assert time.monotonic() - start < 2
+    assert marker.read_text() == "local_term"

@@ -106,3 +106,35 @@ def test_the_loop_that_lost_items_on_the_process_executor():
     flow = items_of([4]) >> body.flow()
     for seed in range(50):
         assert sorted(_run(flow, random.Random(seed))) == [-2, -2, -1, 0, 0, 0]
+
+
+# -- one machine, event by event -------------------------------------------------------------
+def _zip_machine():
+    from flowdsl._core.machine import Machine
+    from flowdsl._plan import compile_flow
+
+    plan = compile_flow(([items_of([]), items_of([])] >> add)._as_flow())
+    (node,) = [n for n in plan.nodes if len(n.inputs) == 2]
+    machine = Machine(node)
+    machine.open()
+    return machine
+
+
+def test_a_zip_counts_what_it_can_never_pair_as_left_over():
+    m = _zip_machine()
+    m.feed(0, [1])
+    m.end(0)
+    m.feed(1, [10, 20, 30])  # pairs 1 with 10; input 0 has ended: the zip ends
+    assert m.out == [[11]] and m.status.value == "ended"
+    m.feed(1, [40])  # still arriving after the end
+    m.end(1)
+    assert (m.leftover, m.dropped) == (3, 0)
+    assert m.take_closed() == [0]
+
+
+def test_a_stopped_zip_counts_what_arrives_as_dropped():
+    m = _zip_machine()
+    m.feed(0, [1, 2])
+    m.stop()
+    m.feed(1, [10])
+    assert (m.leftover, m.dropped) == (0, 3)  # the two waiting, and the one after
