@@ -157,3 +157,9 @@ def open_closure(pair):
     f, local = pair
     assert f() == local.value
     return f, local
+
+
+@source
+def deep_item(depth=100_000):
+    """One item too deep to show or to pickle, made in the worker."""
+    yield nested(depth)

@@ -14,6 +14,7 @@ from helpers import (
     add,
     always_fails,
     closure_of,
+    deep_item,
     double,
     evens,
     exits,
@@ -22,7 +23,6 @@ from helpers import (
     inc,
     interrupts,
     listed,
-    nested,
     numbers,
     open_closure,
     raises_bad_str,
@@ -511,7 +511,7 @@ def test_keyboard_interrupt_raised_by_a_stage_ends_the_run_as_ctrl_c_does(execut
 
 def test_an_item_too_deep_to_show_does_not_break_the_error_path(executor):
     with pytest.raises(StageError) as info:
-        (listed([nested(100_000)]) >> always_fails).collect(executor=executor, timeout=20)
+        (deep_item() >> always_fails).collect(executor=executor, timeout=20)
     assert info.value.item.startswith("<unrepresentable list: RecursionError")
 
 
