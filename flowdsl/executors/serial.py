@@ -48,8 +48,9 @@ class Schedule:
         return [(-1, [x]) for x in items]  # -1: the next in turn
 
     def pick(self, ready: deque[Any]) -> Any:
-        """Take the next thing to run from ``ready`` (queues and sources, in the
-        order they became ready)."""
+        """Take the next input queue to step from ``ready``: the keys of the
+        queues with a batch or an end in them, once per entry, in the order they
+        came.  Each queue is first in, first out whichever is picked."""
         return ready.popleft()
 
     def pull_size(self) -> int:
