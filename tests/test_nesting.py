@@ -2,6 +2,7 @@
 every start method, and what a stage started never outlives it."""
 
 import concurrent.futures
+import contextlib
 import os
 import signal
 import time
@@ -61,9 +62,11 @@ def _pause(x):
 
 
 @sink
-def pool_then_wait(x, busy):
+def pool_then_wait(x, busy, path):
     with multiprocess.Pool(2) as pool:
         result = pool.map_async(_pause, range(4))
+        with open(path, "w") as f:
+            f.write(" ".join(str(p.pid) for p in pool._pool))
         busy.set()
         result.get(timeout=60)
 
@@ -75,14 +78,23 @@ def fail_once_busy(x, busy):
 
 
 @pytest.mark.timeout(90)
-def test_a_failure_elsewhere_stops_a_busy_pool_promptly(mp_context):
-    busy = mp_context.Event()
-    flow = numbers(1) >> [pool_then_wait(busy=busy), fail_once_busy(busy=busy)]
+def test_a_failure_elsewhere_stops_a_busy_pool_promptly(mp_context, tmp_path):
+    """The stage waiting on its pool cannot be interrupted: it is killed after the
+    grace period, and its pool's processes with it (spawned or forked alike)."""
+    busy, path = mp_context.Event(), tmp_path / "pool"
+    flow = numbers(1) >> [pool_then_wait(busy=busy, path=str(path)),
+                          fail_once_busy(busy=busy)]
     start = time.monotonic()
     with pytest.raises(StageError, match="boom"):
         flow.run(timeout=60)
     assert busy.is_set()
     assert time.monotonic() - start < 3 + (0 if start_method() == "fork" else 5)
+    pool = []
+    for pid in map(int, path.read_text().split()):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            pool.append(psutil.Process(pid))
+    _, alive = psutil.wait_procs(pool, timeout=5)
+    assert not alive
 
 
 def _descendants_then_die(what, path):

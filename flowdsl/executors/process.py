@@ -296,7 +296,13 @@ class _ProcessExecution(Execution):
     def _kill_all(self) -> None:
         for _, _, p in self.procs.values():
             if p.exitcode is None:
+                # what a stuck worker started (a pool it waits on, spawned or forked)
+                # goes with it: it will not get to stop them itself
+                below = _descendants(p.pid)
                 _signal(p, signal.SIGKILL)
+                for pid in below:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
         for _, _, p in self.procs.values():
             p.join()
             p.close()  # its sentinel pipe now, not at garbage collection
@@ -360,6 +366,23 @@ def _feedback(plan: Plan, gate: int) -> int:
     loop = plan.nodes[gate].loop
     assert loop is not None
     return loop.feedback
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux's /proc; none where there is none)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            with contextlib.suppress(OSError), open(f"/proc/{parent}/task/{task}/children") as f:
+                kids = [int(k) for k in f.read().split()]
+                found += kids
+                todo += kids
+    return found
 
 
 def _signal(proc: Any, sig: int) -> None:
