@@ -6,14 +6,14 @@ import html
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["FIGURES", "RunReport", "StageStats"]
+__all__ = ["FIGURES", "RunReport", "StageStats", "stage_figures"]
 
 COLUMNS: tuple[str, ...] = ("stage", "in", "out", "errors", "busy s", "busy %", "wait in s",
                             "wait out s")
 
 # The per-worker figures, in the order workers publish them (see executors/_worker.py).
 FIGURES = ("items_in", "items_out", "errors", "busy_seconds",
-           "blocked_in_seconds", "blocked_out_seconds")
+           "blocked_in_seconds", "blocked_out_seconds", "left_over")
 
 
 @dataclass
@@ -36,6 +36,7 @@ class StageStats:
     busy_seconds: float = 0.0
     blocked_in_seconds: float = 0.0
     blocked_out_seconds: float = 0.0
+    left_over: int = 0  # a zip's: items that arrived on an input and were never paired
 
     def add(self, *figures: float) -> None:
         """Add one worker's figures, given in :data:`FIGURES` order."""
@@ -45,6 +46,21 @@ class StageStats:
     def busy_share(self, seconds: float) -> float:
         """The fraction of ``seconds`` of wall time its workers spent busy."""
         return self.busy_seconds / self.workers / seconds if seconds > 0 else 0.0
+
+
+def stage_figures(plan: Any, rows: Any) -> dict[str, StageStats]:
+    """Each visible stage's figures, summed from ``(node id, figures in FIGURES
+    order)`` rows, one per worker.  A stage the planner added for another (the
+    pairing stage of a zip with workers) adds only what it left over, to that one."""
+    stages = {n.name: StageStats(n.name, n.kind, n.workers)
+              for n in plan.nodes if not n.hidden}
+    for node_id, figures in rows:
+        node = plan.nodes[node_id]
+        if not node.hidden:
+            stages[node.name].add(*figures)
+        elif node.serves is not None and len(figures) == len(FIGURES):
+            stages[plan.nodes[node.serves].name].left_over += int(figures[-1])
+    return stages
 
 
 @dataclass
@@ -135,7 +151,8 @@ class RunReport:
 
 def _note(s: StageStats, seconds: float) -> str:
     lines = [f"in {s.items_in}  out {s.items_out}"
-             + (f"  errors {s.errors}" if s.errors else ""),
+             + (f"  errors {s.errors}" if s.errors else "")
+             + (f"  left over {s.left_over}" if s.left_over else ""),
              f"busy {s.busy_seconds:.2f} s ({100 * s.busy_share(seconds):.0f}%)"]
     if s.blocked_in_seconds or s.blocked_out_seconds:
         lines.append(f"waits: in {s.blocked_in_seconds:.2f} s, out {s.blocked_out_seconds:.2f} s")

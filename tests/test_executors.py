@@ -81,6 +81,19 @@ def test_zip_leftovers_are_reported(executor, caplog):
     assert len(counts) == 1 and 1 <= counts[0] <= 11
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_report_carries_each_zips_left_over_items(executor, caplog, workers):
+    caplog.set_level(logging.WARNING, logger="flowdsl")
+    flow = [numbers(3), numbers(7) >> twice] >> add.options(workers=workers)
+    report = flow.run(executor=executor)
+    logged = sum(int(m.group(1)) for r in caplog.records
+                 if (m := re.search(r"(\d+) item\(s\) left over", r.getMessage())))
+    assert report["add"].left_over == logged >= 1
+    assert report.to_dict()["stages"]["add"]["left_over"] == logged
+    if executor == "serial" and workers == 1:  # a fixed order: an exact count
+        assert logged == 5
+
+
 def test_merge_interleaves_every_item(executor):
     flow = merge(numbers(5), numbers(7) >> double) >> inc
     assert sorted(flow.collect(executor=executor)) == sorted(

@@ -190,10 +190,12 @@ def test_local_term_runs_in_every_worker(tmp_path):
 def test_zip_leftovers_are_reported(caplog):
     caplog.set_level(logging.WARNING, logger="flowdsl")
     flow = [numbers(3), numbers(7) >> twice] >> add
-    assert flow.collect(executor="ray", timeout=30) == [0, 1, 3]
+    with execute(flow, executor="ray", timeout=30) as run:
+        assert list(run) == [0, 1, 3]
     counts = [int(m.group(1)) for r in caplog.records
               if (m := re.search(r"(\d+) item\(s\) left over", r.getMessage()))]
     assert len(counts) == 1 and 1 <= counts[0] <= 11
+    assert run.report["add"].left_over == counts[0]  # in the report too
 
 
 def test_records_made_in_actors_reach_driver_handlers(caplog):

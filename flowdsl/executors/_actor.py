@@ -203,7 +203,9 @@ class StageActor:
     def _meta(self, **extra: Any) -> dict[str, Any]:
         m = self.machine
         figures = (0, 0, 0) if m is None else m.figures
-        meta = {"error": self.error, "figures": (*figures, self.busy), "cost": self.cost,
+        leftover = 0 if m is None else m.leftover
+        meta = {"error": self.error, "figures": (*figures, self.busy, 0.0, 0.0, leftover),
+                "cost": self.cost,
                 "item_bytes": self.item_bytes, "logs": self.records,
                 "restarted": self.restarted, **extra}
         self.records = []

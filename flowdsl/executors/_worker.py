@@ -219,7 +219,8 @@ class _Worker:
             return
         base = self.job.slot * len(FIGURES)
         stats[base:base + len(FIGURES)] = [*self.machine.figures, self.busy,
-                                           self.blocked_in, self.blocked_out]
+                                           self.blocked_in, self.blocked_out,
+                                           self.machine.leftover]
         self.published = time.perf_counter()
 
     def _send(self, notice: Notice, payload: Any = None) -> None:

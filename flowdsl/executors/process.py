@@ -35,7 +35,7 @@ from .._core.codec import EOS, Codec, Undecodable, encode, undecodable
 from .._core.machine import loop_weights
 from .._core.records import restored_error
 from .._plan import Plan
-from .._report import FIGURES, StageStats
+from .._report import FIGURES, StageStats, stage_figures
 from ..errors import FlowError, FlowTimeout, GraphError, WorkerDied
 from ._base import Execution, Executor
 from ._channel import Cancel, Channel, ControlPipe, Notice
@@ -235,13 +235,8 @@ class _ProcessExecution(Execution):
         if self.finished:  # the report holds them: no need for the shared array
             return self.report.stages
         figures, k = self.figures[:], len(FIGURES)
-        stages = {n.name: StageStats(n.name, n.kind, n.workers)
-                  for n in self.plan.nodes if not n.hidden}
-        for (node_id, _), slot in self.slots.items():
-            node = self.plan.nodes[node_id]
-            if not node.hidden:
-                stages[node.name].add(*figures[slot * k:(slot + 1) * k])
-        return stages
+        return stage_figures(self.plan, ((node_id, figures[slot * k:(slot + 1) * k])
+                                         for (node_id, _), slot in self.slots.items()))
 
     def queue_fill(self) -> dict[str, float]:
         fill: dict[str, float] = {}

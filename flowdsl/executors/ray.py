@@ -47,7 +47,7 @@ from .._core.machine import loop_weights
 from .._core.order import Reorder
 from .._core.records import restored_error
 from .._plan import DEFAULT_BUFFER, DRIVER, Plan
-from .._report import StageStats
+from .._report import StageStats, stage_figures
 from ..errors import FlowTimeout, GraphError, StageError, WorkerDied
 from ._base import Execution, Executor
 
@@ -575,14 +575,10 @@ class _RayExecution(Execution):
 
     # -- figures -----------------------------------------------------------------------
     def stats(self) -> dict[str, StageStats]:
-        stages = {n.name: StageStats(n.name, n.kind, n.workers)
-                  for n in self.plan.nodes if not n.hidden}
-        for (nid, w), figures in list(self.figures.items()):
-            node = self.plan.nodes[nid]
-            if not node.hidden:
-                stages[node.name].add(*figures)
-                stages[node.name].add(*self.past.get((nid, w), ()))
-        return stages
+        rows = [(nid, tuple(a + b for a, b in zip(
+                    figures, self.past.get((nid, w), (0.0,) * len(figures)), strict=True)))
+                for (nid, w), figures in list(self.figures.items())]
+        return stage_figures(self.plan, rows)
 
     def queue_fill(self) -> dict[str, float]:
         fill: dict[str, float] = {}

@@ -23,7 +23,7 @@ from typing import Any
 from .._core.machine import RUNNING, Machine, loop_weights
 from .._core.order import Reorder
 from .._plan import DRIVER, Plan
-from .._report import StageStats
+from .._report import StageStats, stage_figures
 from ..errors import FlowTimeout
 from ._base import Execution, Executor
 
@@ -239,13 +239,9 @@ class _SerialExecution(Execution):
 
     # -- figures and teardown ------------------------------------------------------------
     def stats(self) -> dict[str, StageStats]:
-        stages = {}
-        for node, ms in zip(self.plan.nodes, self.machines, strict=True):
-            if not node.hidden:
-                stats = stages[node.name] = StageStats(node.name, node.kind, node.workers)
-                for m in ms:
-                    stats.add(*m.figures, self.busy[node.id][m.worker])
-        return stages
+        return stage_figures(self.plan, (
+            (node.id, (*m.figures, self.busy[node.id][m.worker], 0.0, 0.0, m.leftover))
+            for node, ms in zip(self.plan.nodes, self.machines, strict=True) for m in ms))
 
     def _check_deadline(self) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:
