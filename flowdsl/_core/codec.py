@@ -124,11 +124,16 @@ class Codec:
     """Encodes and decodes the messages of one process.
 
     ``shm_prefix`` names the run's segments; ``None`` keeps every message in the
-    pipe.  A codec keeps this process's segments: :meth:`close` it at the end.
+    pipe.  ``origin`` is the (node, worker) its messages say wrote them; ``names``
+    (of every node) and ``where`` (``"the driver"``, ``"stage 'x'"``) name, when a
+    message cannot be read here, the stage that wrote it and this reader.  A codec
+    keeps this process's segments: :meth:`close` it at the end.
     """
 
-    def __init__(self, shm_prefix: str | None, origin: tuple[int, int] = DRIVER) -> None:
+    def __init__(self, shm_prefix: str | None, origin: tuple[int, int] = DRIVER, *,
+                 names: Sequence[str] = (), where: str = "the driver") -> None:
         self.origin = origin
+        self.names, self.where = names, where
         self.head = _ORIGIN.pack(*origin)
         self.pool = None if shm_prefix is None else _shm.SegmentPool(shm_prefix)
         self.receiver = _shm.Receiver()
@@ -180,8 +185,12 @@ class Codec:
                          stream))
 
     def decode(self, data: bytes) -> list[Any]:
-        """The batch in ``data``; raises :class:`Undecodable` if it cannot be read."""
-        return decode(data, self.receiver)
+        """The batch in ``data``; a batch that cannot be read is a
+        :class:`~flowdsl.StageError` of the stage that wrote it."""
+        try:
+            return decode(data, self.receiver)
+        except Undecodable as exc:
+            raise undecodable(exc, self.names, self.where) from exc.cause
 
     def close(self) -> None:
         """Release what this process holds and let go of its segments."""

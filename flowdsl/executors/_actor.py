@@ -25,7 +25,7 @@ from typing import Any
 
 import dill
 
-from .._core.codec import Undecodable, decode, encode, undecodable, unsendable
+from .._core.codec import Codec, encode, unsendable
 from .._core.machine import RUNNING, Machine
 from .._core.records import portable, portable_error, route_logging
 from ..errors import StageError
@@ -49,8 +49,8 @@ class StageActor:
                 sys.path.append(path)
         self.records: list[logging.LogRecord] = []
         self.machine: Machine | None = None
-        self.names: list[str] = []  # of every node: an unreadable batch names its producer
         self.origin = (0, worker)
+        self.codec = Codec(None)
         self.error: Any = None
         self.busy = 0.0
         self.cost = 0.0  # seconds per item of the last call
@@ -63,8 +63,9 @@ class StageActor:
     def open(self) -> Any:
         """Unpickle the stage and run ``local_init`` (a gate lets its seed in)."""
         try:
-            node, loops, self.names = dill.loads(self.code)
+            node, loops, names = dill.loads(self.code)
             self.origin = (node.id, self.worker)
+            self.codec = Codec(None, self.origin, names=names, where=f"stage {node.name!r}")
             self.machine = Machine(node, self.worker, loops=loops)
             self.machine.open()
         except BaseException as exc:
@@ -93,12 +94,8 @@ class StageActor:
         t = time.perf_counter()
         items: list[Any] = []
         try:
-            items = [x for b in batches for x in decode(b)]
+            items = [x for b in batches for x in self.codec.decode(b)]
             m.feed(port, items)
-        except Undecodable as exc:
-            error = undecodable(exc, self.names, f"stage {m.node.name!r}")
-            error.__cause__ = exc.cause
-            self._fail(error)
         except BaseException as exc:
             self._fail(exc)
         dt = time.perf_counter() - t

@@ -21,7 +21,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._core.codec import EOS, Codec, Undecodable, encode, undecodable, unsendable
+from .._core.codec import EOS, Codec, encode, unsendable
 from .._core.machine import RUNNING, STOPPED, Machine
 from .._core.records import portable, portable_error, route_logging
 from .._core.runner import Cancelled
@@ -117,7 +117,8 @@ class _Worker:
         self.published = 0.0
         self.closed_ports: set[int] = set()
         self.told_stop = False
-        self.codec = Codec(job.shm_prefix, (node.id, job.worker))
+        self.codec = Codec(job.shm_prefix, (node.id, job.worker), names=job.names,
+                           where=f"stage {node.name!r}")
 
     # -- lifecycle -------------------------------------------------------------------
     def run(self) -> bool:
@@ -206,12 +207,6 @@ class _Worker:
             if idle and wake is not None:
                 wake.put(encode([]))  # an empty batch: the gate re-checks the count
 
-    def _decode(self, data: bytes) -> list[Any]:
-        try:
-            return self.codec.decode(data)
-        except Undecodable as exc:
-            raise undecodable(exc, self.job.names, f"stage {self.node.name!r}") from exc.cause
-
     def _publish(self) -> None:
         """Write this worker's figures where the driver reads them (progress, report)."""
         stats = self.job.stats
@@ -290,7 +285,7 @@ class _Worker:
             if data == EOS:
                 m.end(port)
             else:
-                items = self._decode(data)
+                items = self.codec.decode(data)
                 t = time.perf_counter()
                 m.feed(port, items)
                 self.busy += time.perf_counter() - t
@@ -331,7 +326,7 @@ class _Worker:
                 m.end(0)
                 self._after()
                 return
-            self._process(0, self._decode(data), seq)
+            self._process(0, self.codec.decode(data), seq)
 
     def _run_zip(self) -> None:
         """Feed the machine from whichever input has data, not the one it waits for.
@@ -357,7 +352,7 @@ class _Worker:
                     m.end(i)
                     self._after()
                 else:
-                    self._process(i, self._decode(data), None)
+                    self._process(i, self.codec.decode(data), None)
                 if m.status is not RUNNING:
                     return
 
@@ -373,7 +368,7 @@ class _Worker:
         for i in open_inputs:
             ch = self.job.inputs[i]
             while (data := ch.get()) != EOS:
-                m.feed(i, self._decode(data))
+                m.feed(i, self.codec.decode(data))
                 self._after()
             m.end(i)
             self._after()

@@ -31,7 +31,7 @@ from multiprocess.connection import wait
 from multiprocess.reduction import ForkingPickler
 
 from .._core import shm as _shm
-from .._core.codec import EOS, Codec, Undecodable, encode, undecodable
+from .._core.codec import EOS, Codec, encode
 from .._core.machine import loop_weights
 from .._core.records import restored_error
 from .._plan import Plan
@@ -104,7 +104,7 @@ class _ProcessExecution(Execution):
                            else None)
         if self.shm_prefix is not None:
             _sweep_orphans_once()
-        self.codec = Codec(None)  # the driver only decodes results
+        self.codec = Codec(None, names=[n.name for n in plan.nodes])  # the driver only decodes
         # Under spawn and forkserver, each stage travels as dill bytes; check now
         # that it can, so an unpicklable stage is a GraphError before anything starts.
         self.inherit = self.ctx.get_start_method() == "fork"
@@ -191,18 +191,11 @@ class _ProcessExecution(Execution):
                 if data == EOS:
                     result = None
                 else:
-                    yield from self._decode(data)
+                    yield from self.codec.decode(data)
             for sentinel in ready:
                 if sentinel in alive:
                     del alive[sentinel]
                     self._reap(sentinel)
-
-    def _decode(self, data: bytes) -> list[Any]:
-        try:
-            return self.codec.decode(data)
-        except Undecodable as exc:
-            names = [n.name for n in self.plan.nodes]
-            raise undecodable(exc, names, "the driver") from exc.cause
 
     def _remaining(self) -> float | None:
         if self.deadline is None:

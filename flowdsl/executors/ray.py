@@ -42,7 +42,7 @@ from typing import Any
 
 import dill
 
-from .._core.codec import Undecodable, decode, encode, undecodable
+from .._core.codec import Codec, encode
 from .._core.machine import loop_weights
 from .._core.order import Reorder
 from .._core.records import restored_error
@@ -247,6 +247,7 @@ class _RayExecution(Execution):
         import ray
 
         self.ray = ray
+        self.codec = Codec(None, names=[n.name for n in plan.nodes])  # reads the results
         self.grace = executor.grace
         self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout
@@ -315,7 +316,7 @@ class _RayExecution(Execution):
                 refs = list(self.results)
                 self.results.clear()
                 for data in ray.get(refs):
-                    yield from self._decode(data)
+                    yield from self.codec.decode(data)
                 continue
             if not self.calls:
                 if not any(map(any, self.running)) and not any(self.live):
@@ -330,13 +331,6 @@ class _RayExecution(Execution):
                 call = self.calls.pop(ref, None)
                 if call is not None:  # (None: called again after a restart)
                     self._complete(call)
-
-    def _decode(self, data: bytes) -> list[Any]:
-        try:
-            return decode(data)
-        except Undecodable as exc:
-            names = [n.name for n in self.plan.nodes]
-            raise undecodable(exc, names, "the driver") from exc.cause
 
     def _wait(self) -> float | None:
         wait = _POLL if self.flagged else None
