@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import signal
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -257,9 +259,6 @@ class _Worker:
         unbounded buffer of a flow: what is in flight inside a loop), upstream is
         read one batch ahead.
         """
-        import queue
-        import threading
-
         m, (counter, _) = self.machine, self.job.counters[self.node.id]
         events: queue.Queue[tuple[int, bytes]] = queue.Queue()
         credit = threading.Semaphore(1)
@@ -507,8 +506,6 @@ def _watch_driver(job: Job) -> None:
     it reads end-of-file when the driver exits or is killed, whichever of its
     threads started the run (Linux's parent-death signal would fire when that
     thread exits, with the driver alive)."""
-    import threading
-
     if job.lifeline_writer is not None:
         job.lifeline_writer.close()  # inherited by fork: only the driver keeps it
 
@@ -522,8 +519,6 @@ def _watch_driver(job: Job) -> None:
 
 def _stray_threads() -> list[Any]:
     """Threads other than ours that the interpreter would wait for at exit."""
-    import threading
-
     return [t for t in threading.enumerate() if t is not threading.main_thread()
             and not t.daemon and t.is_alive()]
 
@@ -563,8 +558,6 @@ def _ignore(_: Any) -> None:
 
 def _pump(ch: Channel, port: int, events: Any, credit: Any) -> None:
     """Read ``ch`` into ``events`` from a thread, up to and including its end."""
-    import threading
-
     def run() -> None:
         while True:
             if credit is not None:
