@@ -13,7 +13,7 @@ COLUMNS: tuple[str, ...] = ("stage", "in", "out", "errors", "busy s", "busy %", 
 
 # The per-worker figures, in the order workers publish them (see executors/_worker.py).
 FIGURES = ("items_in", "items_out", "errors", "busy_seconds",
-           "blocked_in_seconds", "blocked_out_seconds", "left_over")
+           "blocked_in_seconds", "blocked_out_seconds", "left_over", "dropped")
 
 
 @dataclass
@@ -37,6 +37,7 @@ class StageStats:
     blocked_in_seconds: float = 0.0
     blocked_out_seconds: float = 0.0
     left_over: int = 0  # a zip's: items that arrived on an input and were never paired
+    dropped: int = 0  # items that arrived after it had stopped (nobody read it, a flag...)
 
     def add(self, *figures: float) -> None:
         """Add one worker's figures, given in :data:`FIGURES` order."""
@@ -51,7 +52,8 @@ class StageStats:
 def stage_figures(plan: Any, rows: Any) -> dict[str, StageStats]:
     """Each visible stage's figures, summed from ``(node id, figures in FIGURES
     order)`` rows, one per worker.  A stage the planner added for another (the
-    pairing stage of a zip with workers) adds only what it left over, to that one."""
+    pairing stage of a zip with workers) adds only what it left over or dropped, to
+    that one."""
     stages = {n.name: StageStats(n.name, n.kind, n.workers)
               for n in plan.nodes if not n.hidden}
     for node_id, figures in rows:
@@ -59,7 +61,9 @@ def stage_figures(plan: Any, rows: Any) -> dict[str, StageStats]:
         if not node.hidden:
             stages[node.name].add(*figures)
         elif node.serves is not None and len(figures) == len(FIGURES):
-            stages[plan.nodes[node.serves].name].left_over += int(figures[-1])
+            served = stages[plan.nodes[node.serves].name]
+            served.left_over += int(figures[-2])
+            served.dropped += int(figures[-1])
     return stages
 
 
@@ -135,7 +139,16 @@ class RunReport:
                          f"{row[4]:>8} {row[5]:>6} {row[6]:>9} {row[7]:>10}")
         if self.bottleneck is not None and len(self.stages) > 1:
             lines.append("  * bottleneck")
+        lines.extend(f"  {note}" for note in self._losses())
         return "\n".join(lines)
+
+    def _losses(self) -> list[str]:
+        """A line per stage that ended with items it never used."""
+        return [f"{s.name}: " + ", ".join(
+                    ([f"{s.left_over} left over (never paired)"] if s.left_over else [])
+                    + ([f"{s.dropped} dropped (arrived after it stopped)"] if s.dropped
+                       else []))
+                for s in self.stages.values() if s.left_over or s.dropped]
 
     def _repr_html_(self) -> str:
         """The same table, as HTML (a notebook shows this)."""
@@ -145,6 +158,7 @@ class RunReport:
                        for row in body)
         note = "<p>* bottleneck</p>" if self.bottleneck is not None and len(self.stages) > 1 \
             else ""
+        note += "".join(f"<p>{html.escape(line)}</p>" for line in self._losses())
         return (f'<div class="flowdsl-report"><p>{html.escape(self._title())}</p>'
                 f"<table><tr>{cells}</tr>{rows}</table>{note}</div>")
 
@@ -152,7 +166,8 @@ class RunReport:
 def _note(s: StageStats, seconds: float) -> str:
     lines = [f"in {s.items_in}  out {s.items_out}"
              + (f"  errors {s.errors}" if s.errors else "")
-             + (f"  left over {s.left_over}" if s.left_over else ""),
+             + (f"  left over {s.left_over}" if s.left_over else "")
+             + (f"  dropped {s.dropped}" if s.dropped else ""),
              f"busy {s.busy_seconds:.2f} s ({100 * s.busy_share(seconds):.0f}%)"]
     if s.blocked_in_seconds or s.blocked_out_seconds:
         lines.append(f"waits: in {s.blocked_in_seconds:.2f} s, out {s.blocked_out_seconds:.2f} s")

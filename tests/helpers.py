@@ -163,3 +163,17 @@ def open_closure(pair):
 def deep_item(depth=100_000):
     """One item too deep to show or to pickle, made in the worker."""
     yield nested(depth)
+
+
+@source
+def counted(n, path):
+    """``range(n)``, writing how many items it yielded to ``path`` once it is
+    closed (whether it ran out or was stopped early)."""
+    made = 0
+    try:
+        for i in range(n):
+            made += 1
+            yield i
+    finally:
+        with open(path, "w") as f:
+            f.write(str(made))

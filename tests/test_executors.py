@@ -14,11 +14,13 @@ from helpers import (
     add,
     always_fails,
     closure_of,
+    counted,
     deep_item,
     double,
     evens,
     exits,
     fail_on,
+    identity,
     ignore,
     inc,
     interrupts,
@@ -34,6 +36,7 @@ from flowdsl import (
     FlowTimeout,
     ProcessExecutor,
     RunReport,
+    Sentinel,
     StageError,
     StopFlow,
     merge,
@@ -92,6 +95,42 @@ def test_the_report_carries_each_zips_left_over_items(executor, caplog, workers)
     assert report.to_dict()["stages"]["add"]["left_over"] == logged
     if executor == "serial" and workers == 1:  # a fixed order: an exact count
         assert logged == 5
+
+
+@pytest.mark.parametrize("sizes, workers", [((1000, 10), 1), ((50, 0), 1), ((1000, 10), 2),
+                                             ((10, 1000), 2), ((100_000, 10), 1)])
+def test_every_item_an_upstream_of_a_zip_made_is_paired_left_over_or_dropped(
+        executor, tmp_path, sizes, workers):
+    # the longer upstream is stopped once the zip ends.  Whatever it had made by
+    # then, sent or still in hand, is counted: left over where it reached the zip,
+    # dropped where a stage between them had stopped first
+    paths = [tmp_path / "a", tmp_path / "b"]
+    flow = [counted(sizes[0], str(paths[0])),
+            counted(sizes[1], str(paths[1])) >> identity.options(workers=workers)
+            ] >> add.options(workers=workers)
+    report = flow.run(executor=executor, timeout=30)
+    made = [int(p.read_text()) for p in paths]  # the generators' own counts
+    pairs = min(sizes)
+    assert report["add"].items_in == pairs
+    lost = {name: (s.left_over, s.dropped) for name, s in report.stages.items()
+            if s.left_over or s.dropped}
+    assert sum(made) - 2 * pairs == sum(map(sum, lost.values())) > 0, lost
+    if sizes[0] > sizes[1]:  # straight from the source: all of it left over
+        assert lost == {"add": (made[0] - pairs, 0)}
+    if executor == "serial":  # one item at a time: the longer made one too many
+        assert sum(made) - 2 * pairs == 1
+
+
+def test_a_sources_generator_is_closed_when_the_flow_stops_it_early(executor, tmp_path):
+    path = tmp_path / "made"
+
+    @transform
+    def three(x):
+        return Sentinel if x == 3 else x
+
+    assert (counted(10**9, str(path)) >> three).collect(executor=executor, timeout=30) \
+        == [0, 1, 2]
+    assert 3 <= int(path.read_text()) < 10**9  # its finally block ran
 
 
 def test_merge_interleaves_every_item(executor):

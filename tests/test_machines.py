@@ -129,6 +129,7 @@ def test_a_zip_counts_what_it_can_never_pair_as_left_over():
     m.feed(1, [40])  # still arriving after the end
     m.end(1)
     assert (m.leftover, m.dropped) == (3, 0)
+    assert m.leftover_by_input == [0, 3] and m.losses == (3, 0)
     assert m.take_closed() == [0]
 
 

@@ -23,11 +23,13 @@ from helpers import (
     BadStr,
     add,
     closure_of,
+    counted,
     double,
     evens,
     exits,
     fail_on,
     fragile,
+    identity,
     ignore,
     inc,
     interrupts,
@@ -185,6 +187,20 @@ def test_local_term_runs_in_every_worker(tmp_path):
 
     (numbers(40) >> Marked(str(tmp_path)) >> ignore).run(executor="ray", timeout=30)
     assert len(os.listdir(tmp_path)) == 2
+
+
+@pytest.mark.parametrize("sizes", [(1000, 10), (10, 1000)])
+def test_every_item_an_upstream_of_a_zip_made_is_paired_left_over_or_dropped(tmp_path, sizes):
+    paths = [tmp_path / "a", tmp_path / "b"]
+    flow = [counted(sizes[0], str(paths[0])),
+            counted(sizes[1], str(paths[1])) >> identity.options(workers=2)
+            ] >> add.options(workers=2)
+    report = flow.run(executor="ray", timeout=30)
+    made = [int(p.read_text()) for p in paths]  # the generators' own counts
+    lost = sum(s.left_over + s.dropped for s in report.stages.values())
+    assert sum(made) - 2 * min(sizes) == lost > 0
+    if sizes[0] > sizes[1]:
+        assert report["add"].left_over == made[0] - min(sizes)
 
 
 def test_zip_leftovers_are_reported(caplog):

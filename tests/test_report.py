@@ -137,3 +137,15 @@ def test_a_report_shows_itself_as_a_table_in_a_notebook():
     for column in ("busy %", "wait in s", "wait out s"):
         assert f"<th>{column}</th>" in page
     assert "<td>double" in page and "<td>20</td>" in page
+
+
+def test_items_a_stage_never_used_are_listed_under_the_table():
+    report = RunReport({"pair": StageStats("pair", "transform", items_in=10, left_over=990),
+                        "cut": StageStats("cut", "transform", dropped=5),
+                        "ok": StageStats("ok", "sink", items_in=10)}, seconds=1.0)
+    lines = repr(report).splitlines()
+    assert lines[-2:] == ["  pair: 990 left over (never paired)",
+                          "  cut: 5 dropped (arrived after it stopped)"]
+    page = report._repr_html_()
+    assert "<p>pair: 990 left over (never paired)</p>" in page and "ok:" not in page
+    assert report.to_dict()["stages"]["cut"]["dropped"] == 5

@@ -77,6 +77,7 @@ class Machine:
         self.stop_flow = False  # a stage raised StopFlow: the executor stops the sources
         self.items_out = 0  # items made for the regular outputs (not dead letters)
         self.leftover = 0  # a zip's items that will never be paired
+        self.leftover_by_input = [0] * len(node.inputs)
         self.dropped = 0  # items that arrived after a stop
         self.ended_inputs: set[int] = set()
         self.gate = node.loop is not None
@@ -89,7 +90,8 @@ class Machine:
         self._closed: list[int] = []  # output ports ended, not yet taken
         self._ended_ports = [False] * len(node.outputs)
         self._flag = node.stage.term_flag
-        self._items: Any = None  # a source's iterator
+        self._items: Any = None  # a source's iterator (split among ports where it has several)
+        self._source: Any = None  # the iterator of its items, closed at the end
         # one input, one output port, no flag, no loop, no dead letters: feed()
         # takes a short way (the same rules, less to look at)
         self._plain = (len(node.inputs) == 1 and len(node.outputs) == 1 and not self.gate
@@ -104,7 +106,7 @@ class Machine:
             self._stopped_by(exc)
             return
         if self.node.kind == "source":
-            items = self.runner.iterate()
+            items = self._source = self.runner.iterate()
             self._items = self.runner.split(items, self.out) if self.runner.n_outputs > 1 \
                 else items
         elif self.gate:
@@ -209,20 +211,15 @@ class Machine:
         if self.upstream_done and count == 0 and not self._ended_ports[0]:
             self._end_port(0)
 
-    def unsent(self, port: int) -> None:
-        """What ``out[port]`` holds will never be sent (nobody reads that port any
-        more): it is dropped, and no longer counted as made or in flight."""
-        n = len(self.out[port])
-        self.out[port].clear()
-        if port != self.node.dead_letter:
-            self.items_out -= n
-        self.dropped += n
-        for i, (_, _, copies) in enumerate(self.loops):
-            self._delta[i] -= n * copies[port]
-
     def close(self) -> None:
-        """Run ``local_term`` (once, if ``local_init`` ran)."""
-        self.runner.close()
+        """Close a source's iterator (its ``finally`` blocks run, also after an
+        early stop), then run ``local_term`` (once, if ``local_init`` ran)."""
+        source, self._source = self._source, None
+        try:
+            if source is not None:
+                source.close()
+        finally:
+            self.runner.close()
 
     # -- what the executor takes -----------------------------------------------------
     def take_delta(self) -> list[tuple[int, int]]:
@@ -244,6 +241,11 @@ class Machine:
         """Items in, items out, errors."""
         r = self.runner
         return r.items_in, self.items_out, r.errors
+
+    @property
+    def losses(self) -> tuple[int, int]:
+        """Items left over (a zip's, never paired) and dropped (after a stop)."""
+        return self.leftover, self.dropped
 
     # -- inside ------------------------------------------------------------------------
     def _process(self, items: list[Any], ports: Iterable[int]) -> None:
@@ -311,6 +313,8 @@ class Machine:
 
     def _count_lost(self, kind: str, port: int, n: int) -> None:
         setattr(self, kind, getattr(self, kind) + n)
+        if kind == "leftover":
+            self.leftover_by_input[port] += n
         for i, (_, weights, _) in enumerate(self.loops):
             self._delta[i] -= n * weights[port]
 
@@ -347,8 +351,9 @@ class Machine:
     def _log_losses(self) -> None:
         extra = {"stage": self.node.name, "worker": self.worker}
         if self.leftover:
-            log.warning("zip into %r ended with %d item(s) left over in its other inputs",
-                        self.node.name, self.leftover, extra=extra)
+            log.warning("zip into %r ended with %d item(s) left over in its other inputs "
+                        "(per input, in list order: %s)", self.node.name, self.leftover,
+                        self.leftover_by_input, extra=extra)
         if self.status is STOPPED:
             log.info("stopped early; %d item(s) were dropped", self.dropped, extra=extra)
 

@@ -133,6 +133,14 @@ class Runner:
                 raise StageError(self.name, None, self.worker, "",
                                  f"a source must give an iterable, but it returned "
                                  f"{_repr(made)} ({type(made).__name__})") from exc
+        try:
+            yield from self._items_of(it)
+        finally:  # ended early or not: the user's generator runs its finally blocks
+            close = getattr(it, "close", None)
+            if close is not None:
+                self._guard(close, None)
+
+    def _items_of(self, it: Iterator[Any]) -> Iterator[Any]:
         nxt = it.__next__
         while True:
             try:

@@ -200,8 +200,8 @@ class StageActor:
     def _meta(self, **extra: Any) -> dict[str, Any]:
         m = self.machine
         figures = (0, 0, 0) if m is None else m.figures
-        leftover = 0 if m is None else m.leftover
-        meta = {"error": self.error, "figures": (*figures, self.busy, 0.0, 0.0, leftover),
+        losses = (0, 0) if m is None else m.losses
+        meta = {"error": self.error, "figures": (*figures, self.busy, 0.0, 0.0, *losses),
                 "cost": self.cost,
                 "item_bytes": self.item_bytes, "logs": self.records,
                 "restarted": self.restarted, **extra}

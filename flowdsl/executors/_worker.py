@@ -217,7 +217,7 @@ class _Worker:
         base = self.job.slot * len(FIGURES)
         stats[base:base + len(FIGURES)] = [*self.machine.figures, self.busy,
                                            self.blocked_in, self.blocked_out,
-                                           self.machine.leftover]
+                                           *self.machine.losses]
         self.published = time.perf_counter()
 
     def _send(self, notice: Notice, payload: Any = None) -> None:
@@ -457,12 +457,13 @@ class _Worker:
         self.since[port] = None
         chans = self.job.outputs[port]
         m = self.machine
-        if chans and all(ch.closed for ch in chans):  # nobody reads this port any more
-            m.unsent(port)
-            if m.status is RUNNING and all(ch.closed for c in self.job.outputs for ch in c):
-                m.stop()  # nobody reads any output: stop, and tell upstream
+        if chans and m.status is RUNNING and all(ch.closed for c in self.job.outputs
+                                                 for ch in c):
+            m.stop()  # nobody reads any output: stop, and tell upstream
             self._after()
-            return
+        # What was made is sent even where nobody processes it any more: a reader
+        # that has ended still reads to the end of its input, and counts it (a
+        # zip's left over), so no item is lost from the figures.
         if not chans:
             items.clear()
             return
