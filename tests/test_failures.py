@@ -15,7 +15,7 @@ import psutil
 import pytest
 from helpers import fail_on, fragile, ignore, inc, numbers
 
-from flowdsl import ProcessExecutor, StageError, WorkerDied, source, transform
+from flowdsl import ProcessExecutor, StageError, WorkerDied, merge, source, transform
 
 
 @transform
@@ -397,3 +397,47 @@ def test_a_worker_waiting_for_room_downstream_sees_the_cancel(tmp_path):
             executor=ProcessExecutor(grace=10), timeout=20)
     assert time.monotonic() - start < 2
     assert marker.read_text() == "local_term"
+
+
+class Slow:
+    """20 ms per item; sets ``begun`` once item 3 is done, and notes each item
+    and local_term in a file."""
+
+    def __init__(self, path, begun):
+        self.path, self.begun = path, begun
+
+    def run(self, x):
+        time.sleep(0.02)
+        with open(self.path, "a") as f:
+            f.write(f"done {x}\n")
+        if x == 3:
+            self.begun.set()  # and it sends nothing: no send notices the cancel for it
+
+    def local_term(self):
+        with open(self.path, "a") as f:
+            f.write("local_term\n")
+
+
+class FailWhenSet:
+    def __init__(self, begun):
+        self.begun = begun
+
+    def run(self, x):
+        if not self.begun.wait(timeout=10):
+            return x
+        raise ValueError("the other branch has begun")
+
+
+def test_a_stage_that_sends_nothing_sees_the_cancel_while_it_works(tmp_path, mp_context):
+    """No send of its own notices the cancel for a filter or a sink: reading its
+    input does, or the check between two chunks of a batch (a long grace period
+    would hide a miss)."""
+    path, begun = tmp_path / "log", mp_context.Event()
+    flow = merge(numbers(300) >> Slow(str(path), begun),
+                 numbers(1) >> FailWhenSet(begun)) >> ignore
+    start = time.monotonic()
+    with pytest.raises(StageError, match="the other branch has begun"):
+        flow.run(executor=ProcessExecutor(grace=10), timeout=20)
+    assert time.monotonic() - start < 2.5
+    lines = path.read_text().splitlines()
+    assert lines[-1] == "local_term" and len(lines) < 60
