@@ -86,6 +86,12 @@ class Plan:
         return sum(1 if n == DRIVER else self.nodes[n].workers
                    for n, _ in self.channels[channel].consumers)
 
+    def calls_per_batch(self, ch: int) -> int:
+        """How many items a batch on channel ``ch`` may hold whatever they cost:
+        the calls its concurrent readers keep in flight at once (1 if none is)."""
+        return max((self.nodes[n].stage.concurrency for n, _ in self.channels[ch].consumers
+                    if n != DRIVER), default=1)
+
     def readers(self, channel: int) -> list[tuple[int, int]]:
         """``(node, input index)`` of every stage that reads ``channel`` (the
         driver, which reads the result channel, is not a stage)."""

@@ -13,7 +13,8 @@ COLUMNS: tuple[str, ...] = ("stage", "in", "out", "errors", "busy s", "busy %", 
 
 # The per-worker figures, in the order workers publish them (see executors/_worker.py).
 FIGURES = ("items_in", "items_out", "errors", "busy_seconds",
-           "blocked_in_seconds", "blocked_out_seconds", "left_over", "dropped")
+           "blocked_in_seconds", "blocked_out_seconds", "left_over", "dropped",
+           "in_flight", "max_in_flight")
 
 
 @dataclass
@@ -38,6 +39,8 @@ class StageStats:
     blocked_out_seconds: float = 0.0
     left_over: int = 0  # a zip's: items that arrived on an input and were never paired
     dropped: int = 0  # items that arrived after it had stopped (nobody read it, a flag...)
+    in_flight: int = 0  # a concurrent stage's calls in flight now (for progress)
+    max_in_flight: int = 0  # ... and the most at once, per worker, summed over workers
 
     def add(self, *figures: float) -> None:
         """Add one worker's figures, given in :data:`FIGURES` order."""
@@ -62,8 +65,8 @@ def stage_figures(plan: Any, rows: Any) -> dict[str, StageStats]:
             stages[node.name].add(*figures)
         elif node.serves is not None and len(figures) == len(FIGURES):
             served = stages[plan.nodes[node.serves].name]
-            served.left_over += int(figures[-2])
-            served.dropped += int(figures[-1])
+            served.left_over += int(figures[FIGURES.index("left_over")])
+            served.dropped += int(figures[FIGURES.index("dropped")])
     return stages
 
 

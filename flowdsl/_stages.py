@@ -63,6 +63,7 @@ class Stage(Composable):
         ordered: bool = True,
         on_error: Any = "raise",
         retries: int = 0,
+        concurrency: int | None = None,
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -85,6 +86,7 @@ class Stage(Composable):
         self.ordered = ordered
         self.on_error = _check_on_error(self.name, self.kind, on_error)
         self.retries = _check_retries(self.name, retries)
+        self.concurrency: int = concurrency  # type: ignore[assignment]  # checked below
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
         self.term_flag: Any = None
@@ -93,6 +95,7 @@ class Stage(Composable):
     def _check_options(self) -> None:
         if self.kind == "source" and self.workers != 1:
             raise ValueError(f"source {self.name!r}: a source runs in exactly one worker")
+        self.concurrency = _check_concurrency(self)
         if not isinstance(self.ordered, bool):
             raise ValueError(f"stage {self.name!r}: ordered must be True or False, "
                              f"got {self.ordered!r}")
@@ -116,6 +119,18 @@ class Stage(Composable):
     def is_generator(self) -> bool:
         """True when the callable is a generator function (a flat-map transform)."""
         return inspect.isgeneratorfunction(_unwrap(self.callable))
+
+    @property
+    def is_async_generator(self) -> bool:
+        """True when the callable is an async generator function."""
+        return inspect.isasyncgenfunction(_unwrap(self.callable))
+
+    @property
+    def is_async(self) -> bool:
+        """True when the callable is a coroutine or async generator function: the
+        stage runs on an event loop in each worker (hooks may be async too)."""
+        f = _unwrap(self.callable)
+        return inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)
 
     def signature(self) -> inspect.Signature | None:
         try:
@@ -283,7 +298,7 @@ class Regulator(Transform):
 
 
 _OPTIONS = {"name", "workers", "buffer", "ordered", "ignore_exceptions", "init_kwargs",
-            "on_error", "retries"}
+            "on_error", "retries", "concurrency"}
 
 
 class StageClass:
@@ -332,19 +347,25 @@ def _decorate(stage_type: type[Stage], obj: Any, options: dict[str, Any]) -> Any
 
 def source(obj: Any = None, *, name: str | None = None, workers: int = 1,
            buffer: int | None = None) -> Any:
-    """Make a source from a generator function, a function returning an iterable,
-    or a class whose ``run()`` returns one.  Usable bare (``@source``) or with
-    options (``@source(name=...)``).  A source runs in exactly one worker."""
+    """Make a source from a generator function (or an async generator function,
+    run on an event loop in its worker), a function returning an iterable, or a
+    class whose ``run()`` returns one.  Usable bare (``@source``) or with options
+    (``@source(name=...)``).  A source runs in exactly one worker."""
     return _decorate(Source, obj, {"name": name, "workers": workers, "buffer": buffer})
 
 
 def transform(obj: Any = None, *, name: str | None = None, workers: int = 1,
               buffer: int | None = None, ordered: bool = True, on_error: Any = "raise",
-              retries: int = 0) -> Any:
+              retries: int = 0, concurrency: int | None = None) -> Any:
     """Make a transform: one item in, one result out (``None``: no output; a
     generator function emits everything it yields).  ``workers`` processes run it;
     with ``ordered`` (the default) outputs keep the input order; ``buffer`` bounds
     the queue in front of it, in items.
+
+    ``concurrency=N`` keeps up to N items in flight in each worker, for stages
+    that wait on IO: an ``async def`` function (or async generator, or a class
+    whose ``run`` is one) runs on the worker's event loop, a plain function on N
+    threads.
 
     An item whose call raises is tried again up to ``retries`` times, then
     ``on_error`` decides: ``"raise"`` stops the flow with a StageError,
@@ -352,15 +373,17 @@ def transform(obj: Any = None, *, name: str | None = None, workers: int = 1,
     :class:`~flowdsl.Failure` for it."""
     return _decorate(Transform, obj, {"name": name, "workers": workers, "buffer": buffer,
                                       "ordered": ordered, "on_error": on_error,
-                                      "retries": retries})
+                                      "retries": retries, "concurrency": concurrency})
 
 
 def sink(obj: Any = None, *, name: str | None = None, workers: int = 1,
-         buffer: int | None = None, on_error: Any = "raise", retries: int = 0) -> Any:
-    """Make a sink: it consumes items; its return value is ignored.  ``on_error``
-    and ``retries`` as for :func:`transform`."""
+         buffer: int | None = None, on_error: Any = "raise", retries: int = 0,
+         concurrency: int | None = None) -> Any:
+    """Make a sink: it consumes items; its return value is ignored.  ``on_error``,
+    ``retries`` and ``concurrency`` as for :func:`transform`."""
     return _decorate(Sink, obj, {"name": name, "workers": workers, "buffer": buffer,
-                                 "on_error": on_error, "retries": retries})
+                                 "on_error": on_error, "retries": retries,
+                                 "concurrency": concurrency})
 
 
 def as_stage(obj: Any) -> Stage:
@@ -458,6 +481,35 @@ def _rejoin(stage: Stage, outlets: tuple[tuple[Any, ...], ...],
                          f"its dead-letter transform cannot rejoin them; use a sink for "
                          f"on_error")
     return ((*outlets[0], *letters[0]),)
+
+
+def _check_concurrency(stage: Stage) -> int:
+    """``concurrency`` (default 1) checked against what the stage is."""
+    n, name, kind = stage.concurrency, stage.name, stage.kind
+    if n is None:
+        n = 1
+    elif not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise GraphError(f"{kind} {name!r}: concurrency must be an integer >= 1, got {n!r}")
+    is_async = stage.is_async
+    if n > 1 and kind == "source":
+        raise GraphError(f"source {name!r}: a source is one generator, which yields one item "
+                         f"at a time; concurrency is for transforms and sinks"
+                         + ("" if is_async else " (an async generator source runs on its "
+                            "worker's event loop without it)"))
+    if n > 1 and stage.is_generator:
+        raise GraphError(f"transform {name!r}: concurrency runs calls on threads, and a "
+                         f"generator's items are made as it is iterated; make it an async "
+                         f"generator (async def ... yield) to keep several in flight")
+    if n > 1 and isinstance(stage, Regulator):
+        raise GraphError(f"Regulator {name!r}: one coroutine sees every item in turn; "
+                         f"it cannot have calls in flight at once")
+    if not is_async:
+        for hook in ("local_init", "local_term"):
+            if inspect.iscoroutinefunction(stage.hook(hook)):
+                raise GraphError(f"{kind} {name!r}: {hook} is a coroutine function but run "
+                                 f"is not; make run async too (both run on the worker's "
+                                 f"event loop)")
+    return n
 
 
 def _check_retries(name: str, retries: Any) -> int:

@@ -66,12 +66,18 @@ class Machine:
     """
 
     def __init__(self, node: NodeSpec, worker: int = 0, *, loops: Weights = (),
-                 copy_functor: bool = False) -> None:
+                 copy_functor: bool = False, streaming: bool = False,
+                 check: Any = None) -> None:
         self.node = node
         self.worker = worker
         self.runner = Runner(node.stage, node.name, node.arity, len(node.outputs), worker,
                              copy_functor=copy_functor, envelope=node.envelope,
-                             dead_letter=node.dead_letter)
+                             dead_letter=node.dead_letter, check=check)
+        # A concurrent stage (concurrency=N, async): calls stay in flight between
+        # events where the executor can wait for them (``streaming``: it calls
+        # collect() when wakeup is readable); elsewhere each event waits for them.
+        self.concurrent = self.runner.concurrent
+        self.streaming = streaming and self.concurrent
         self.out: list[list[Any]] = [[] for _ in node.outputs]
         self.status = RUNNING
         self.stop_flow = False  # a stage raised StopFlow: the executor stops the sources
@@ -95,7 +101,9 @@ class Machine:
         # one input, one output port, no flag, no loop, no dead letters: feed()
         # takes a short way (the same rules, less to look at)
         self._plain = (len(node.inputs) == 1 and len(node.outputs) == 1 and not self.gate
-                       and self._flag is None and not loops and node.dead_letter is None)
+                       and self._flag is None and not loops and node.dead_letter is None
+                       and not self.concurrent)
+        self._call_ports = tuple(range(len(node.inputs)))  # what a finished call consumed
 
     # -- events ----------------------------------------------------------------------
     def open(self) -> None:
@@ -211,6 +219,24 @@ class Machine:
         if self.upstream_done and count == 0 and not self._ended_ports[0]:
             self._end_port(0)
 
+    def collect(self) -> None:
+        """A concurrent stage: deal with the calls that have finished (their
+        results go to ``out``), without waiting for the others."""
+        if self.status is not RUNNING or not self.runner.calls:
+            return
+        self._calls_event(self.runner.settle)
+
+    @property
+    def in_flight(self) -> int:
+        """Calls in flight (a concurrent stage's)."""
+        calls = self.runner.calls
+        return len(calls) if calls is not None else 0
+
+    @property
+    def wakeup(self) -> Any:
+        """Readable when a call has finished (a concurrent stage's), else None."""
+        return self.runner.calls
+
     def close(self) -> None:
         """Close a source's iterator (its ``finally`` blocks run, also after an
         early stop), then run ``local_term`` (once, if ``local_init`` ran)."""
@@ -247,8 +273,23 @@ class Machine:
         """Items left over (a zip's, never paired) and dropped (after a stop)."""
         return self.leftover, self.dropped
 
+    @property
+    def call_figures(self) -> tuple[int, int]:
+        """Calls in flight now, and at most (a concurrent stage's)."""
+        calls = self.runner.calls
+        return (len(calls), calls.max_in_flight) if calls is not None else (0, 0)
+
+    def busy(self, own: float) -> float:
+        """Busy seconds: ``own`` (the executor's measure of time in events), or
+        for a concurrent stage the time with calls in flight, if longer."""
+        calls = self.runner.calls
+        return max(own, calls.busy()) if calls is not None else own
+
     # -- inside ------------------------------------------------------------------------
     def _process(self, items: list[Any], ports: Iterable[int]) -> None:
+        if self.concurrent:
+            self._calls_event(self.runner.process, items)
+            return
         before = self._lengths()
         try:
             self.runner.process(items, self.out)
@@ -256,6 +297,20 @@ class Machine:
             self._stopped_by(exc)
         finally:
             self._made(before, ports, len(items))
+
+    def _calls_event(self, method: Any, *items: Any) -> None:
+        """Start calls or deal with finished ones; an item counts as consumed
+        once its call has finished (the loop rule: it is in flight until then)."""
+        before = self._lengths()
+        runner = self.runner
+        try:
+            method(*items, self.out)
+            if not self.streaming:
+                runner.settle_all(self.out)
+        except (StageDone, StopFlow) as exc:
+            self._stopped_by(exc)
+        finally:
+            self._made(before, self._call_ports, runner.take_settled())
 
     def _gate(self, port: int, items: list[Any]) -> None:
         before = self._lengths()
@@ -284,6 +339,10 @@ class Machine:
         """The input has ended (a zip: an ended input has nothing left to pair):
         what waits unpaired is left over, a Regulator flushes, the outputs end."""
         self._drop_pending("leftover")
+        if self.runner.calls:  # the calls still in flight finish first
+            self._calls_event(self.runner.settle_all)
+            if self.status is not RUNNING:
+                return
         before = self._lengths()
         try:
             self.runner.finish(self.out)
@@ -294,6 +353,10 @@ class Machine:
     def _stop(self) -> None:
         if self.status is RUNNING:
             self._drop_pending("dropped")
+            if self.concurrent:  # cancel and await the calls in flight
+                n = self.runner.cancel_calls()
+                for port in self._call_ports:
+                    self._count_lost("dropped", port, n)
             self._end(STOPPED)
 
     def _stopped_by(self, exc: BaseException) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 from .._sentinel import Sentinel, is_sentinel
 from .._stages import Regulator, Stage, callable_of, hook_of
 from ..errors import Failure, StageError, StopFlow
+from .calls import Calls, EventLoop
 
 __all__ = ["Cancelled", "Runner", "StageDone", "describe"]
 
@@ -68,7 +69,7 @@ class Runner:
 
     def __init__(self, stage: Stage, name: str, arity: int, n_outputs: int,
                  worker: int = 0, copy_functor: bool = False, envelope: bool = False,
-                 dead_letter: int | None = None) -> None:
+                 dead_letter: int | None = None, check: Any = None) -> None:
         self.stage = stage
         self.name = name
         self.worker = worker
@@ -90,11 +91,24 @@ class Runner:
         self.ignore = stage.ignore_exceptions
         self.envelope = envelope
         self._coroutine: Any = None
+        # IO-bound stages: calls in flight (see calls.py), on an event loop or threads
+        self.concurrent = stage.kind != "source" and (stage.is_async or stage.concurrency > 1)
+        self.ordered = stage.ordered
+        self.check = check  # the executor's cancel, looked at while waiting for calls
+        self.loop: EventLoop | None = None
+        self.calls: Calls | None = None
+        self.settled = 0  # calls finished and dealt with, since take_settled()
+        self.unstarted = 0  # items of a batch never started (the stage stopped first)
+        self._attempts: dict[int, int] = {}
 
     # -- hooks -----------------------------------------------------------------------
     def open(self) -> None:
         """Run ``local_init`` (once, in the worker)."""
         self.opened = True
+        if self.stage.is_async:
+            self.loop = EventLoop(self.name)
+        if self.concurrent:
+            self.calls = Calls(self.name, self.stage.concurrency, self.loop, self.check)
         hook = hook_of(self.functor, "local_init")
         if hook is not None:
             _opening.append(self.worker)
@@ -109,13 +123,20 @@ class Runner:
             self._coroutine = self._new_coroutine()
 
     def close(self) -> None:
-        """Run ``local_term`` (once, after the last item), and flush a Regulator."""
+        """Cancel and await the calls still in flight, run ``local_term`` (once,
+        after the last item), stop the event loop."""
         if not self.opened:
             return
         self.opened = False
-        hook = hook_of(self.functor, "local_term")
-        if hook is not None:
-            self._hook(hook)
+        try:
+            if self.calls is not None:
+                self.calls.close()
+            hook = hook_of(self.functor, "local_term")
+            if hook is not None:
+                self._hook(hook)
+        finally:
+            if self.loop is not None:
+                self.loop.close()
         log.info("Local termination", extra={"stage": self.name, "worker": self.worker})
 
     # -- sources ---------------------------------------------------------------------
@@ -125,6 +146,9 @@ class Runner:
         if inspect.isgenerator(functor) or (
                 not callable(functor) and not hasattr(functor, "run")):
             it = iter(functor)
+        elif self.loop is not None:  # an async generator, run on the worker's loop
+            made = self._guard(self.call, None, *self.args, **self.kwargs)
+            it = _blocking(made, self.loop)
         else:
             made = self._guard(self.call, None, *self.args, **self.kwargs)
             try:
@@ -172,7 +196,13 @@ class Runner:
         (one list per output port).  With several inputs, items are argument tuples.
 
         ``items_in`` counts the items taken in: all of them, or up to the one that
-        ended the stage (StopFlow, a Sentinel, an error that stops the run)."""
+        ended the stage (StopFlow, a Sentinel, an error that stops the run).
+
+        A concurrent stage starts the calls instead, waiting while ``concurrency``
+        are in flight; what has finished meanwhile is in ``out`` (:meth:`settle`)."""
+        if self.calls is not None:
+            self._start(batch, out)
+            return
         self.items_in += len(batch)
         self._reached = 0
         try:
@@ -192,6 +222,109 @@ class Runner:
         except BaseException:
             self.items_in -= len(batch) - (self._reached + 1)
             raise
+
+    # -- concurrent stages -------------------------------------------------------------
+    def _start(self, batch: list[Any], out: list[list[Any]]) -> None:
+        calls = self.calls
+        assert calls is not None
+        started = 0
+        try:
+            for x in batch:
+                while calls.full:
+                    calls.wait()
+                    self.settle(out)
+                self.items_in += 1
+                calls.start(x, self._call(x))
+                started += 1
+        except BaseException:
+            self.unstarted += len(batch) - started
+            raise
+
+    def _call(self, item: Any) -> Any:
+        """What a call of ``item`` runs: a coroutine function, or a plain one."""
+        f = self.fn
+        x = item[1] if self.envelope else item
+        args = x if self.arity > 1 else (x,)
+        if self.stage.is_async_generator:
+            return lambda: _gather(f(*args))
+        return lambda: f(*args)
+
+    def settle(self, out: list[list[Any]]) -> None:
+        """Deal with the calls that have finished: retry, emit, skip, route or raise
+        (cancelling the others first), in input order where ``ordered``."""
+        calls = self.calls
+        assert calls is not None
+        entries = calls.finished(self.ordered)
+        for i, (key, item, future) in enumerate(entries):
+            exc = future.exception()
+            if exc is not None and not isinstance(exc, _PASS) \
+                    and self._attempts.get(key, 0) < self.retries:
+                self._attempts[key] = self._attempts.get(key, 0) + 1
+                if self.ordered:  # in its place: what finished after it waits for it
+                    calls.again(key, item, self._call(item), entries[i + 1:])
+                    return
+                calls.again(key, item, self._call(item), [])
+                continue
+            self._attempts.pop(key, None)
+            self.settled += 1
+            try:
+                self._settle_one(item, exc, future, out)
+            except StageError:  # the run fails: nothing else may go on running
+                self._cancel_all()
+                raise
+
+    def settle_all(self, out: list[list[Any]]) -> None:
+        """Wait for every call in flight, and deal with each."""
+        calls = self.calls
+        assert calls is not None
+        while calls:
+            calls.wait()
+            self.settle(out)
+
+    def _settle_one(self, item: Any, exc: BaseException | None, future: Any,
+                    out: list[list[Any]]) -> None:
+        tag, x = item if self.envelope else (None, item)
+        into = [[] for _ in out] if self.envelope else out
+        try:
+            if exc is None:
+                self._result(future.result(), into)
+            elif isinstance(exc, _PASS):
+                raise exc
+            else:
+                self._give_up(exc, x, into)
+        finally:
+            if self.envelope:
+                for port, items in zip(out, into, strict=False):
+                    port.extend((tag, y) for y in items)
+
+    def _result(self, r: Any, out: list[list[Any]]) -> None:
+        if self.stage.kind == "sink":
+            if r is not None and type(r) in _SIGNALS:
+                _ends_stage(r, "returned")
+        elif self.stage.is_async_generator:
+            for y in r:
+                self._emit(y, out, "yielded")
+        elif r is not None:
+            self._emit(r, out)
+
+    def cancel_calls(self) -> int:
+        """The stage stops: cancel and await its calls in flight; how many items
+        they were for (with those of a batch never started), now dropped."""
+        n = self._cancel_all() + self.unstarted
+        self.unstarted = 0
+        return n
+
+    def _cancel_all(self) -> int:
+        if self.calls is None:
+            return 0
+        n = len(self.calls.cancel())
+        self.items_in -= n
+        self._attempts.clear()
+        return n
+
+    def take_settled(self) -> int:
+        n, self.settled = self.settled, 0
+        return n
 
     def _process_from(self, batch: list[Any], start: int, out: list[list[Any]],
                       catch: bool = True) -> int:
@@ -250,6 +383,10 @@ class Runner:
                 for port, items in zip(out, tmp, strict=False):
                     port.extend(items)
                 return
+        self._give_up(exc, x, out)
+
+    def _give_up(self, exc: BaseException, x: Any, out: list[list[Any]]) -> None:
+        """An item failed for good: skip it, route it to the dead letters, or raise."""
         if self._ignored(exc, x):
             return
         if self.dead_letter is not None:
@@ -324,7 +461,15 @@ class Runner:
 
     # -- errors ----------------------------------------------------------------------
     def _hook(self, hook: Any, **kwargs: Any) -> None:
-        """Run ``local_init`` or ``local_term``: StopFlow there is a mistake."""
+        """Run ``local_init`` or ``local_term`` (a coroutine function on the loop):
+        StopFlow there is a mistake."""
+        if inspect.iscoroutinefunction(hook) and self.loop is not None:
+            sync, loop = hook, self.loop
+
+            def hook(**kw: Any) -> Any:
+                return loop.run(sync(**kw))
+
+            hook.__name__ = sync.__name__
         try:
             self._guard(hook, None, **kwargs)
         except StopFlow as exc:
@@ -426,3 +571,20 @@ def _repr(item: Any, limit: int = 200) -> str:
     except Exception as exc:  # a broken __repr__ (or one too deep) must not hide the error
         text = f"<unrepresentable {type(item).__name__}: {type(exc).__name__}: {_text(exc)}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+async def _gather(generator: Any) -> list[Any]:
+    """Everything an async generator transform yields for one item."""
+    return [y async for y in generator]
+
+
+def _blocking(generator: Any, loop: EventLoop) -> Iterator[Any]:
+    """An async generator's items, one at a time, each awaited on ``loop``."""
+    try:
+        while True:
+            try:
+                yield loop.run(generator.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        loop.run(generator.aclose())

@@ -200,8 +200,9 @@ class StageActor:
     def _meta(self, **extra: Any) -> dict[str, Any]:
         m = self.machine
         figures = (0, 0, 0) if m is None else m.figures
-        losses = (0, 0) if m is None else m.losses
-        meta = {"error": self.error, "figures": (*figures, self.busy, 0.0, 0.0, *losses),
+        tail = (0, 0, 0, 0) if m is None else (*m.losses, *m.call_figures)
+        busy = self.busy if m is None else m.busy(self.busy)
+        meta = {"error": self.error, "figures": (*figures, busy, 0.0, 0.0, *tail),
                 "cost": self.cost,
                 "item_bytes": self.item_bytes, "logs": self.records,
                 "restarted": self.restarted, **extra}

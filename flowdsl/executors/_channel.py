@@ -73,12 +73,15 @@ class Cancel:
 
 class Channel:
     def __init__(self, ctx: Any, name: str, buffer: int, producers: int,
-                 consumers: int, max_batch: int, cancel: Cancel) -> None:
+                 consumers: int, max_batch: int, cancel: Cancel, min_batch: int = 1) -> None:
         self.name = name
         self.cancel = cancel
         # ``buffer`` bounds the items waiting: batches of at most ``batch_limit``
         # items, at most ``capacity`` batches.
         self.batch_limit = max(1, min(max_batch, buffer))
+        # a batch may hold this many items whatever they cost: a concurrent
+        # consumer's calls in flight at once
+        self.min_batch = min(min_batch, self.batch_limit)
         self.capacity = max(1, buffer // self.batch_limit)
         self.consumers = consumers
         # seconds per item measured by the consumers; producers size batches by it

@@ -106,7 +106,11 @@ class _Worker:
         self.job = job
         node = job.node
         self.node = node
-        self.machine = Machine(node, job.worker, loops=job.loops)
+        # A concurrent stage keeps calls in flight while it waits for input, unless
+        # its workers take turns to emit (ordered): then each batch's calls finish
+        # before its turn.
+        self.machine = Machine(node, job.worker, loops=job.loops, check=job.cancel.check,
+                               streaming=job.ordering is None)
         self.out = self.machine.out
         self.since: list[float | None] = [None] * len(node.outputs)
         self.per_item = 0.0
@@ -215,9 +219,9 @@ class _Worker:
         if stats is None:
             return
         base = self.job.slot * len(FIGURES)
-        stats[base:base + len(FIGURES)] = [*self.machine.figures, self.busy,
-                                           self.blocked_in, self.blocked_out,
-                                           *self.machine.losses]
+        m = self.machine
+        stats[base:base + len(FIGURES)] = [*m.figures, m.busy(self.busy), self.blocked_in,
+                                           self.blocked_out, *m.losses, *m.call_figures]
         self.published = time.perf_counter()
 
     def _send(self, notice: Notice, payload: Any = None) -> None:
@@ -308,6 +312,8 @@ class _Worker:
         while m.status is RUNNING:
             if any(self.out) and (shared or not ch.ready()):
                 self._flush_all()
+            if m.in_flight and not ch.ready() and self._calls_first([ch.reader]):
+                continue
             t = time.perf_counter()
             if ordering is None:
                 data, seq = ch.get(), None
@@ -342,6 +348,8 @@ class _Worker:
             if not ready:
                 self._flush_all()
                 waiting = {chans[i].reader: i for i in open_inputs}
+                if m.in_flight and self._calls_first(list(waiting)):
+                    continue
                 t = time.perf_counter()
                 ready = [waiting[r] for r in self.job.cancel.wait(list(waiting))]
                 self.blocked_in += time.perf_counter() - t
@@ -354,6 +362,18 @@ class _Worker:
                     self._process(i, self.codec.decode(data), None)
                 if m.status is not RUNNING:
                     return
+
+    def _calls_first(self, readers: list[Any]) -> bool:
+        """Wait for input on ``readers`` or for a call in flight to finish; True
+        if a call finished first (its results are then in ``out``)."""
+        m = self.machine
+        ready = self.job.cancel.wait([*readers, m.wakeup])
+        if m.wakeup not in ready:
+            return False
+        m.collect()
+        self._after()
+        self._flush_all()
+        return True
 
     def _drain_inputs(self) -> None:
         """The machine has ended before some input did (a stop, or a zip whose
@@ -377,7 +397,7 @@ class _Worker:
         m, cancel = self.machine, self.job.cancel
         while i < n:
             cancel.check()
-            k = self.chunk
+            k = n if m.concurrent else self.chunk  # (calls in flight wait on their own)
             t = time.perf_counter()
             m.feed(port, batch if (i == 0 and k >= n) else batch[i:i + k])
             dt = time.perf_counter() - t
@@ -444,7 +464,7 @@ class _Worker:
         for ch in self.job.outputs[port]:
             cost = ch.cost.value
             by_cost = int(BATCH_WORK / cost) if cost > 0 else MAX_BATCH
-            limit = min(limit, ch.batch_limit, max(1, by_cost))
+            limit = min(limit, ch.batch_limit, max(1, by_cost, ch.min_batch))
         return limit
 
     def _flush_all(self) -> None:

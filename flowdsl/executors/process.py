@@ -120,7 +120,8 @@ class _ProcessExecution(Execution):
         self.stop = self.ctx.Event()  # set on StopFlow: sources end, the flow drains
         self.channels = [
             Channel(self.ctx, c.name, c.buffer, plan.producer_workers(c.id),
-                    plan.consumer_workers(c.id), MAX_BATCH, self.cancel)
+                    plan.consumer_workers(c.id), MAX_BATCH, self.cancel,
+                    min_batch=plan.calls_per_batch(c.id))
             for c in plan.channels]
         if plan.result is not None:  # the driver only unpickles: a cheap consumer
             self.channels[plan.result].cost.value = 0.0

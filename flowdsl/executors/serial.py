@@ -240,7 +240,8 @@ class _SerialExecution(Execution):
     # -- figures and teardown ------------------------------------------------------------
     def stats(self) -> dict[str, StageStats]:
         return stage_figures(self.plan, (
-            (node.id, (*m.figures, self.busy[node.id][m.worker], 0.0, 0.0, *m.losses))
+            (node.id, (*m.figures, m.busy(self.busy[node.id][m.worker]), 0.0, 0.0, *m.losses,
+                       *m.call_figures))
             for node, ms in zip(self.plan.nodes, self.machines, strict=True) for m in ms))
 
     def _check_deadline(self) -> None:
