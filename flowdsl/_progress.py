@@ -55,6 +55,8 @@ class _Row:
             parts.append(f"out {s.items_out:,}")
         if s.errors:
             parts.append(f"errors {s.errors:,}")
+        if s.max_in_flight:  # a concurrent stage
+            parts.append(f"in flight {s.in_flight:,}")
         if self.fill is not None:
             parts.append(f"queue {self.fill:.0%}")
         return ", ".join(parts)
@@ -230,11 +232,12 @@ def _plain_block(rows: list[_Row]) -> str:
 
 def _html_table(rows: list[_Row]) -> str:
     head = "".join(f"<th>{h}</th>" for h in
-                   ("stage", "in", "out", "items/s", "errors", "queue"))
+                   ("stage", "in", "out", "items/s", "errors", "in flight", "queue"))
     body = "".join(
         "<tr>" + "".join(f"<td>{c}</td>" for c in (
             html.escape(r.stats.name), f"{r.stats.items_in:,}", f"{r.stats.items_out:,}",
             _rate(r.rate), f"{r.stats.errors:,}",
+            f"{r.stats.in_flight:,}" if r.stats.max_in_flight else "",
             "" if r.fill is None else f"{r.fill:.0%}")) + "</tr>"
         for r in rows)
     return f'<table class="flowdsl-progress"><tr>{head}</tr>{body}</table>'

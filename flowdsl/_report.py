@@ -142,16 +142,21 @@ class RunReport:
                          f"{row[4]:>8} {row[5]:>6} {row[6]:>9} {row[7]:>10}")
         if self.bottleneck is not None and len(self.stages) > 1:
             lines.append("  * bottleneck")
-        lines.extend(f"  {note}" for note in self._losses())
+        lines.extend(f"  {note}" for note in self._notes())
         return "\n".join(lines)
 
-    def _losses(self) -> list[str]:
-        """A line per stage that ended with items it never used."""
-        return [f"{s.name}: " + ", ".join(
-                    ([f"{s.left_over} left over (never paired)"] if s.left_over else [])
-                    + ([f"{s.dropped} dropped (arrived after it stopped)"] if s.dropped
-                       else []))
-                for s in self.stages.values() if s.left_over or s.dropped]
+    def _notes(self) -> list[str]:
+        """A line per stage with more to say: calls it had in flight at once (a
+        concurrent stage), items it never used."""
+        lines = []
+        for s in self.stages.values():
+            said = ([f"at most {s.max_in_flight} calls in flight"] if s.max_in_flight > 1
+                    else []) \
+                + ([f"{s.left_over} left over (never paired)"] if s.left_over else []) \
+                + ([f"{s.dropped} dropped (arrived after it stopped)"] if s.dropped else [])
+            if said:
+                lines.append(f"{s.name}: " + ", ".join(said))
+        return lines
 
     def _repr_html_(self) -> str:
         """The same table, as HTML (a notebook shows this)."""
@@ -161,7 +166,7 @@ class RunReport:
                        for row in body)
         note = "<p>* bottleneck</p>" if self.bottleneck is not None and len(self.stages) > 1 \
             else ""
-        note += "".join(f"<p>{html.escape(line)}</p>" for line in self._losses())
+        note += "".join(f"<p>{html.escape(line)}</p>" for line in self._notes())
         return (f'<div class="flowdsl-report"><p>{html.escape(self._title())}</p>'
                 f"<table><tr>{cells}</tr>{rows}</table>{note}</div>")
 

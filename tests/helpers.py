@@ -177,3 +177,71 @@ def counted(n, path):
     finally:
         with open(path, "w") as f:
             f.write(str(made))
+
+
+def _url(base, kind, item, delay):
+    """``item`` is ``x``, or ``(x, delay)``, or ``(x, delay, kind)``."""
+    if isinstance(item, tuple):
+        x, delay, kind = (*item, kind)[:3]
+    else:
+        x = item
+    return x, f"{base}/{kind}/{x}?delay={delay}"
+
+
+def _note(path, line):
+    if path is not None:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+
+
+class Fetch:
+    """An async stage: GET ``base/kind/x`` (``x`` or ``(x, delay)``) with one
+    aiohttp session per worker, answering ``int(body)``.  With ``path``, notes
+    each call's start and end, and local_term."""
+
+    def __init__(self, base, kind="echo", delay=0.0, path=None):
+        self.base, self.kind, self.delay, self.path = base, kind, delay, path
+
+    async def local_init(self):
+        import aiohttp
+
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+    async def run(self, item):
+        x, url = _url(self.base, self.kind, item, self.delay)
+        _note(self.path, f"start {x}")
+        try:
+            async with self.session.get(url) as r:
+                if r.status != 200:
+                    raise RuntimeError(f"HTTP {r.status} for item {x}")
+                return int(await r.text())
+        finally:
+            _note(self.path, f"end {x}")
+
+    async def local_term(self):
+        await self.session.close()
+        _note(self.path, "local_term")
+
+
+class Get:
+    """The same as :class:`Fetch`, with a blocking client (for threads)."""
+
+    def __init__(self, base, kind="echo", delay=0.0, path=None):
+        self.base, self.kind, self.delay, self.path = base, kind, delay, path
+
+    def run(self, item):
+        import urllib.error
+        import urllib.request
+
+        x, url = _url(self.base, self.kind, item, self.delay)
+        _note(self.path, f"start {x}")
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                return int(r.read())
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"HTTP {exc.code} for item {x}") from None
+        finally:
+            _note(self.path, f"end {x}")
+
+    def local_term(self):
+        _note(self.path, "local_term")

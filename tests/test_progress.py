@@ -292,3 +292,13 @@ def test_notebook_shows_one_table_updated_in_place_without_warnings(tmp_path):
     assert "<td>slow</td><td>2,000</td><td>2,000</td>" in table  # the final figures
     text = outputs[0].data["text/plain"]  # where HTML is not shown: the same figures
     assert "slow" in text and "in 2,000" in text and "display" not in text
+
+
+def test_a_concurrent_stage_shows_its_calls_in_flight():
+    row = _Row(StageStats("fetch", "transform", items_in=40, items_out=30, in_flight=10,
+                          max_in_flight=16), 100.0, 0.5)
+    assert row.summary() == "      100 items/s, in 40, out 30, in flight 10, queue 50%"
+    page = _html_table([row])
+    assert "<th>in flight</th>" in page and "<td>10</td>" in page
+    plain = _Row(StageStats("sq", "transform", items_in=4), 1.0, None)
+    assert "in flight" not in plain.summary()

@@ -733,3 +733,18 @@ def test_stages_run_on_the_nodes_their_options_ask_for():
 def test_stage_options_must_name_a_stage():
     with pytest.raises(ValueError, match="no stage named 'nope'"):
         (numbers(3) >> inc).collect(executor=RayExecutor(stage_options={"nope": {}}))
+
+
+def test_io_bound_stages_keep_calls_in_flight_on_ray():
+    from helpers import Fetch, Get
+    from http_server import Server
+
+    with Server() as server:
+        for client in (Fetch, Get):
+            server.reset()
+            stage = Transform(client(server.url, delay=0.05), concurrency=8)
+            report = (numbers(32) >> stage).run(executor="ray", timeout=30)
+            assert report[client.__name__].items_out == 32
+            assert 1 < server.peak <= 8
+        stage = Transform(Fetch(server.url), concurrency=4)
+        assert (numbers(20) >> stage).collect(executor="ray", timeout=30) == list(range(20))
