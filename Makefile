@@ -48,7 +48,7 @@ check: $(STAMP)
 bench:
 	test -x .bench-venv/bin/python || $(PYTHON) -m venv .bench-venv
 	.bench-venv/bin/python -m pip install --quiet --upgrade pip
-	.bench-venv/bin/python -m pip install --quiet -e '.[ray]' 'minipipe==0.1.9' pypeln mpire numpy psutil matplotlib
+	.bench-venv/bin/python -m pip install --quiet -e '.[ray,io]' 'minipipe==0.1.9' pypeln mpire numpy psutil matplotlib
 	.bench-venv/bin/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:

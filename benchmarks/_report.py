@@ -226,6 +226,15 @@ def evaluate_targets(outcomes: list[Any]) -> list[dict[str, Any]]:
            "{:.2f} ms")
     target("W6 memory flat", "peak(10·N) ≤ 1.1 x peak(N)", growth("W6", "flowdsl"),
            lambda v: v <= 1.1, "{:.2f}x")
+    w7 = med("W7", "flowdsl async", "requests_per_s")
+    best = max((v for v in (med("W7", "asyncio.gather", "requests_per_s"),
+                            med("W7", "ThreadPoolExecutor", "requests_per_s")) if v),
+               default=None)
+    target("W7 async vs the faster of gather and threads", "≤ 1.2x its time",
+           ratio(best, w7), lambda v: v <= 1.2, "{:.2f}x its time")
+    for peer in ("pypeln task", "mpire threading"):
+        target(f"W7 async vs {peer}", "faster (> 1x)",
+               ratio(w7, med("W7", peer, "requests_per_s")), lambda v: v > 1, "{:.2f}x")
     return targets
 
 

@@ -73,6 +73,8 @@ WORKLOADS = [
               Metric("p50_ms", "p50 ms", 1, "{:.2f}", False)]),
     Workload("W6", "w6_memory", "peak RSS of the process tree over a stream of N and 10·N ints",
              [Metric("peak_mb", "peak RSS MB", 1, "{:.0f}", False)]),
+    Workload("W7", "w7_io_bound", "IO-bound: 2,000 requests of 20 ms, 64 in flight, then a "
+             "parse", [Metric("requests_per_s", "requests/s", 1, "{:.0f}")]),
 ]
 
 

@@ -60,9 +60,10 @@ class Cancel:
         while not lock.acquire(True, TICK):
             self.check()
 
-    def wait(self, readers: list[Any]) -> list[Any]:
-        """The ``readers`` with data, once one has (or the run is cancelled)."""
-        ready = wait([*readers, self.reader])
+    def wait(self, readers: list[Any], timeout: float | None = None) -> list[Any]:
+        """The ``readers`` with data, once one has (or the run is cancelled, or
+        ``timeout`` seconds have passed: then none)."""
+        ready = wait([*readers, self.reader], timeout)
         self.check()
         return ready
 

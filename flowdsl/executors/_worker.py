@@ -310,7 +310,7 @@ class _Worker:
         ordering = self.job.ordering
         m = self.machine
         while m.status is RUNNING:
-            if any(self.out) and (shared or not ch.ready()):
+            if any(self.out) and (shared or not ch.ready()) and not m.in_flight:
                 self._flush_all()
             if m.in_flight and not ch.ready() and self._calls_first([ch.reader]):
                 continue
@@ -367,12 +367,17 @@ class _Worker:
         """Wait for input on ``readers`` or for a call in flight to finish; True
         if a call finished first (its results are then in ``out``)."""
         m = self.machine
-        ready = self.job.cancel.wait([*readers, m.wakeup])
+        start = time.perf_counter()
+        # results wait to fill a batch, for LINGER at most
+        ready = self.job.cancel.wait([*readers, m.wakeup], LINGER if any(self.out) else None)
+        if not ready:
+            self._flush_all()
+            return True
         if m.wakeup not in ready:
             return False
         m.collect()
         self._after()
-        self._flush_all()
+        self._maybe_flush(start)
         return True
 
     def _drain_inputs(self) -> None:
