@@ -3,7 +3,7 @@ then a small CPU parse of each body.
 
 The server (aiohttp's web server) runs in a process of its own, started by each
 case before its clock starts. 64 requests in flight at once: the ideal is
-2,000 / 64 × 20 ms = 0.63 s. flowdsl runs `fetch` with `concurrency=64` (an
+2,000 / 64 * 20 ms = 0.63 s. flowdsl runs `fetch` with `concurrency=64` (an
 `async def` with one aiohttp session per worker, or a plain function with
 `urllib` on threads), then `parse` with `workers=2`. The hand-written baselines
 are `asyncio.gather` under `Semaphore(64)` with aiohttp, and

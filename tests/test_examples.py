@@ -29,6 +29,8 @@ EXPECTED = {
     "stateful_functors.py": ([FIB_LINES, "saved moving_average.png (100 steps)"], []),
     "finding_the_bottleneck.py": (["bottleneck: fingerprint", "wrote report.gv"],
                                   ["fingerprint", "in 2,000, out 2,000"]),
+    "crawl.py": (["crawled 200 pages in", "first: {'page': 0, 'title': 'Page 0'",
+                  "fetch had at most 32 requests in flight"], []),
     "etl.py": (["9 rows read, 7 kept", "'apples': {'quantity': 15, 'revenue': 7.65}",
                 "2024-01-09,S2,pears,6,0.8,4.8"],
                ["skipping north/2024-01.csv:4: bad number",
