@@ -14,6 +14,7 @@ import logging
 import pickle
 import traceback
 from collections.abc import Iterator
+from concurrent.futures import CancelledError
 from typing import Any
 
 from .._sentinel import Sentinel, is_sentinel
@@ -93,6 +94,7 @@ class Runner:
         self._coroutine: Any = None
         # IO-bound stages: calls in flight (see calls.py), on an event loop or threads
         self.concurrent = stage.kind != "source" and (stage.is_async or stage.concurrency > 1)
+        self._agen = stage.is_async_generator  # looked up once, not per result
         self.ordered = stage.ordered
         self.check = check  # the executor's cancel, looked at while waiting for calls
         self.loop: EventLoop | None = None
@@ -245,7 +247,7 @@ class Runner:
         f = self.fn
         x = item[1] if self.envelope else item
         args = x if self.arity > 1 else (x,)
-        if self.stage.is_async_generator:
+        if self._agen:
             return lambda: _gather(f(*args))
         return lambda: f(*args)
 
@@ -256,7 +258,10 @@ class Runner:
         assert calls is not None
         entries = calls.finished(self.ordered)
         for i, (key, item, future) in enumerate(entries):
-            exc = future.exception()
+            try:
+                exc = future.exception()
+            except CancelledError as cancelled:  # the call cancelled itself
+                exc = cancelled
             if exc is not None and not isinstance(exc, _PASS) \
                     and self._attempts.get(key, 0) < self.retries:
                 self._attempts[key] = self._attempts.get(key, 0) + 1
@@ -301,7 +306,7 @@ class Runner:
         if self.stage.kind == "sink":
             if r is not None and type(r) in _SIGNALS:
                 _ends_stage(r, "returned")
-        elif self.stage.is_async_generator:
+        elif self._agen:
             for y in r:
                 self._emit(y, out, "yielded")
         elif r is not None:
