@@ -21,11 +21,12 @@ $(RAY_STAMP): $(STAMP)
 # The second pass runs the process executor under spawn, where every worker is a
 # fresh interpreter and stages travel pickled: the tests of what that can change
 # (executors, failures, injected faults, error policies, loops, hygiene, the
-# explicit API, nesting, StopFlow, IO-bound stages), with serial cases deselected and fewer
-# hypothesis examples.
+# explicit API, nesting, StopFlow, IO-bound stages, resilience), with serial cases
+# deselected and fewer hypothesis examples.
 SPAWN_TESTS := tests/test_executors.py tests/test_failures.py tests/test_faults.py \
 	tests/test_policies.py tests/test_loop.py tests/test_hygiene.py tests/test_minipipe.py \
-	tests/test_stop_flow.py tests/test_nesting.py tests/test_io.py
+	tests/test_stop_flow.py tests/test_nesting.py tests/test_io.py \
+	tests/test_resilience.py
 
 test: $(RAY_STAMP)
 	$(PY) -m pytest
@@ -35,7 +36,7 @@ test: $(RAY_STAMP)
 # hypothesis examples, and 500 runs of each loop body shape on the process executor
 soak: $(RAY_STAMP)
 	FLOWDSL_SOAK=1 FLOWDSL_LOOP_RUNS=500 $(PY) -m pytest --timeout=3600 tests/test_machines.py \
-		tests/test_loop.py tests/test_properties.py tests/test_faults.py
+		tests/test_loop.py tests/test_properties.py tests/test_faults.py tests/test_resilience.py
 
 demo: $(STAMP)
 	$(PY) examples/quickstart.py

@@ -16,7 +16,16 @@ from ._report import RunReport, StageStats
 from ._sentinel import Sentinel
 from ._stages import Regulator, Sink, Source, Stage, Transform, sink, source, transform
 from ._stages import as_stage as _stages_as_stage
-from .errors import Failure, FlowError, FlowTimeout, GraphError, StageError, StopFlow, WorkerDied
+from .errors import (
+    Failure,
+    FlowError,
+    FlowTimeout,
+    GraphError,
+    StageError,
+    StageTimeout,
+    StopFlow,
+    WorkerDied,
+)
 from .executors import Executor, ProcessExecutor, RayExecutor, SerialExecutor, execute
 
 # The graph model (flows and stages) imports nothing above it; the layers above
@@ -47,6 +56,7 @@ __all__ = [
     "Stage",
     "StageError",
     "StageStats",
+    "StageTimeout",
     "StopFlow",
     "Stream",
     "Transform",

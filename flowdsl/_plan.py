@@ -86,6 +86,12 @@ class Plan:
         return sum(1 if n == DRIVER else self.nodes[n].workers
                    for n, _ in self.channels[channel].consumers)
 
+    def one_at_a_time(self, ch: int) -> bool:
+        """True when a reader of channel ``ch`` is supervised (timeout, restarts,
+        max_items_per_worker): its batches then hold one item each."""
+        return any(n != DRIVER and self.nodes[n].stage.supervised
+                   for n, _ in self.channels[ch].consumers)
+
     def calls_per_batch(self, ch: int) -> int:
         """How many items a batch on channel ``ch`` may hold whatever they cost:
         the calls its concurrent readers keep in flight at once (1 if none is)."""
@@ -187,7 +193,7 @@ def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
         spec.arity = _arity(spec, plan)
     _check_reachable(plan)
     for spec in list(specs):
-        if len(spec.inputs) > 1 and spec.workers > 1:
+        if len(spec.inputs) > 1 and (spec.workers > 1 or spec.stage.supervised):
             _lower_zip(plan, spec)
     return plan
 

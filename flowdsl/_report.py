@@ -14,7 +14,7 @@ COLUMNS: tuple[str, ...] = ("stage", "in", "out", "errors", "busy s", "busy %", 
 # The per-worker figures, in the order workers publish them (see executors/_worker.py).
 FIGURES = ("items_in", "items_out", "errors", "busy_seconds",
            "blocked_in_seconds", "blocked_out_seconds", "left_over", "dropped",
-           "in_flight", "max_in_flight")
+           "in_flight", "max_in_flight", "timeouts")
 
 
 @dataclass
@@ -41,6 +41,9 @@ class StageStats:
     dropped: int = 0  # items that arrived after it had stopped (nobody read it, a flag...)
     in_flight: int = 0  # a concurrent stage's calls in flight now (for progress)
     max_in_flight: int = 0  # ... and the most at once, per worker, summed over workers
+    timeouts: int = 0  # calls that ran longer than the stage's timeout
+    restarts: int = 0  # workers that died and were replaced
+    replaced: int = 0  # workers replaced after max_items_per_worker items
 
     def add(self, *figures: float) -> None:
         """Add one worker's figures, given in :data:`FIGURES` order."""
@@ -152,6 +155,10 @@ class RunReport:
         for s in self.stages.values():
             said = ([f"at most {s.max_in_flight} calls in flight"] if s.max_in_flight > 1
                     else []) \
+                + ([f"{s.timeouts} timed out"] if s.timeouts else []) \
+                + ([f"{s.restarts} worker(s) restarted"] if s.restarts else []) \
+                + ([f"{s.replaced} worker(s) replaced after max_items_per_worker"]
+                   if s.replaced else []) \
                 + ([f"{s.left_over} left over (never paired)"] if s.left_over else []) \
                 + ([f"{s.dropped} dropped (arrived after it stopped)"] if s.dropped else [])
             if said:
@@ -179,5 +186,7 @@ def _note(s: StageStats, seconds: float) -> str:
              f"busy {s.busy_seconds:.2f} s ({100 * s.busy_share(seconds):.0f}%)"]
     if s.blocked_in_seconds or s.blocked_out_seconds:
         lines.append(f"waits: in {s.blocked_in_seconds:.2f} s, out {s.blocked_out_seconds:.2f} s")
+    if s.timeouts or s.restarts or s.replaced:
+        lines.append(f"timeouts {s.timeouts}  restarts {s.restarts}  replaced {s.replaced}")
     return "\n".join(lines)
 

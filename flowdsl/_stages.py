@@ -64,6 +64,9 @@ class Stage(Composable):
         on_error: Any = "raise",
         retries: int = 0,
         concurrency: int | None = None,
+        timeout: float | None = None,
+        restarts: int = 0,
+        max_items_per_worker: int | None = None,
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -87,6 +90,9 @@ class Stage(Composable):
         self.on_error = _check_on_error(self.name, self.kind, on_error)
         self.retries = _check_retries(self.name, retries)
         self.concurrency: int = concurrency  # type: ignore[assignment]  # checked below
+        self.timeout = timeout
+        self.restarts = restarts
+        self.max_items_per_worker = max_items_per_worker
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
         self.term_flag: Any = None
@@ -96,6 +102,7 @@ class Stage(Composable):
         if self.kind == "source" and self.workers != 1:
             raise ValueError(f"source {self.name!r}: a source runs in exactly one worker")
         self.concurrency = _check_concurrency(self)
+        _check_resilience(self)
         if not isinstance(self.ordered, bool):
             raise ValueError(f"stage {self.name!r}: ordered must be True or False, "
                              f"got {self.ordered!r}")
@@ -119,6 +126,15 @@ class Stage(Composable):
     def is_generator(self) -> bool:
         """True when the callable is a generator function (a flat-map transform)."""
         return inspect.isgeneratorfunction(_unwrap(self.callable))
+
+    @property
+    def supervised(self) -> bool:
+        """True when a worker of this stage may be replaced during a run
+        (``timeout``, ``restarts`` or ``max_items_per_worker``): its items then
+        reach it one at a time, so a worker never holds more than the one item it
+        runs."""
+        return (self.timeout is not None or self.restarts > 0
+                or self.max_items_per_worker is not None)
 
     @property
     def is_async_generator(self) -> bool:
@@ -298,7 +314,8 @@ class Regulator(Transform):
 
 
 _OPTIONS = {"name", "workers", "buffer", "ordered", "ignore_exceptions", "init_kwargs",
-            "on_error", "retries", "concurrency"}
+            "on_error", "retries", "concurrency", "timeout", "restarts",
+            "max_items_per_worker"}
 
 
 class StageClass:
@@ -356,7 +373,9 @@ def source(obj: Any = None, *, name: str | None = None, workers: int = 1,
 
 def transform(obj: Any = None, *, name: str | None = None, workers: int = 1,
               buffer: int | None = None, ordered: bool = True, on_error: Any = "raise",
-              retries: int = 0, concurrency: int | None = None) -> Any:
+              retries: int = 0, concurrency: int | None = None,
+              timeout: float | None = None, restarts: int = 0,
+              max_items_per_worker: int | None = None) -> Any:
     """Make a transform: one item in, one result out (``None``: no output; a
     generator function emits everything it yields).  ``workers`` processes run it;
     with ``ordered`` (the default) outputs keep the input order; ``buffer`` bounds
@@ -370,20 +389,32 @@ def transform(obj: Any = None, *, name: str | None = None, workers: int = 1,
     An item whose call raises is tried again up to ``retries`` times, then
     ``on_error`` decides: ``"raise"`` stops the flow with a StageError,
     ``"skip"`` logs and counts it, a stage (a dead-letter sink) receives a
-    :class:`~flowdsl.Failure` for it."""
+    :class:`~flowdsl.Failure` for it.
+
+    Resilience: an item whose call runs longer than ``timeout`` seconds is
+    abandoned, its worker replaced, and the item fails with
+    :class:`~flowdsl.StageTimeout`; a worker that dies is replaced up to
+    ``restarts`` times, the item it ran failing; ``max_items_per_worker`` replaces
+    each worker after that many items.  Each goes through ``retries`` and
+    ``on_error`` like any other failure."""
     return _decorate(Transform, obj, {"name": name, "workers": workers, "buffer": buffer,
                                       "ordered": ordered, "on_error": on_error,
-                                      "retries": retries, "concurrency": concurrency})
+                                      "retries": retries, "concurrency": concurrency,
+                                      "timeout": timeout, "restarts": restarts,
+                                      "max_items_per_worker": max_items_per_worker})
 
 
 def sink(obj: Any = None, *, name: str | None = None, workers: int = 1,
          buffer: int | None = None, on_error: Any = "raise", retries: int = 0,
-         concurrency: int | None = None) -> Any:
-    """Make a sink: it consumes items; its return value is ignored.  ``on_error``,
-    ``retries`` and ``concurrency`` as for :func:`transform`."""
+         concurrency: int | None = None, timeout: float | None = None, restarts: int = 0,
+         max_items_per_worker: int | None = None) -> Any:
+    """Make a sink: it consumes items; its return value is ignored.  The other
+    options as for :func:`transform`."""
     return _decorate(Sink, obj, {"name": name, "workers": workers, "buffer": buffer,
                                  "on_error": on_error, "retries": retries,
-                                 "concurrency": concurrency})
+                                 "concurrency": concurrency, "timeout": timeout,
+                                 "restarts": restarts,
+                                 "max_items_per_worker": max_items_per_worker})
 
 
 def as_stage(obj: Any) -> Stage:
@@ -510,6 +541,36 @@ def _check_concurrency(stage: Stage) -> int:
                                  f"is not; make run async too (both run on the worker's "
                                  f"event loop)")
     return n
+
+
+def _check_resilience(stage: Stage) -> None:
+    """``timeout``, ``restarts`` and ``max_items_per_worker``, checked against
+    each other and against what the stage is."""
+    name, kind = stage.name, stage.kind
+    t = stage.timeout
+    if t is not None and (not isinstance(t, (int, float)) or isinstance(t, bool) or t <= 0):
+        raise GraphError(f"{kind} {name!r}: timeout must be a number of seconds > 0, "
+                         f"got {t!r}")
+    r = stage.restarts
+    if not isinstance(r, int) or isinstance(r, bool) or r < 0:
+        raise GraphError(f"{kind} {name!r}: restarts must be an integer >= 0, got {r!r}")
+    m = stage.max_items_per_worker
+    if m is not None and (not isinstance(m, int) or isinstance(m, bool) or m < 1):
+        raise GraphError(f"{kind} {name!r}: max_items_per_worker must be an integer >= 1, "
+                         f"got {m!r}")
+    if not stage.supervised:
+        return
+    if kind == "source":
+        raise GraphError(f"source {name!r}: a source's generator cannot be resumed in a new "
+                         f"process, so timeout, restarts and max_items_per_worker are for "
+                         f"transforms and sinks")
+    if stage.concurrency > 1 or stage.is_async:
+        raise GraphError(f"{kind} {name!r}: a concurrent stage has many calls in flight, "
+                         f"not one item in hand, so it cannot be given timeout, restarts or "
+                         f"max_items_per_worker yet")
+    if isinstance(stage, Regulator):
+        raise GraphError(f"Regulator {name!r}: its coroutine holds items between calls, "
+                         f"which a replaced worker would lose")
 
 
 def _check_retries(name: str, retries: Any) -> int:

@@ -60,6 +60,22 @@ class StageError(FlowError):
         return text
 
 
+class StageTimeout(StageError, TimeoutError):
+    """An item's call ran longer than its stage's ``timeout``: the call was
+    abandoned and its worker replaced (the serial executor, which cannot abandon
+    a call, fails the item once the call returns)."""
+
+
+class CallTimedOut(TimeoutError):
+    """What the error policy of a stage sees for an item whose call ran longer
+    than its ``timeout`` (``Failure.exception`` of a dead letter)."""
+
+
+class ItemKilledWorker(RuntimeError):
+    """What the error policy of a stage sees for an item whose worker died while
+    running it (``Failure.exception`` of a dead letter)."""
+
+
 class WorkerDied(FlowError):
     """A worker process vanished without reporting (killed, crashed, ``os._exit``)."""
 

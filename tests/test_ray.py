@@ -748,3 +748,9 @@ def test_io_bound_stages_keep_calls_in_flight_on_ray():
             assert 1 < server.peak <= 8
         stage = Transform(Fetch(server.url), concurrency=4)
         assert (numbers(20) >> stage).collect(executor="ray", timeout=30) == list(range(20))
+
+
+def test_restarts_and_max_items_per_worker_are_refused_on_ray():
+    stage = inc.options(restarts=1)
+    with pytest.raises(GraphError, match="'inc': restarts and max_items_per_worker"):
+        (numbers(3) >> stage).collect(executor="ray")

@@ -273,6 +273,26 @@ class Machine:
         """Items left over (a zip's, never paired) and dropped (after a stop)."""
         return self.leftover, self.dropped
 
+    def fail(self, port: int, item: Any, exc: BaseException) -> None:
+        """``item`` of input ``port`` failed outside a call: its worker died while
+        running it, or ran past the stage's timeout (a replacement worker is told)."""
+        if self.status is not RUNNING:
+            self._discard(port, 1)
+            return
+        before = self._lengths()
+        try:
+            self.runner.fail(item, exc, self.out)
+        except (StageDone, StopFlow) as exc2:
+            self._stopped_by(exc2)
+        finally:
+            self._made(before, (port,), 1)
+
+    @property
+    def tail(self) -> tuple[int, int, int, int, int]:
+        """The figures after the executor's timings, in FIGURES order: left over,
+        dropped, calls in flight, most calls in flight, timeouts."""
+        return (*self.losses, *self.call_figures, self.runner.timeouts)
+
     @property
     def call_figures(self) -> tuple[int, int]:
         """Calls in flight now, and at most (a concurrent stage's)."""

@@ -12,6 +12,7 @@ import copy
 import inspect
 import logging
 import pickle
+import time
 import traceback
 from collections.abc import Iterator
 from concurrent.futures import CancelledError
@@ -19,7 +20,7 @@ from typing import Any
 
 from .._sentinel import Sentinel, is_sentinel
 from .._stages import Regulator, Stage, callable_of, hook_of
-from ..errors import Failure, StageError, StopFlow
+from ..errors import CallTimedOut, Failure, StageError, StageTimeout, StopFlow
 from .calls import Calls, EventLoop
 
 __all__ = ["Cancelled", "Runner", "StageDone", "describe"]
@@ -102,6 +103,7 @@ class Runner:
         self.settled = 0  # calls finished and dealt with, since take_settled()
         self.unstarted = 0  # items of a batch never started (the stage stopped first)
         self._attempts: dict[int, int] = {}
+        self.timeouts = 0  # calls that ran longer than the stage's timeout
 
     # -- hooks -----------------------------------------------------------------------
     def open(self) -> None:
@@ -121,6 +123,8 @@ class Runner:
         self.call = callable_of(self.functor)
         self.generator = self.stage.is_generator  # looked up once, not per item
         self.fn = _bind(self.call, self.args, self.kwargs)
+        if self.stage.timeout is not None:
+            self.fn = self._timed(self.fn, self.stage.timeout)
         if isinstance(self.stage, Regulator):
             self._coroutine = self._new_coroutine()
 
@@ -327,6 +331,30 @@ class Runner:
         self._attempts.clear()
         return n
 
+    def _timed(self, f: Any, limit: float) -> Any:
+        """``f``, failing a call that returns after ``limit`` seconds (where the
+        executor cannot abandon it sooner: the serial one; a worker's watchdog
+        abandons it at the limit)."""
+        def timed(*items: Any) -> Any:
+            start = time.monotonic()
+            r = f(*items)
+            if time.monotonic() - start > limit:
+                raise self.timed_out()
+            return r
+
+        return timed
+
+    def timed_out(self) -> CallTimedOut:
+        """The error of a call that ran too long (counted)."""
+        self.timeouts += 1
+        return CallTimedOut(f"the call ran longer than timeout={self.stage.timeout} s")
+
+    def fail(self, item: Any, exc: BaseException, out: list[list[Any]]) -> None:
+        """``item`` failed outside a call (its worker died running it, or ran too
+        long): it goes through the error policy (skip, dead letters, or raise)."""
+        self.items_in += 1
+        self._settle_one(item, exc, None, out)
+
     def take_settled(self) -> int:
         n, self.settled = self.settled, 0
         return n
@@ -501,7 +529,8 @@ class Runner:
         where = f" in {hook}()" if hook in ("local_init", "local_term", "until") else ""
         text = _STOP_IN_HOOK.get(hook or "", _text(exc)) if isinstance(exc, StopFlow) \
             else _text(exc)
-        return StageError(
+        kind = StageTimeout if isinstance(exc, CallTimedOut) else StageError
+        return kind(
             self.name, None if item is None else _repr(item), self.worker,
             "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
             f"{type(exc).__name__}{where}: {text}",

@@ -200,7 +200,7 @@ class StageActor:
     def _meta(self, **extra: Any) -> dict[str, Any]:
         m = self.machine
         figures = (0, 0, 0) if m is None else m.figures
-        tail = (0, 0, 0, 0) if m is None else (*m.losses, *m.call_figures)
+        tail = (0, 0, 0, 0, 0) if m is None else m.tail
         busy = self.busy if m is None else m.busy(self.busy)
         meta = {"error": self.error, "figures": (*figures, busy, 0.0, 0.0, *tail),
                 "cost": self.cost,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import os
 import pickle
 from collections.abc import Iterator
 from typing import Any
@@ -186,6 +187,7 @@ class Notice(enum.IntEnum):
     ERROR = 2  # a stage failed (the payload: records.portable_error)
     DONE = 3  # the worker has finished: its exit is not a death
     INTERRUPT = 4  # the stage raised KeyboardInterrupt: the run ends as on Ctrl-C
+    RETIRED = 5  # the worker ran its max_items_per_worker: it is to be replaced
 
 
 class ControlPipe:
@@ -194,11 +196,20 @@ class ControlPipe:
     def __init__(self, ctx: Any) -> None:
         self.reader, self.writer = ctx.Pipe(duplex=False)
         self._wlock = ctx.Lock()
+        self._holder = ctx.RawValue("i", 0)  # the pid writing, if any
 
     def send(self, notice: Notice, node: int, worker: int, payload: Any = None) -> None:
         data = pickle.dumps((notice, node, worker, payload))
         with self._wlock:
+            self._holder.value = os.getpid()
             self.writer.send_bytes(data)
+            self._holder.value = 0
+
+    def release_for(self, pid: int) -> None:
+        """Worker ``pid`` died: if it held the pipe, let the others write again."""
+        if self._holder.value == pid:
+            self._holder.value = 0
+            self._wlock.release()
 
     def received(self) -> Iterator[tuple[Notice, int, int, Any]]:
         """The notices waiting, without blocking."""

@@ -23,13 +23,15 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+import dill
+
 from .._core.codec import EOS, Codec, encode, unsendable
 from .._core.machine import RUNNING, STOPPED, Machine
 from .._core.records import portable, portable_error, route_logging
 from .._core.runner import Cancelled
 from .._plan import NodeSpec
 from .._report import FIGURES
-from ..errors import StageError
+from ..errors import ItemKilledWorker, StageError
 from ._channel import TICK, Cancel, Channel, ControlPipe, Notice
 
 __all__ = ["LINGER", "Job", "Ordering", "worker_main"]
@@ -77,6 +79,12 @@ class Job:
     # under fork a worker inherits the other end too, and closes it
     lifeline: Any = None
     lifeline_writer: Any = None
+    # a supervised stage's (timeout, restarts, max_items_per_worker): the file that
+    # holds the item in hand, the start time of the call in progress (0: none) at
+    # ``slot`` of ``calls``, and why this worker replaces another (None: it does not)
+    journal: str | None = None
+    calls: Any = None
+    recover: str | None = None
 
 
 def worker_main(job: Job) -> None:
@@ -125,6 +133,12 @@ class _Worker:
         self.told_stop = False
         self.codec = Codec(job.shm_prefix, (node.id, job.worker), names=job.names,
                            where=f"stage {node.name!r}")
+        self.supervised = job.journal is not None
+        self.items_done = 0  # by this worker: it retires at max_items_per_worker
+        # a replacement goes on from the figures of the worker it replaces
+        k = len(FIGURES)
+        self.base = list(job.stats[job.slot * k:(job.slot + 1) * k]) \
+            if job.recover is not None and job.stats is not None else [0.0] * k
 
     # -- lifecycle -------------------------------------------------------------------
     def run(self) -> bool:
@@ -132,9 +146,12 @@ class _Worker:
         keep the process from exiting."""
         status, report = "ok", None
         m = self.machine
+        retired = False
         try:
             m.open()
             self._after()
+            if self.job.recover is not None:
+                self._recover()
             if m.status is RUNNING:
                 if self.node.kind == "source":
                     self._run_source()
@@ -147,6 +164,8 @@ class _Worker:
                 self._close_port(port)
             if not m.gate:  # a gate's inputs belong to its reader threads
                 self._drain_inputs()
+        except _Retire:  # max_items_per_worker: a fresh worker takes over the inputs
+            retired = True
         except Cancelled:
             status = "cancelled"
         except KeyboardInterrupt:  # raised by the stage: Ctrl-C, whoever raised it
@@ -181,7 +200,7 @@ class _Worker:
             with contextlib.suppress(Exception):
                 stream.flush()
         self._publish()
-        self._send(Notice.DONE)
+        self._send(Notice.RETIRED if retired else Notice.DONE)
         return bool(strays)
 
     def _after(self) -> None:
@@ -220,8 +239,8 @@ class _Worker:
             return
         base = self.job.slot * len(FIGURES)
         m = self.machine
-        stats[base:base + len(FIGURES)] = [*m.figures, m.busy(self.busy), self.blocked_in,
-                                           self.blocked_out, *m.losses, *m.call_figures]
+        mine = [*m.figures, m.busy(self.busy), self.blocked_in, self.blocked_out, *m.tail]
+        stats[base:base + len(FIGURES)] = [a + b for a, b in zip(self.base, mine, strict=True)]
         self.published = time.perf_counter()
 
     def _send(self, notice: Notice, payload: Any = None) -> None:
@@ -398,6 +417,9 @@ class _Worker:
             self._after()
 
     def _process(self, port: int, batch: list[Any], seq: int | None) -> None:
+        if self.supervised:
+            self._process_supervised(port, batch, seq)
+            return
         i, n = 0, len(batch)
         m, cancel = self.machine, self.job.cancel
         while i < n:
@@ -425,6 +447,65 @@ class _Worker:
             self._emit_in_turn(seq)
         if time.perf_counter() - self.published > PUBLISH:
             self._publish()
+
+    # -- supervised stages -------------------------------------------------------------
+    def _process_supervised(self, port: int, batch: list[Any], seq: int | None,
+                            attempts: int = 0) -> None:
+        """One item at a time, each written to the journal before its call and
+        its outputs sent after it: a worker that dies or is stopped mid-call has
+        that one item in hand, which its replacement finds in the journal."""
+        m, job = self.machine, self.job
+        for i, x in enumerate(batch):
+            job.cancel.check()
+            if m.status is not RUNNING:
+                m.feed(port, batch[i:])  # dropped, and counted as such
+                self._after()
+                break
+            _write_journal(job.journal, (port, x, seq, attempts))
+            t = time.perf_counter()
+            job.calls[job.slot] = time.monotonic()
+            try:
+                m.feed(port, [x])
+            finally:
+                job.calls[job.slot] = 0.0
+            self.busy += time.perf_counter() - t
+            self._after()
+            if seq is None:
+                self._flush_all()
+            self.items_done += 1
+            attempts = 0
+        if seq is not None:
+            self._emit_in_turn(seq)
+        _write_journal(job.journal, None)
+        self._publish()
+        limit = self.node.stage.max_items_per_worker
+        if limit is not None and self.items_done >= limit and m.status is RUNNING:
+            raise _Retire
+
+    def _recover(self) -> None:
+        """Replacing a worker: the item it had in hand fails through the error
+        policy (or is tried again, while retries are left)."""
+        held = _read_journal(self.job.journal)
+        if held is None:
+            return
+        port, x, seq, attempts = held
+        reason = self.job.recover or ""
+        m = self.machine
+        if reason == "timeout":
+            exc: BaseException = m.runner.timed_out()
+        else:
+            exc = ItemKilledWorker(f"its worker died while running it ({reason})")
+        if attempts < self.node.stage.retries:
+            self._process_supervised(port, [x], seq, attempts + 1)
+            return
+        m.fail(port, x, exc)
+        self._after()
+        if seq is None:
+            self._flush_all()
+        else:
+            self._emit_in_turn(seq)
+        _write_journal(self.job.journal, None)
+        self._publish()
 
     def _emit_in_turn(self, seq: int) -> None:
         ordering = self.job.ordering
@@ -614,3 +695,31 @@ class _ForwardHandler(logging.Handler):
 def _forward_logging(job: Job) -> None:
     route_logging(_ForwardHandler(job.control, job.node.id, job.worker), job.log_levels)
     os.environ.setdefault("FLOWDSL_WORKER", f"{job.node.name}:{job.worker}")
+
+
+class _Retire(Exception):
+    """A supervised worker has run its max_items_per_worker: it hands over."""
+
+
+def _write_journal(path: str | None, held: Any) -> None:
+    """Note the item in hand (None: none), atomically, for a replacement."""
+    if path is None:
+        return
+    if held is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(dill.dumps(held))
+    os.replace(tmp, path)
+
+
+def _read_journal(path: str | None) -> Any:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return dill.loads(f.read())
+    except FileNotFoundError:
+        return None

@@ -18,7 +18,9 @@ import contextlib
 import io
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import weakref
@@ -45,6 +47,7 @@ __all__ = ["ProcessExecutor"]
 
 log = logging.getLogger("flowdsl")
 START_METHODS = ("fork", "spawn", "forkserver")
+TIMEOUT_TICK = 0.05  # seconds between looks at the calls of stages with a timeout
 
 
 class ProcessExecutor(Executor):
@@ -98,6 +101,7 @@ class _ProcessExecution(Execution):
         self.error: BaseException | None = None
         self.done: set[tuple[int, int]] = set()
         self.procs: dict[Any, tuple[int, int, Any]] = {}  # sentinel -> (node, worker, proc)
+        self.alive: dict[Any, tuple[int, int, Any]] = {}  # those not reaped yet
         self.shared: list[Any] = []
         # segments are named after the run, so teardown can sweep what is left
         self.shm_prefix = (_shm.new_prefix() if executor.shared_memory and _shm.available()
@@ -118,10 +122,20 @@ class _ProcessExecution(Execution):
             (n, w) for n in plan.nodes for w in range(n.workers))}
         self.figures = self.ctx.RawArray("d", len(self.slots) * len(FIGURES))
         self.stop = self.ctx.Event()  # set on StopFlow: sources end, the flow drains
+        # supervised stages: the start time of each worker's call in progress, the
+        # directory of their journals, and what was replaced
+        self.calls = self.ctx.RawArray("d", len(self.slots))
+        self.journals = tempfile.mkdtemp(prefix=f"flowdsl_journal_{os.getpid()}_",
+                                         dir="/dev/shm" if os.path.isdir("/dev/shm") else None) \
+            if any(n.stage.supervised for n in plan.nodes) else None
+        self.restarted = [0] * len(plan.nodes)  # workers replaced after dying
+        self.replaced = [0] * len(plan.nodes)  # workers replaced after max items
+        self.timed_out: set[tuple[int, int]] = set()
+        self.retired: set[tuple[int, int]] = set()
         self.channels = [
             Channel(self.ctx, c.name, c.buffer, plan.producer_workers(c.id),
-                    plan.consumer_workers(c.id), MAX_BATCH, self.cancel,
-                    min_batch=plan.calls_per_batch(c.id))
+                    plan.consumer_workers(c.id), 1 if plan.one_at_a_time(c.id) else MAX_BATCH,
+                    self.cancel, min_batch=plan.calls_per_batch(c.id))
             for c in plan.channels]
         if plan.result is not None:  # the driver only unpickles: a cheap consumer
             self.channels[plan.result].cost.value = 0.0
@@ -145,12 +159,12 @@ class _ProcessExecution(Execution):
             raise
 
     def _start_workers(self) -> None:
-        levels = {"": logging.getLogger().getEffectiveLevel(),
-                  "flowdsl": log.getEffectiveLevel()}
-        counters = {n.id: self.ctx.Value("q", 0) for n in self.plan.nodes if n.loop}
-        loops = {n.id: loop_weights(self.plan, n) for n in self.plan.nodes}
-        names = tuple(n.name for n in self.plan.nodes)
-        self.shared.append(counters)
+        self.levels = {"": logging.getLogger().getEffectiveLevel(),
+                       "flowdsl": log.getEffectiveLevel()}
+        self.counters = {n.id: self.ctx.Value("q", 0) for n in self.plan.nodes if n.loop}
+        self.loops = {n.id: loop_weights(self.plan, n) for n in self.plan.nodes}
+        self.orderings: dict[int, Ordering | None] = {}
+        self.shared.append(self.counters)
         for node in self.plan.nodes:
             ordering = None
             if node.workers > 1 and node.stage.ordered and node.kind != "sink":
@@ -159,32 +173,46 @@ class _ProcessExecution(Execution):
                                     self.ctx.Value("q", 0, lock=False))
                 # keep it alive: a spawned child opens its semaphores after start()
                 self.shared.append(ordering)
+            self.orderings[node.id] = ordering
             for w in range(node.workers):
-                job = Job(node, w, [self.channels[c] for c in node.inputs],
-                          [[self.channels[c] for c in port] for port in node.outputs],
-                          self.control, self.cancel, ordering, levels, loops[node.id],
-                          {g: (counters[g], None if g == node.id
-                               else self.channels[_feedback(self.plan, g)])
-                           for g, _, _ in loops[node.id]},
-                          self.stop, self.shm_prefix, self.figures, self.slots[node.id, w],
-                          names, self.lifeline[0], self.lifeline[1] if self.inherit else None)
-                proc = self.ctx.Process(target=worker_main, args=(job,),
-                                        name=f"flowdsl:{node.name}:{w}")
-                with _recursive_pickling(not self.inherit):
-                    proc.start()
-                self.procs[proc.sentinel] = (node.id, w, proc)
+                self._start_worker(node, w)
+
+    def _start_worker(self, node: Any, w: int, recover: str | None = None) -> None:
+        """Start worker ``w`` of ``node``; ``recover`` says why it replaces one."""
+        slot = self.slots[node.id, w]
+        job = Job(node, w, [self.channels[c] for c in node.inputs],
+                  [[self.channels[c] for c in port] for port in node.outputs],
+                  self.control, self.cancel, self.orderings[node.id], self.levels,
+                  self.loops[node.id],
+                  {g: (self.counters[g], None if g == node.id
+                       else self.channels[_feedback(self.plan, g)])
+                   for g, _, _ in self.loops[node.id]},
+                  self.stop, self.shm_prefix, self.figures, slot,
+                  tuple(n.name for n in self.plan.nodes), self.lifeline[0],
+                  self.lifeline[1] if self.inherit else None,
+                  journal=(os.path.join(self.journals, f"{slot}") if node.stage.supervised
+                           and self.journals is not None else None),
+                  calls=self.calls, recover=recover)
+        proc = self.ctx.Process(target=worker_main, args=(job,), name=f"flowdsl:{node.name}:{w}")
+        with _recursive_pickling(not self.inherit):
+            proc.start()
+        self.procs[proc.sentinel] = (node.id, w, proc)
+        self.alive[proc.sentinel] = (node.id, w, proc)
 
     # -- supervision -----------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
         result = None if self.plan.result is None else self.channels[self.plan.result]
-        alive = dict(self.procs)
+        alive = self.alive
         while alive or result is not None:
             waitables = [self.control.reader, *alive]
             if result is not None:
                 waitables.append(result.reader)
-            ready = wait(waitables, self._remaining())
+            remaining = self._remaining()
+            ready = wait(waitables, _sooner(remaining, self._watch()))
             if not ready:
-                raise FlowTimeout(f"the flow did not finish within {self.timeout} s")
+                if remaining is not None and self._remaining() == 0:
+                    raise FlowTimeout(f"the flow did not finish within {self.timeout} s")
+                continue
             if self.control.reader in ready:
                 self._read_control()
             if result is not None and result.reader in ready:
@@ -198,6 +226,28 @@ class _ProcessExecution(Execution):
                     del alive[sentinel]
                     self._reap(sentinel)
 
+    def _watch(self) -> float | None:
+        """Stop the workers whose call has run past their stage's timeout (the
+        replacement fails the item); seconds until the next may, or None."""
+        soonest = None
+        now = time.monotonic()
+        for _, (node_id, w, proc) in list(self.alive.items()):
+            limit = self.plan.nodes[node_id].stage.timeout
+            started = self.calls[self.slots[node_id, w]] if limit is not None else 0.0
+            if limit is None or not started or (node_id, w) in self.timed_out:
+                continue
+            left = started + limit - now
+            if left <= 0 and self.calls[self.slots[node_id, w]] == started:  # still that call
+                self.timed_out.add((node_id, w))
+                for pid in [proc.pid, *_descendants(proc.pid)]:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
+            else:
+                soonest = left if soonest is None else min(soonest, left)
+        if any(self.plan.nodes[n].stage.timeout is not None for n, _, _ in self.alive.values()):
+            soonest = min(soonest or TIMEOUT_TICK, TIMEOUT_TICK)  # a call may start meanwhile
+        return soonest
+
     def _remaining(self) -> float | None:
         if self.deadline is None:
             return None
@@ -209,6 +259,8 @@ class _ProcessExecution(Execution):
                 logging.getLogger(payload.name).handle(payload)
             elif notice is Notice.DONE:
                 self.done.add((node_id, worker))
+            elif notice is Notice.RETIRED:
+                self.retired.add((node_id, worker))
             elif notice is Notice.STOP:
                 self.report.stopped = True
                 self.stop.set()
@@ -222,15 +274,50 @@ class _ProcessExecution(Execution):
         node_id, worker, proc = self.procs[sentinel]
         proc.join()
         self._read_control()  # a worker reports before it exits
-        if (node_id, worker) not in self.done:
-            raise WorkerDied(self.plan.nodes[node_id].name, worker, proc.exitcode)
+        key = (node_id, worker)
+        node = self.plan.nodes[node_id]
+        if key in self.retired:  # max_items_per_worker: a fresh one takes over
+            self.retired.discard(key)
+            self.replaced[node_id] += 1
+            self._replace(sentinel, node, worker, "retired")
+            return
+        if key in self.done:
+            return
+        timed_out = key in self.timed_out
+        self.timed_out.discard(key)
+        in_call = self.calls[self.slots[key]] > 0
+        # A worker that died inside its stage's code had one item in hand, which
+        # its journal holds; one that died elsewhere (moving items) may have
+        # left a channel half written: that is no death to recover from.
+        if node.stage.supervised and (timed_out or (
+                in_call and self.restarted[node_id] < node.stage.restarts)):
+            if not timed_out:
+                self.restarted[node_id] += 1
+            self.calls[self.slots[key]] = 0.0
+            self.control.release_for(proc.pid)
+            self._replace(sentinel, node, worker,
+                          "timeout" if timed_out else f"exit code {proc.exitcode}")
+            return
+        raise WorkerDied(node.name, worker, proc.exitcode)
+
+    def _replace(self, sentinel: Any, node: Any, worker: int, reason: str) -> None:
+        _, _, proc = self.procs.pop(sentinel)
+        proc.close()
+        log.info("worker %d replaced (%s)", worker, reason,
+                 extra={"stage": node.name, "worker": worker})
+        self._start_worker(node, worker, recover=reason)
 
     def stats(self) -> dict[str, StageStats]:
         if self.finished:  # the report holds them: no need for the shared array
             return self.report.stages
         figures, k = self.figures[:], len(FIGURES)
-        return stage_figures(self.plan, ((node_id, figures[slot * k:(slot + 1) * k])
-                                         for (node_id, _), slot in self.slots.items()))
+        stages = stage_figures(self.plan, ((node_id, figures[slot * k:(slot + 1) * k])
+                                           for (node_id, _), slot in self.slots.items()))
+        for node in self.plan.nodes:
+            if not node.hidden:
+                s = stages[node.name]
+                s.restarts, s.replaced = self.restarted[node.id], self.replaced[node.id]
+        return stages
 
     def queue_fill(self) -> dict[str, float]:
         fill: dict[str, float] = {}
@@ -265,6 +352,8 @@ class _ProcessExecution(Execution):
                 self.codec.close()
             if self.shm_prefix is not None:  # unread messages, killed workers
                 _shm.sweep(self.shm_prefix)
+            if self.journals is not None:
+                shutil.rmtree(self.journals, ignore_errors=True)
             self.report.stages = self.stats()
             self.finished = True
             self._finish_report()
@@ -349,6 +438,10 @@ def _sweep_orphans_once() -> None:
     if not _swept:
         _swept = True
         _shm.sweep_orphans()
+
+
+def _sooner(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _feedback(plan: Plan, gate: int) -> int:

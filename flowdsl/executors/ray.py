@@ -109,6 +109,13 @@ class RayExecutor(Executor):
 
     def start(self, plan: Plan, *, timeout: float | None = None) -> Execution:
         check_supported(plan)
+        for node in plan.nodes:
+            if node.stage.restarts or node.stage.max_items_per_worker is not None:
+                raise GraphError(
+                    f"stage {node.name!r}: restarts and max_items_per_worker are not "
+                    f"supported on the ray executor yet (timeout is: a call fails once it "
+                    f"returns late); RayExecutor(restarts={{{node.name!r}: N}}) restarts "
+                    f"the actors of a stateless stage, or use the 'process' executor")
         for option, names in (("stage_options", self.stage_options),
                               ("restarts", self.restarts)):
             unknown = set(names) - {n.name for n in plan.nodes}

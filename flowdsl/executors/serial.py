@@ -93,6 +93,8 @@ class _SerialExecution(Execution):
         self.order = {n.id: Reorder() for n in plan.nodes
                       if workers[n.id] > 1 and n.stage.ordered and n.kind != "sink"}
         self.tickets: dict[tuple[int, int, int], deque[int]] = {}
+        self.retired: list[tuple[int, tuple[float, ...]]] = []  # replaced machines' figures
+        self.replaced = [0] * len(plan.nodes)
 
     # -- the run ---------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
@@ -180,12 +182,30 @@ class _SerialExecution(Execution):
             self.stopping = self.report.stopped = True
         if m.status is not RUNNING:
             m.close()  # local_term as soon as the stage has ended
+        elif method == m.feed:
+            self._maybe_replace(m)
         if m.gate:
             changed.append(nid)
         for gate in changed:
             g = self.machines[gate][0]
             if g is not m or method != g.idle:
                 self._event(g, g.idle, self.in_flight[gate])
+
+    def _maybe_replace(self, m: Machine) -> None:
+        """A stage with ``max_items_per_worker`` gets a fresh machine (local_term,
+        then local_init again) once its machine has taken that many items."""
+        limit = m.node.stage.max_items_per_worker
+        if limit is None or m.runner.items_in < limit:
+            return
+        nid = m.node.id
+        m.close()
+        self.retired.append((nid, (*m.figures, m.busy(self.busy[nid][m.worker]), 0.0, 0.0,
+                                   *m.tail)))
+        self.busy[nid][m.worker] = 0.0
+        fresh = Machine(m.node, m.worker, loops=m.loops, copy_functor=True)
+        self.machines[nid][m.worker] = fresh
+        self.replaced[nid] += 1
+        self._event(fresh, fresh.open)
 
     # -- transport ---------------------------------------------------------------------
     def _send(self, nid: int, out: list[list[Any]]) -> None:
@@ -239,10 +259,13 @@ class _SerialExecution(Execution):
 
     # -- figures and teardown ------------------------------------------------------------
     def stats(self) -> dict[str, StageStats]:
-        return stage_figures(self.plan, (
-            (node.id, (*m.figures, m.busy(self.busy[node.id][m.worker]), 0.0, 0.0, *m.losses,
-                       *m.call_figures))
-            for node, ms in zip(self.plan.nodes, self.machines, strict=True) for m in ms))
+        stages = stage_figures(self.plan, [*self.retired, *(
+            (node.id, (*m.figures, m.busy(self.busy[node.id][m.worker]), 0.0, 0.0, *m.tail))
+            for node, ms in zip(self.plan.nodes, self.machines, strict=True) for m in ms)])
+        for node in self.plan.nodes:
+            if self.replaced[node.id] and not node.hidden:
+                stages[node.name].replaced = self.replaced[node.id]
+        return stages
 
     def _check_deadline(self) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:
