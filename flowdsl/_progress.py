@@ -57,6 +57,10 @@ class _Row:
             parts.append(f"errors {s.errors:,}")
         if s.max_in_flight:  # a concurrent stage
             parts.append(f"in flight {s.in_flight:,}")
+        for count, what in ((s.timeouts, "timeouts"), (s.restarts, "restarts"),
+                            (s.replaced, "replaced")):
+            if count:
+                parts.append(f"{what} {count:,}")
         if self.fill is not None:
             parts.append(f"queue {self.fill:.0%}")
         return ", ".join(parts)

@@ -302,3 +302,10 @@ def test_a_concurrent_stage_shows_its_calls_in_flight():
     assert "<th>in flight</th>" in page and "<td>10</td>" in page
     plain = _Row(StageStats("sq", "transform", items_in=4), 1.0, None)
     assert "in flight" not in plain.summary()
+
+
+def test_a_supervised_stage_shows_its_timeouts_and_replaced_workers():
+    row = _Row(StageStats("parse", "transform", items_in=9, items_out=7, errors=2, timeouts=1,
+                          restarts=1, replaced=3), 10.0, None)
+    assert row.summary() == ("       10 items/s, in 9, out 7, errors 2, timeouts 1, restarts 1, "
+                             "replaced 3")
