@@ -235,6 +235,10 @@ def evaluate_targets(outcomes: list[Any]) -> list[dict[str, Any]]:
     for peer in ("pypeln task", "mpire threading"):
         target(f"W7 async vs {peer}", "faster (> 1x)",
                ratio(w7, med("W7", peer, "requests_per_s")), lambda v: v > 1, "{:.2f}x")
+    dead, calm = med("W8", "flowdsl 20 deaths", "flow_s"), med("W8", "flowdsl supervised", "flow_s")
+    target("W8 cost of one restart (fork)", "< 1 s",
+           None if dead is None or calm is None else (dead - calm) / 20, lambda v: v < 1,
+           "{:.3f} s")
     w7t = med("W7", "flowdsl threads", "requests_per_s")
     target("W7 threads vs ThreadPoolExecutor", "≤ 1.2x its time",
            ratio(med("W7", "ThreadPoolExecutor", "requests_per_s"), w7t), lambda v: v <= 1.2,
@@ -437,11 +441,12 @@ def _point(o: Any, metric: Any) -> Any:
 
 LOG_SCALE = {"W1", "W3", "W5"}
 UNITS = {"W1": "M items/s (log)", "W2": "items/s", "W3": "MB/s (log)", "W4": "seconds",
-         "W5": "ms (log)", "W6": "peak RSS, MB", "W7": "requests/s"}
+         "W5": "ms (log)", "W6": "peak RSS, MB", "W7": "requests/s",
+         "W8": "seconds"}
 TARGET_LINES = {"W1": (1.5, "target ≥ 1.5"), "W3": (3000, "target ≥ 3000"),
                 "W4": (0.15, "target ≤ 0.15"), "W5": (5.0, "target p99 ≤ 5")}
 BETTER = {"W1": "higher", "W2": "higher", "W3": "higher", "W4": "lower", "W5": "lower",
-          "W6": "lower", "W7": "higher"}
+          "W6": "lower", "W7": "higher", "W8": "lower"}
 
 
 def chart(outcomes: list[Any], workloads: list[Any], path: Path, machine: dict[str, Any]) -> None:

@@ -75,6 +75,8 @@ WORKLOADS = [
              [Metric("peak_mb", "peak RSS MB", 1, "{:.0f}", False)]),
     Workload("W7", "w7_io_bound", "IO-bound: 2,000 requests of 20 ms, 64 in flight, then a "
              "parse", [Metric("requests_per_s", "requests/s", 1, "{:.0f}")]),
+    Workload("W8", "w8_restarts", "resilience: 1,000 items, a worker dying on 20 of them",
+             [Metric("flow_s", "flow s", 1, "{:.3f}", False)]),
 ]
 
 
