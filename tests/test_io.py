@@ -200,7 +200,7 @@ def test_stop_flow_from_a_coroutine_ends_the_flow_cleanly(executor):
 
     report = (numbers(10**6) >> until_five).run(executor=executor)
     assert report.stopped
-    assert report["until_five"].items_out >= 5 if executor == "serial" else True
+    assert report["until_five"].items_out >= 5  # settled in order: 0 to 4 came first
 
 
 def test_the_report_shows_how_many_calls_were_in_flight(http):
