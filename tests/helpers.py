@@ -1,8 +1,9 @@
 """Stages shared by the tests (module level, so spawn can import them)."""
 
 import os
+import time
 
-from flowdsl import sink, source, transform
+from flowdsl import Failure, Transform, sink, source, transform
 
 
 @source
@@ -245,3 +246,63 @@ class Get:
 
     def local_term(self):
         _note(self.path, "local_term")
+
+
+# -- faults for the resilience tests ---------------------------------------------------
+
+class Marked:
+    """Notes each local_init and each item (with the worker's pid) in files
+    under ``root``; ``hang``, ``die`` and ``once`` pick what item 5 does."""
+
+    def __init__(self, root, hang=(), die=(), once=False, seconds=30.0):
+        self.root, self.hang, self.die, self.once, self.seconds = root, hang, die, once, seconds
+
+    def local_init(self):
+        with open(os.path.join(self.root, "inits"), "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+    def run(self, x):
+        if x in self.hang or x in self.die:
+            first = self._first(x)
+            if first or not self.once:
+                if x in self.die:
+                    os._exit(7)
+                time.sleep(self.seconds)
+        with open(os.path.join(self.root, "items"), "a") as f:
+            f.write(f"{x} {os.getpid()}\n")
+        return x
+
+    def _first(self, x):
+        path = os.path.join(self.root, f"seen-{x}")
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL))
+            return True
+        except FileExistsError:
+            return False
+
+
+def inits(root):
+    return (root / "inits").read_text().split()
+
+
+def items(root):
+    path = root / "items"
+    return [int(line.split()[0]) for line in path.read_text().splitlines()] \
+        if path.exists() else []
+
+
+def marked(tmp_path, **options):
+    settings = {k: options.pop(k) for k in ("hang", "die", "once", "seconds") if k in options}
+    return Transform(Marked(str(tmp_path), **settings), **options)
+
+
+def letters_to(path):
+    """A dead-letter sink that notes what it receives in ``path`` (it runs in a
+    worker process)."""
+    @sink
+    def dead(failure):
+        assert isinstance(failure, Failure)
+        with open(path, "a") as f:
+            f.write(f"{failure.item} {type(failure.exception).__name__}\n")
+
+    return dead

@@ -32,8 +32,12 @@ from helpers import (
     identity,
     ignore,
     inc,
+    inits,
     interrupts,
+    items,
+    letters_to,
     listed,
+    marked,
     numbers,
     open_closure,
     raises_bad_str,
@@ -49,6 +53,7 @@ from flowdsl import (
     RayExecutor,
     Regulator,
     StageError,
+    StageTimeout,
     StopFlow,
     Transform,
     WorkerDied,
@@ -750,7 +755,74 @@ def test_io_bound_stages_keep_calls_in_flight_on_ray():
         assert (numbers(20) >> stage).collect(executor="ray", timeout=30) == list(range(20))
 
 
-def test_restarts_and_max_items_per_worker_are_refused_on_ray():
-    stage = inc.options(restarts=1)
-    with pytest.raises(GraphError, match="'inc': restarts and max_items_per_worker"):
-        (numbers(3) >> stage).collect(executor="ray")
+# -- resilience: the stage options mean what they mean on the process executor -----------
+
+def test_a_timed_out_item_is_skipped_and_its_actor_replaced(tmp_path):
+    stage = marked(tmp_path, hang={5}, timeout=0.5, on_error="skip")
+    start = time.monotonic()
+    report = (numbers(12) >> stage).run(executor="ray", timeout=30)
+    assert time.monotonic() - start < 0.5 + 10  # actor start-ups included
+    assert items(tmp_path) == [x for x in range(12) if x != 5]
+    assert len(inits(tmp_path)) == 2  # a fresh actor after the timeout, local_init again
+    stats = report["Marked"]
+    assert (stats.timeouts, stats.restarts, stats.errors) == (1, 0, 1)
+    assert stats.items_in == 12 and stats.items_out == 11
+
+
+def test_a_timeout_raises_stage_timeout_by_default(tmp_path):
+    with pytest.raises(StageTimeout) as info:
+        (numbers(10) >> marked(tmp_path, hang={5}, timeout=0.5)).collect(executor="ray",
+                                                                          timeout=30)
+    assert (info.value.stage, info.value.item) == ("Marked", "5")
+
+
+@pytest.mark.parametrize("workers, ordered", [(1, True), (2, True), (2, False)])
+def test_an_actor_that_dies_is_replaced_and_only_its_item_fails(tmp_path, workers, ordered):
+    stage = marked(tmp_path, die={5, 13}, restarts=3, on_error="skip", workers=workers,
+                   ordered=ordered)
+    with execute(numbers(20) >> stage, executor="ray", timeout=60) as run:
+        got = list(run)
+    expected = [x for x in range(20) if x not in (5, 13)]
+    assert got == expected if ordered else sorted(got) == expected
+    assert sorted(items(tmp_path)) == expected  # each processed exactly once
+    assert len(inits(tmp_path)) == workers + 2  # the two replacements ran local_init
+    assert run.report["Marked"].restarts == 2 and run.report["Marked"].errors == 2
+
+
+def test_dead_letters_get_the_items_that_killed_or_outlasted_their_actor(tmp_path):
+    letters = tmp_path / "letters"
+    # (a timeout longer than Ray takes to report a death, about 1.5 s here)
+    stage = marked(tmp_path, die={3}, hang={6}, timeout=4.0, restarts=1,
+                   on_error=letters_to(str(letters)))
+    (numbers(8) >> stage >> ignore).run(executor="ray", timeout=60)
+    assert items(tmp_path) == [0, 1, 2, 4, 5, 7]
+    assert letters.read_text().splitlines() == ["3 ItemKilledWorker", "6 CallTimedOut"]
+
+
+def test_a_fault_that_fires_once_loses_nothing_with_a_retry(tmp_path):
+    stage = marked(tmp_path, die={4}, hang={9}, once=True, timeout=4.0, restarts=1,
+                   retries=1)
+    assert (numbers(12) >> stage).collect(executor="ray", timeout=60) == list(range(12))
+
+
+def test_when_restarts_run_out_the_ray_run_fails_with_worker_died(tmp_path):
+    with pytest.raises(WorkerDied, match="'Marked'"):
+        (numbers(10) >> marked(tmp_path, die={1, 2}, restarts=1, on_error="skip")).collect(
+            executor="ray", timeout=60)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_actor_is_replaced_after_max_items_without_loss_or_reordering(tmp_path, workers):
+    stage = marked(tmp_path, max_items_per_worker=10, workers=workers)
+    with execute(numbers(60) >> stage, executor="ray", timeout=60) as run:
+        assert list(run) == list(range(60))
+    assert run.report["Marked"].replaced >= 60 // 10 - workers
+    pids = {line.split()[1] for line in (tmp_path / "items").read_text().splitlines()}
+    assert len(pids) >= 6
+    assert len(inits(tmp_path)) == workers + run.report["Marked"].replaced
+
+
+def test_stage_restarts_and_executor_restarts_do_not_mix():
+    with pytest.raises(GraphError, match="'inc' has timeout, restarts or max_items"):
+        (numbers(3) >> inc.options(restarts=1)).collect(
+            executor=RayExecutor(restarts={"inc": 1}))

@@ -39,7 +39,7 @@ from . import shm as _shm
 from .runner import describe
 
 __all__ = ["DRIVER", "EOS", "Codec", "Undecodable", "decode", "encode", "find_unpicklable",
-           "undecodable", "unsendable"]
+           "split", "undecodable", "unsendable"]
 
 log = logging.getLogger("flowdsl")
 
@@ -89,6 +89,14 @@ def decode(data: bytes, receiver: _shm.Receiver | None = None) -> list[Any]:
         return _load(data[:1], memoryview(data)[HEAD:], None)
     except Exception as exc:
         raise Undecodable(_ORIGIN.unpack_from(data, 1), exc) from exc
+
+
+def split(data: bytes) -> list[bytes]:
+    """Message ``data`` as one message per item, each from the same writer: for
+    a stage that takes its items one at a time (``timeout``, ``restarts``) where
+    the transport cannot split batches on the way (Ray's object store)."""
+    origin = _ORIGIN.unpack_from(data, 1)
+    return [encode([x], origin) for x in decode(data)]
 
 
 def undecodable(exc: Undecodable, names: Sequence[str], where: str) -> StageError:

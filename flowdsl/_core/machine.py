@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .._plan import DRIVER, NodeSpec, Plan
-from ..errors import StopFlow
+from ..errors import ItemKilledWorker, StopFlow
 from .runner import Runner, StageDone
 
 __all__ = ["Machine", "Status", "loop_weights"]
@@ -286,6 +286,26 @@ class Machine:
             self._stopped_by(exc2)
         finally:
             self._made(before, (port,), 1)
+
+    def recover(self, port: int, item: Any, attempts: int, reason: str) -> bool:
+        """The item a replaced worker had in hand (``attempts`` made of it) when
+        it died or ran past the stage's timeout (``reason`` "timeout"): True when
+        retries are left, and the executor runs it again in the new worker;
+        otherwise it fails here, through the error policy."""
+        exc: BaseException = self.runner.timed_out() if reason == "timeout" else \
+            ItemKilledWorker(f"its worker died while running it ({reason})")
+        if attempts < self.node.stage.retries:
+            return True
+        self.fail(port, item, exc)
+        return False
+
+    @property
+    def spent(self) -> bool:
+        """True when a stage with ``max_items_per_worker`` has taken that many
+        items in this worker, which is then replaced (``local_term``, and a fresh
+        worker's ``local_init``)."""
+        limit = self.node.stage.max_items_per_worker
+        return limit is not None and self.status is RUNNING and self.runner.items_in >= limit
 
     @property
     def tail(self) -> tuple[int, int, int, int, int]:

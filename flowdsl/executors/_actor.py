@@ -57,11 +57,15 @@ class StageActor:
         self.item_bytes = 0.0  # serialised size of an output item, last measured
         self.restarted = False  # a new life after a death: opened by its first call
         self.termed = False  # local_term has run
+        self.life = os.urandom(6).hex()  # tells this life from one Ray restarted
         self._capture_logging()
 
     # -- calls from the driver: one event of the machine each -------------------------
     def open(self) -> Any:
-        """Unpickle the stage and run ``local_init`` (a gate lets its seed in)."""
+        """Unpickle the stage and run ``local_init`` (a gate lets its seed in);
+        an actor whose stage has ended stays so."""
+        if self.termed:
+            return self._reply(pid=(socket.gethostname(), os.getpid()))
         try:
             node, loops, names = dill.loads(self.code)
             self.origin = (node.id, self.worker)
@@ -102,6 +106,21 @@ class StageActor:
         self.busy += dt
         if items and m.status is RUNNING:
             self.cost = dt / len(items)
+        return self._reply()
+
+    def recover(self, port: int, attempts: int, reason: str, batch: bytes) -> Any:
+        """A replacement actor: the one item of ``batch`` was in hand when its
+        predecessor died or ran past the stage's timeout (``reason``); it runs
+        again while retries are left, or fails through the error policy."""
+        m = self._machine()
+        t = time.perf_counter()
+        try:
+            (x,) = self.codec.decode(batch)
+            if m.recover(port, x, attempts, reason):
+                m.feed(port, [x])
+        except BaseException as exc:
+            self._fail(exc)
+        self.busy += time.perf_counter() - t
         return self._reply()
 
     def end(self, port: int) -> Any:
@@ -178,7 +197,7 @@ class StageActor:
             self._term()  # local_term as soon as the stage has ended
         meta = self._meta(**extra)
         meta.update(counts=counts, delta=m.take_delta(), closed=m.take_closed(),
-                    running=m.status is RUNNING, stop_flow=m.stop_flow)
+                    running=m.status is RUNNING, stop_flow=m.stop_flow, spent=m.spent)
         return (meta, *data) if data else meta  # one return value is not a tuple
 
     def _encode(self, items: list[Any]) -> bytes:
@@ -205,7 +224,7 @@ class StageActor:
         meta = {"error": self.error, "figures": (*figures, busy, 0.0, 0.0, *tail),
                 "cost": self.cost,
                 "item_bytes": self.item_bytes, "logs": self.records,
-                "restarted": self.restarted, **extra}
+                "restarted": self.restarted, "life": self.life, **extra}
         self.records = []
         self.restarted = False
         return meta

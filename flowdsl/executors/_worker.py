@@ -31,7 +31,7 @@ from .._core.records import portable, portable_error, route_logging
 from .._core.runner import Cancelled
 from .._plan import NodeSpec
 from .._report import FIGURES
-from ..errors import ItemKilledWorker, StageError
+from ..errors import StageError
 from ._channel import TICK, Cancel, Channel, ControlPipe, Notice
 
 __all__ = ["LINGER", "Job", "Ordering", "worker_main"]
@@ -134,7 +134,6 @@ class _Worker:
         self.codec = Codec(job.shm_prefix, (node.id, job.worker), names=job.names,
                            where=f"stage {node.name!r}")
         self.supervised = job.journal is not None
-        self.items_done = 0  # by this worker: it retires at max_items_per_worker
         # a replacement goes on from the figures of the worker it replaces
         k = len(FIGURES)
         self.base = list(job.stats[job.slot * k:(job.slot + 1) * k]) \
@@ -472,14 +471,12 @@ class _Worker:
             self._after()
             if seq is None:
                 self._flush_all()
-            self.items_done += 1
             attempts = 0
         if seq is not None:
             self._emit_in_turn(seq)
         _write_journal(job.journal, None)
         self._publish()
-        limit = self.node.stage.max_items_per_worker
-        if limit is not None and self.items_done >= limit and m.status is RUNNING:
+        if m.spent:
             raise _Retire
 
     def _recover(self) -> None:
@@ -489,16 +486,10 @@ class _Worker:
         if held is None:
             return
         port, x, seq, attempts = held
-        reason = self.job.recover or ""
         m = self.machine
-        if reason == "timeout":
-            exc: BaseException = m.runner.timed_out()
-        else:
-            exc = ItemKilledWorker(f"its worker died while running it ({reason})")
-        if attempts < self.node.stage.retries:
+        if m.recover(port, x, attempts, self.job.recover or ""):
             self._process_supervised(port, [x], seq, attempts + 1)
             return
-        m.fail(port, x, exc)
         self._after()
         if seq is None:
             self._flush_all()

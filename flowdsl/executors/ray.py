@@ -21,6 +21,16 @@ the gate's is outstanding, the driver tells the gate, whose machine ends the
 body's input.  The gate's feedback input is never held back, so a loop cannot
 block itself.
 
+Supervised stages (``timeout``, ``restarts``, ``max_items_per_worker``) take
+one item per call, and each of their actors has one call at a time, so the
+driver knows which item an actor runs and since when.  Their actors are made
+restartable, and Ray restarts one that dies (on another node if its node is
+lost); the driver kills one whose call runs past the timeout or that took its
+``max_items_per_worker``, for Ray to restart too.  The driver decides whether
+a death is within the stage's ``restarts``; once the new life has run
+``local_init``, its first call is the item in hand, which the stage's machine
+fails through the error policy or runs again, as in a process worker.
+
 Ray is an optional dependency (``pip install flowdsl[ray]``), imported only when a
 run starts.  Cycles made with explicit streams are not supported and are rejected
 before anything starts.
@@ -42,7 +52,7 @@ from typing import Any
 
 import dill
 
-from .._core.codec import Codec, encode
+from .._core.codec import Codec, encode, split
 from .._core.machine import loop_weights
 from .._core.order import Reorder
 from .._core.records import restored_error
@@ -82,6 +92,9 @@ class RayExecutor(Executor):
     working on are given again to the new actor.  Only stateless stages qualify:
     transforms and sinks made from plain functions, which a fresh copy runs the
     same way (a class keeps state and a source's position would be lost).
+    A stage's own ``timeout``, ``restarts`` and ``max_items_per_worker`` mean
+    what they mean on the process executor: the item in hand fails, and Ray
+    restarts the actor (elsewhere when its node was lost).
     """
 
     name = "ray"
@@ -109,13 +122,6 @@ class RayExecutor(Executor):
 
     def start(self, plan: Plan, *, timeout: float | None = None) -> Execution:
         check_supported(plan)
-        for node in plan.nodes:
-            if node.stage.restarts or node.stage.max_items_per_worker is not None:
-                raise GraphError(
-                    f"stage {node.name!r}: restarts and max_items_per_worker are not "
-                    f"supported on the ray executor yet (timeout is: a call fails once it "
-                    f"returns late); RayExecutor(restarts={{{node.name!r}: N}}) restarts "
-                    f"the actors of a stateless stage, or use the 'process' executor")
         for option, names in (("stage_options", self.stage_options),
                               ("restarts", self.restarts)):
             unknown = set(names) - {n.name for n in plan.nodes}
@@ -126,6 +132,12 @@ class RayExecutor(Executor):
         for node in plan.nodes:
             if self.restarts.get(node.name):
                 _check_restartable(node)
+                if node.stage.supervised:
+                    raise GraphError(
+                        f"stage {node.name!r} has timeout, restarts or max_items_per_worker "
+                        f"and RayExecutor(restarts=...): choose one; the stage's own options "
+                        f"replace a dead actor and fail the item it ran, the executor's "
+                        f"restart it and run its batches again")
         code = _ship(plan)  # before Ray starts: an unpicklable stage fails at once
         ray = _import_ray()
         if not ray.is_initialized():
@@ -225,6 +237,7 @@ class Event(enum.Enum):
     """The events of an actor's machine, by the actor's method that takes them."""
 
     OPEN = "open"  # local_init (a gate lets its seed in)
+    RECOVER = "recover"  # a replacement's first item: its predecessor's in hand
     PULL = "pull"  # a source's next items
     PROCESS = "process"  # a batch on an input port
     END = "end"  # the end of an input port
@@ -244,7 +257,16 @@ class _Call:
     reply: dict[str, Any] | None = None  # the meta, once it came back
     args: tuple[Any, ...] = ()  # what it was called with, to call again after a restart
     number: int = 0  # calls are numbered in the order they were made
-    ticket: int = 0  # its place in the order its outputs are released in
+    ticket: int = 0  # its place in the order its outputs are released in (-1: none)
+
+
+@dataclass
+class _Held:
+    """The call in progress on a supervised actor: its one item."""
+
+    call: _Call
+    started: float  # when it was made (it is the actor's only call: it starts then)
+    attempts: int  # made of this item before this call
 
 
 class _RayExecution(Execution):
@@ -291,19 +313,28 @@ class _RayExecution(Execution):
         self.gate_calls = [0] * len(nodes)
         self.body_ended = [n.loop is None for n in nodes]  # the gate ended its body's input
         self.flagged = any(n.stage.term_flag is not None for n in nodes)
+        # supervised stages: each actor's call in progress, the replaced actors
+        # waiting for their local_init (with the item and the calls to make
+        # again), the replaced actors' processes, and counts for the report
+        self.held: dict[tuple[int, int], _Held] = {}
+        self.replacing: dict[tuple[int, int], tuple[_Held | None, str, list[_Call]]] = {}
+        self.lives: dict[tuple[int, int], str] = {}  # each actor's life, as it last said
+        self.ended_life: dict[tuple[int, int], str | None] = {}  # of the actors replaced
+        self.probes: dict[tuple[int, int], int] = {}  # calls made to find the new life
+        self.gone: list[tuple[str, int]] = []
+        self.restarted = [0] * len(nodes)  # actors replaced after dying
+        self.replaced = [0] * len(nodes)  # actors replaced after max items
+        self.timeouts = any(n.stage.timeout is not None for n in nodes)
+        self.code, self.paths, self.levels = code, [], {}
         levels = {"": logging.getLogger().getEffectiveLevel(),
                   "flowdsl": log.getEffectiveLevel()}
-        paths = [p for p in sys.path if p]
-        remote = _actor_class(ray)
+        self.paths = [p for p in sys.path if p]
+        self.levels = levels
+        self.options = executor.options_for
         self.actors: list[list[Any]] = []
         try:
             for node in nodes:
-                # a hidden stage of the planner's goes with the stage it serves
-                served = node if node.serves is None else nodes[node.serves]
-                options = executor.options_for(served.name)
-                handles = [remote.options(**options).remote(code[node.id], w, paths, levels)
-                           for w in range(node.workers)]
-                self.actors.append(handles)
+                self.actors.append([self._new_actor(node.id, w) for w in range(node.workers)])
                 for w in range(node.workers):
                     self._submit(node.id, w, Event.OPEN)
             for c in channels:
@@ -312,6 +343,16 @@ class _RayExecution(Execution):
         except BaseException:
             self.close()  # the actors made so far go too
             raise
+
+    def _new_actor(self, nid: int, w: int) -> Any:
+        node = self.plan.nodes[nid]
+        # a hidden stage of the planner's goes with the stage it serves
+        served = node if node.serves is None else self.plan.nodes[node.serves]
+        options = self.options(served.name)
+        if served.stage.supervised:  # Ray restarts it; the driver counts the restarts
+            options["max_restarts"] = -1
+        return _actor_class(self.ray).options(**options).remote(
+            self.code[nid], w, self.paths, self.levels)
 
     # -- the run ---------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
@@ -331,6 +372,8 @@ class _RayExecution(Execution):
                 raise RuntimeError("the ray executor stalled: no call outstanding "
                                    "but stages not done")  # a bug of ours
             ready, _ = ray.wait(list(self.calls), num_returns=1, timeout=self._wait())
+            if self.held:
+                self._watch()
             if not ready:
                 continue
             ready, _ = ray.wait(list(self.calls), num_returns=len(self.calls), timeout=0)
@@ -341,6 +384,13 @@ class _RayExecution(Execution):
 
     def _wait(self) -> float | None:
         wait = _POLL if self.flagged else None
+        if self.held and self.timeouts:
+            now = time.monotonic()
+            for key, held in self.held.items():
+                limit = self.plan.nodes[key[0]].stage.timeout
+                if limit is not None:
+                    left = max(0.0, held.started + limit - now)
+                    wait = left if wait is None else min(wait, left)
         if self.deadline is not None:
             left = max(0.0, self.deadline - time.monotonic())
             wait = left if wait is None else min(wait, left)
@@ -381,9 +431,11 @@ class _RayExecution(Execution):
             if target is None:
                 break
             nid, w, port = target
+            if self.plan.nodes[nid].stage.supervised and backlog[0][1] > 1:
+                self._split(backlog)
             refs: list[Any] = []
             count = 0
-            limit = self._batch(nid)
+            limit = 1 if self.plan.nodes[nid].stage.supervised else self._batch(nid)
             while backlog and (not refs or count + backlog[0][1] <= limit):
                 ref, k = backlog.popleft()
                 refs.append(ref)
@@ -395,6 +447,13 @@ class _RayExecution(Execution):
                 if (nid, w, port) not in self.told_end:
                     self.told_end.add((nid, w, port))
                     self._submit(nid, w, Event.END, port)
+
+    def _split(self, backlog: deque[tuple[Any, int]]) -> None:
+        """The first batch of ``backlog`` as one batch per item, for a supervised
+        stage (which must know the one item each call runs)."""
+        ref, _ = backlog.popleft()
+        for data in reversed(split(self.ray.get(ref))):
+            backlog.appendleft((self.ray.put(data), 1))
 
     def _consumer_workers(self, cid: int) -> list[tuple[int, int, int]]:
         """Every (node, worker, input index) that competes for channel ``cid``."""
@@ -411,7 +470,8 @@ class _RayExecution(Execution):
             loop = self.plan.nodes[nid].loop
             if self._full(nid) and not (loop is not None and loop.feedback == cid):
                 continue  # (what comes back into a loop is always taken)
-            if self.busy_calls[nid][w] < IN_FLIGHT:
+            limit = 1 if self.plan.nodes[nid].stage.supervised else IN_FLIGHT
+            if self.busy_calls[nid][w] < limit:
                 self.turn[cid] += i + 1
                 return nid, w, port
         return None
@@ -446,34 +506,63 @@ class _RayExecution(Execution):
         return readers is not None and not any(any(self.running[r]) for r in readers)
 
     # -- calls -------------------------------------------------------------------------
-    def _submit(self, nid: int, w: int, kind: Event, *args: Any) -> None:
-        method = getattr(self.actors[nid][w], kind.value)
-        refs = method.options(num_returns=1 + len(self.plan.nodes[nid].outputs)).remote(*args)
-        refs = refs if isinstance(refs, list) else [refs]
-        call = _Call(nid, w, kind, refs[0], refs[1:], args=args, number=self.submitted)
+    def _submit(self, nid: int, w: int, kind: Event, *args: Any, ordered: bool = True) -> _Call:
+        call = _Call(nid, w, kind, None, args=args, number=self.submitted)
         self.submitted += 1
-        self.calls[call.meta] = call
-        self.busy_calls[nid][w] += 1
         if self.plan.nodes[nid].loop is not None:
             self.gate_calls[nid] += 1
-        call.ticket = self.order.setdefault(self._order_key(call), Reorder()).ticket()
+        call.ticket = self.order.setdefault(self._order_key(call), Reorder()).ticket() \
+            if ordered else -1
+        self._make(call)
+        return call
+
+    def _make(self, call: _Call, attempts: int = 0) -> None:
+        """Make ``call`` on its actor (again, after the actor was replaced); a
+        replacement takes no call before its predecessor's are made again."""
+        nid, w = call.node, call.worker
+        if (nid, w) in self.replacing and call.kind is not Event.OPEN:
+            self.replacing[nid, w][2].append(call)
+            return
+        method = getattr(self.actors[nid][w], call.kind.value)
+        refs = method.options(num_returns=1 + len(self.plan.nodes[nid].outputs)).remote(
+            *call.args)
+        refs = refs if isinstance(refs, list) else [refs]
+        call.meta, call.ports = refs[0], refs[1:]
+        self.calls[call.meta] = call
+        self.busy_calls[nid][w] += 1
+        if call.kind in (Event.PROCESS, Event.RECOVER) and self.plan.nodes[nid].stage.supervised:
+            self.held[nid, w] = _Held(call, time.monotonic(), attempts)
 
     def _complete(self, call: _Call) -> None:
         node = self.plan.nodes[call.node]
+        key = (call.node, call.worker)
         try:
             reply = self.ray.get(call.meta)
         except self.ray.exceptions.RayActorError as exc:
             if self._may_call_again(call, exc):
                 self._call_again(call, exc)
                 return
+            if key in self.replacing:  # the probe found no new life yet
+                self.busy_calls[call.node][call.worker] -= 1
+                self._probe(key)
+                return
+            if self._may_replace(call):
+                self._replace(key, "died")
+                return
             raise WorkerDied(node.name, call.worker, None) from exc
         except self.ray.exceptions.RayError as exc:
             raise StageError(node.name, None, call.worker, str(exc),
                              f"internal error: {type(exc).__name__}") from exc
         self.busy_calls[call.node][call.worker] -= 1
+        if key in self.replacing and reply["life"] == self.ended_life[key]:
+            self._probe(key)  # the probe reached the old life before it went
+            return
+        self.lives[key] = reply["life"]
+        held = self.held.get(key)
+        if held is not None and held.call is call:
+            del self.held[key]
         for record in reply["logs"]:
             logging.getLogger(record.name).handle(record)
-        key = (call.node, call.worker)
         if reply["restarted"] and key in self.figures:
             # a new life: keep what the dead actor had counted
             past = self.past.get(key) or (0.0,) * len(reply["figures"])
@@ -490,8 +579,14 @@ class _RayExecution(Execution):
         if reply["error"] is not None:
             raise restored_error(reply["error"])
         call.reply = reply
-        for ready in self.order[self._order_key(call)].done(call.ticket, call):
-            self._release(ready)
+        if key in self.replacing and call.kind is Event.OPEN:
+            self._resume(key)  # a replacement is ready: it takes what its predecessor had
+        if call.ticket >= 0:
+            for ready in self.order[self._order_key(call)].done(call.ticket, call):
+                self._release(ready)
+        if reply.get("spent") and not self.busy_calls[call.node][call.worker]:
+            self.replaced[call.node] += 1
+            self._replace(key, "retired")
 
     def _order_key(self, call: _Call) -> tuple[int, int]:
         node = self.plan.nodes[call.node]
@@ -531,6 +626,81 @@ class _RayExecution(Execution):
             refs = refs if isinstance(refs, list) else [refs]
             call.meta, call.ports = refs[0], refs[1:]
             self.calls[call.meta] = call
+
+    # -- supervised stages ---------------------------------------------------------------
+    def _watch(self) -> None:
+        """Replace the actors whose call has run past their stage's timeout."""
+        now = time.monotonic()
+        for key, held in list(self.held.items()):
+            limit = self.plan.nodes[key[0]].stage.timeout
+            if limit is not None and now - held.started > limit:
+                self._replace(key, "timeout")
+
+    def _may_replace(self, call: _Call) -> bool:
+        """Whether an actor that died is replaced: it died in a call of its
+        supervised stage, which has restarts left (counted)."""
+        key = (call.node, call.worker)
+        node = self.plan.nodes[call.node]
+        if key not in self.held or self.restarted[call.node] >= node.stage.restarts:
+            return False
+        self.restarted[call.node] += 1
+        return True
+
+    def _replace(self, key: tuple[int, int], reason: str) -> None:
+        """A new life for the actor of ``key`` (Ray restarts it; the driver kills
+        it first when it ran too long, or retires after ``local_term``); its
+        calls are made again once the new life has run ``local_init``, the item
+        in hand first."""
+        nid, w = key
+        ray, actor = self.ray, self.actors[nid][w]
+        held = self.held.pop(key, None)
+        lost = sorted((c for c in self.calls.values() if (c.node, c.worker) == key),
+                      key=lambda c: c.number)
+        for c in lost:
+            del self.calls[c.meta]
+        if reason == "retired":  # local_term in the old life first
+            ref = actor.terminate.remote()
+            ready, _ = ray.wait([ref], timeout=self.grace)
+            if ready:
+                self._absorb(ref, key)
+        if reason != "died":
+            ray.kill(actor, no_restart=False)
+        self.ended_life[key] = self.lives.get(key)
+        if key in self.pids:
+            self.gone.append(self.pids.pop(key))
+        if key in self.figures:  # what the old actor counted stays counted
+            past = self.past.get(key) or (0.0,) * len(self.figures[key])
+            self.past[key] = tuple(a + b for a, b in zip(past, self.figures[key], strict=True))
+            self.figures[key] = (0.0,) * len(past)
+        self.busy_calls[nid][w] = 0
+        name = self.plan.nodes[nid].name
+        log.info("worker %d replaced (%s)", w, reason, extra={"stage": name, "worker": w})
+        self.replacing[key] = (held, reason,
+                               [c for c in lost if held is None or c is not held.call])
+        self.probes[key] = 0
+        self._submit(nid, w, Event.OPEN, ordered=False)
+
+    def _probe(self, key: tuple[int, int]) -> None:
+        """Ask again for the new life of a replaced actor (``local_init``): calls
+        made before Ray saw the old one go fail or reach the old one."""
+        self.probes[key] += 1
+        if self.probes[key] > UNAVAILABLE_RETRIES:
+            raise WorkerDied(self.plan.nodes[key[0]].name, key[1], None)
+        time.sleep(min(0.5, 0.01 * 2 ** self.probes[key]))
+        self._submit(*key, Event.OPEN, ordered=False)
+
+    def _resume(self, key: tuple[int, int]) -> None:
+        """A replacement has run ``local_init``: the item its predecessor had in
+        hand goes first (as that call, keeping its place in the order), then the
+        calls its predecessor had not answered."""
+        held, reason, lost = self.replacing.pop(key)
+        if held is not None:
+            call = held.call
+            port, batch = call.args[0], call.args[-1]
+            call.kind, call.args = Event.RECOVER, (port, held.attempts, reason, batch)
+            self._make(call, held.attempts + 1)
+        for call in lost:
+            self._make(call)
 
     def _release(self, call: _Call) -> None:
         """A call's effects, in call order: its in-flight change is counted before
@@ -579,7 +749,12 @@ class _RayExecution(Execution):
         rows = [(nid, tuple(a + b for a, b in zip(
                     figures, self.past.get((nid, w), (0.0,) * len(figures)), strict=True)))
                 for (nid, w), figures in list(self.figures.items())]
-        return stage_figures(self.plan, rows)
+        stages = stage_figures(self.plan, rows)
+        for node in self.plan.nodes:
+            if not node.hidden:
+                s = stages[node.name]
+                s.restarts, s.replaced = self.restarted[node.id], self.replaced[node.id]
+        return stages
 
     def queue_fill(self) -> dict[str, float]:
         fill: dict[str, float] = {}
@@ -629,7 +804,7 @@ class _RayExecution(Execution):
         does not wait), so a closed run leaves no process behind."""
         here = socket.gethostname()
         end = time.monotonic() + limit
-        for host, pid in self.pids.values():
+        for host, pid in [*self.pids.values(), *self.gone]:
             while host == here and time.monotonic() < end and _alive(pid):
                 time.sleep(0.01)
 

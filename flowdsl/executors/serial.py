@@ -194,8 +194,7 @@ class _SerialExecution(Execution):
     def _maybe_replace(self, m: Machine) -> None:
         """A stage with ``max_items_per_worker`` gets a fresh machine (local_term,
         then local_init again) once its machine has taken that many items."""
-        limit = m.node.stage.max_items_per_worker
-        if limit is None or m.runner.items_in < limit:
+        if not m.spent:
             return
         nid = m.node.id
         m.close()
