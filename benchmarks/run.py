@@ -1,5 +1,5 @@
 """The flowdsl benchmark suite: flowdsl side by side with serial Python, a
-hand-written raw ceiling and its peers, on six workloads.
+hand-written raw ceiling and its peers, on ten workloads.
 
     python benchmarks/run.py            # the full run (make bench): ~9 minutes
     python benchmarks/run.py --quick    # a smoke run: small sizes, one run each
@@ -75,7 +75,11 @@ WORKLOADS = [
              [Metric("peak_mb", "peak RSS MB", 1, "{:.0f}", False)]),
     Workload("W7", "w7_io_bound", "IO-bound: 2,000 requests of 20 ms, 64 in flight, then a "
              "parse", [Metric("requests_per_s", "requests/s", 1, "{:.0f}")]),
-    Workload("W8", "w8_restarts", "resilience: 1,000 items, a worker dying on 20 of them",
+    Workload("W9", "w9_slow_items", "slow items over many workers, default buffer",
+             [Metric("vs_ideal", "x ideal time", 1, "{:.2f}", False),
+              Metric("flow_s", "flow s", 1, "{:.3f}", False),
+              Metric("busy_workers", "workers used", 1, "{:.0f}")], charted=1),
+    Workload("W10", "w10_restarts", "resilience: 1,000 items, a worker dying on 20 of them",
              [Metric("flow_s", "flow s", 1, "{:.3f}", False)]),
 ]
 

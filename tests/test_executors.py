@@ -5,6 +5,7 @@ import os
 import re
 import threading
 import time
+from collections import Counter
 
 import pytest
 from helpers import (
@@ -181,6 +182,20 @@ def test_workers_really_run_in_parallel_processes(mp_context):
 
     pids = set((numbers(40) >> Where()).collect(timeout=20))
     assert len(pids) == 2 and os.getpid() not in pids
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_slow_items_are_shared_among_all_workers(ordered):
+    """A source makes its items faster than one worker takes them: they are
+    spread over every worker, none of which gets more than about its share."""
+    @transform(workers=8, ordered=ordered)
+    def slow(x):
+        time.sleep(0.03)
+        return os.getpid()
+
+    pids = (numbers(64) >> slow).collect(executor="process", timeout=20)
+    shares = sorted(Counter(pids).values())
+    assert len(shares) == 8 and shares[-1] <= 16, shares
 
 
 def test_run_returns_report(executor):

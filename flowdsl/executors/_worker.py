@@ -564,7 +564,9 @@ class _Worker:
         if not chans:
             items.clear()
             return
-        limit = min(ch.batch_limit for ch in chans)  # a message never exceeds a buffer
+        # a message never exceeds a buffer, nor about BATCH_WORK of its reader's
+        # work: a chunk of items made at once still spreads over the readers
+        limit = self._batch_limit(port)
         start = 0
         if not self.item_bytes[port] and len(items) > 1:
             # the first message of a port: one item tells how big they are (a stage

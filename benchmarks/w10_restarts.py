@@ -1,4 +1,4 @@
-"""W8: what resilience costs: 1,000 items of ~0.2 ms through a stage whose worker
+"""W10: what resilience costs: 1,000 items of ~0.2 ms through a stage whose worker
 dies on 20 of them.
 
 `plain` runs the stage at its defaults (batched items, nothing to replace).
