@@ -75,6 +75,8 @@ WORKLOADS = [
              [Metric("peak_mb", "peak RSS MB", 1, "{:.0f}", False)]),
     Workload("W7", "w7_io_bound", "IO-bound: 2,000 requests of 20 ms, 64 in flight, then a "
              "parse", [Metric("requests_per_s", "requests/s", 1, "{:.0f}")]),
+    Workload("W8", "w8_vectorised", "vectorised: numpy x * 2 + 1 over 1 M floats, per item "
+             "and batched", [Metric("items_per_s", "M items/s", 1e-6, "{:.2f}")]),
     Workload("W9", "w9_slow_items", "slow items over many workers, default buffer",
              [Metric("vs_ideal", "x ideal time", 1, "{:.2f}", False),
               Metric("flow_s", "flow s", 1, "{:.3f}", False),

@@ -9,6 +9,7 @@ the flow.  Every stage runs in its own worker process(es) by default.
 import logging as _logging
 
 from . import _diagram, _flow
+from ._batching import batch, unbatch
 from ._flow import Flow, merge
 from ._loop import loop
 from ._minipipe import PipeLine, PipeSystem, Stream
@@ -61,11 +62,13 @@ __all__ = [
     "Stream",
     "Transform",
     "WorkerDied",
+    "batch",
     "loop",
     "merge",
     "sink",
     "source",
     "transform",
+    "unbatch",
 ]
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())

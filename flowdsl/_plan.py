@@ -193,8 +193,11 @@ def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
         spec.arity = _arity(spec, plan)
     _check_reachable(plan)
     for spec in list(specs):
-        if len(spec.inputs) > 1 and (spec.workers > 1 or spec.stage.supervised):
+        if len(spec.inputs) > 1 and (spec.workers > 1 or spec.stage.supervised
+                                     or spec.stage.batch is not None):
             _lower_zip(plan, spec)
+        if spec.stage.batch is not None:
+            _lower_batch(plan, spec)
     return plan
 
 
@@ -240,6 +243,27 @@ def _arity(spec: NodeSpec, plan: Plan) -> int:
 
 def _pack(*items: Any) -> tuple[Any, ...]:
     return items
+
+
+def _lower_batch(plan: Plan, spec: NodeSpec) -> None:
+    """``batch=n``: a hidden batch stage in front of ``spec`` makes its lists."""
+    from ._batching import Batch
+
+    if spec.regions:
+        raise GraphError(f"stage {spec.name!r}: batch=n is not supported inside a loop "
+                         f"(a list being filled would hold items the loop counts as gone)")
+    bid, cid = len(plan.nodes), len(plan.channels)
+    (feed,) = spec.inputs
+    ch = ChannelSpec(cid, f"{spec.name}:batch", spec.stage.buffer or DEFAULT_BUFFER,
+                     producers=[(bid, 0)], consumers=[(spec.id, 0)])
+    batcher = NodeSpec(bid, f"{spec.name}:batch",
+                       Batch(spec.stage.batch, name=f"{spec.name}:batch"),  # type: ignore[arg-type]
+                       [feed], [[cid]], hidden=True, serves=spec.id)
+    consumers = plan.channels[feed].consumers
+    consumers[consumers.index((spec.id, 0))] = (bid, 0)
+    spec.inputs, spec.arity = [cid], 1  # (a zip's tuples arrive in lists)
+    plan.nodes.append(batcher)
+    plan.channels.append(ch)
 
 
 def _lower_zip(plan: Plan, spec: NodeSpec) -> None:
@@ -292,7 +316,8 @@ def _check_node(spec: NodeSpec, plan: Plan) -> None:
         return
     if spec.regions and n_in == 1 and _arity(spec, plan) > 1:
         return  # a loop body fed tuples: checked by _arity
-    problem = stage.bind_error(None if stage.kind == "source" else n_in)
+    problem = stage.bind_error(None if stage.kind == "source" else
+                               1 if stage.batch is not None else n_in)  # (one list)
     if problem:
         hint = ""
         if n_in > 1:

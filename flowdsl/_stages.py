@@ -67,6 +67,7 @@ class Stage(Composable):
         timeout: float | None = None,
         restarts: int = 0,
         max_items_per_worker: int | None = None,
+        batch: int | None = None,
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -93,6 +94,7 @@ class Stage(Composable):
         self.timeout = timeout
         self.restarts = restarts
         self.max_items_per_worker = max_items_per_worker
+        self.batch = batch
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
         self.term_flag: Any = None
@@ -103,6 +105,7 @@ class Stage(Composable):
             raise ValueError(f"source {self.name!r}: a source runs in exactly one worker")
         self.concurrency = _check_concurrency(self)
         _check_resilience(self)
+        _check_batch(self)
         if not isinstance(self.ordered, bool):
             raise ValueError(f"stage {self.name!r}: ordered must be True or False, "
                              f"got {self.ordered!r}")
@@ -315,7 +318,7 @@ class Regulator(Transform):
 
 _OPTIONS = {"name", "workers", "buffer", "ordered", "ignore_exceptions", "init_kwargs",
             "on_error", "retries", "concurrency", "timeout", "restarts",
-            "max_items_per_worker"}
+            "max_items_per_worker", "batch"}
 
 
 class StageClass:
@@ -375,7 +378,7 @@ def transform(obj: Any = None, *, name: str | None = None, workers: int = 1,
               buffer: int | None = None, ordered: bool = True, on_error: Any = "raise",
               retries: int = 0, concurrency: int | None = None,
               timeout: float | None = None, restarts: int = 0,
-              max_items_per_worker: int | None = None) -> Any:
+              max_items_per_worker: int | None = None, batch: int | None = None) -> Any:
     """Make a transform: one item in, one result out (``None``: no output; a
     generator function emits everything it yields).  ``workers`` processes run it;
     with ``ordered`` (the default) outputs keep the input order; ``buffer`` bounds
@@ -396,25 +399,32 @@ def transform(obj: Any = None, *, name: str | None = None, workers: int = 1,
     :class:`~flowdsl.StageTimeout`; a worker that dies is replaced up to
     ``restarts`` times, the item it ran failing; ``max_items_per_worker`` replaces
     each worker after that many items.  Each goes through ``retries`` and
-    ``on_error`` like any other failure."""
+    ``on_error`` like any other failure.
+
+    ``batch=n`` calls the function with lists of up to n items (for vectorised
+    code: numpy, a model) and spreads what it returns (a list, an array, any
+    iterable) into items again; see :func:`~flowdsl.batch`."""
     return _decorate(Transform, obj, {"name": name, "workers": workers, "buffer": buffer,
                                       "ordered": ordered, "on_error": on_error,
                                       "retries": retries, "concurrency": concurrency,
                                       "timeout": timeout, "restarts": restarts,
-                                      "max_items_per_worker": max_items_per_worker})
+                                      "max_items_per_worker": max_items_per_worker,
+                                      "batch": batch})
 
 
 def sink(obj: Any = None, *, name: str | None = None, workers: int = 1,
          buffer: int | None = None, on_error: Any = "raise", retries: int = 0,
          concurrency: int | None = None, timeout: float | None = None, restarts: int = 0,
-         max_items_per_worker: int | None = None) -> Any:
+         max_items_per_worker: int | None = None, batch: int | None = None) -> Any:
     """Make a sink: it consumes items; its return value is ignored.  The other
-    options as for :func:`transform`."""
+    options as for :func:`transform` (``batch=n``: the sink gets lists of up to
+    n items, for bulk writes)."""
     return _decorate(Sink, obj, {"name": name, "workers": workers, "buffer": buffer,
                                  "on_error": on_error, "retries": retries,
                                  "concurrency": concurrency, "timeout": timeout,
                                  "restarts": restarts,
-                                 "max_items_per_worker": max_items_per_worker})
+                                 "max_items_per_worker": max_items_per_worker,
+                                 "batch": batch})
 
 
 def as_stage(obj: Any) -> Stage:
@@ -541,6 +551,21 @@ def _check_concurrency(stage: Stage) -> int:
                                  f"is not; make run async too (both run on the worker's "
                                  f"event loop)")
     return n
+
+
+def _check_batch(stage: Stage) -> None:
+    """``batch=n``: lists of up to n items per call, for transforms and sinks."""
+    n, kind, name = stage.batch, stage.kind, stage.name
+    if n is None:
+        return
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise GraphError(f"{kind} {name!r}: batch must be an integer >= 1, got {n!r}")
+    if kind == "source" or isinstance(stage, Regulator):
+        raise GraphError(f"{kind} {name!r}: batch=n is for transforms and sinks (a source "
+                         f"can yield lists itself)")
+    if stage.concurrency > 1:
+        raise GraphError(f"{kind} {name!r}: batch and concurrency cannot be combined yet; "
+                         f"put batch(n) before a concurrent stage that takes lists")
 
 
 def _check_resilience(stage: Stage) -> None:

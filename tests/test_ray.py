@@ -57,6 +57,7 @@ from flowdsl import (
     StopFlow,
     Transform,
     WorkerDied,
+    batch,
     loop,
     merge,
     source,
@@ -738,6 +739,16 @@ def test_stages_run_on_the_nodes_their_options_ask_for():
 def test_stage_options_must_name_a_stage():
     with pytest.raises(ValueError, match="no stage named 'nope'"):
         (numbers(3) >> inc).collect(executor=RayExecutor(stage_options={"nope": {}}))
+
+
+def test_batches_on_ray():
+    @transform(batch=4, workers=2)
+    def sums(xs):
+        return [sum(xs)] * len(xs)
+
+    flow = numbers(10) >> sums
+    assert flow.collect(executor="ray", timeout=30) == [6] * 4 + [22] * 4 + [17] * 2
+    assert (numbers(5) >> batch(2)).collect(executor="ray", timeout=30) == [[0, 1], [2, 3], [4]]
 
 
 def test_io_bound_stages_keep_calls_in_flight_on_ray():

@@ -219,6 +219,24 @@ class Machine:
         if self.upstream_done and count == 0 and not self._ended_ports[0]:
             self._end_port(0)
 
+    @property
+    def holding(self) -> int:
+        """Items a batch stage holds for its next list: the executor times the
+        first of them, and calls :meth:`flush` after the batch's ``wait``."""
+        return self.runner.holding
+
+    def flush(self) -> None:
+        """A batch stage sends its partial list."""
+        if self.status is not RUNNING:
+            return
+        before = self._lengths()
+        try:
+            self.runner.flush(self.out)
+        except (StageDone, StopFlow) as exc:
+            self._stopped_by(exc)
+        finally:
+            self._made(before)
+
     def collect(self) -> None:
         """A concurrent stage: deal with the calls that have finished (their
         results go to ``out``), without waiting for the others."""

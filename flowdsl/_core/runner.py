@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from concurrent.futures import CancelledError
 from typing import Any
 
+from .._batching import FLUSH, Batch
 from .._sentinel import Sentinel, is_sentinel
 from .._stages import Regulator, Stage, callable_of, hook_of
 from ..errors import CallTimedOut, Failure, StageError, StageTimeout, StopFlow
@@ -121,7 +122,10 @@ class Runner:
             finally:
                 _opening.pop()
         self.call = callable_of(self.functor)
-        self.generator = self.stage.is_generator  # looked up once, not per item
+        # looked up once, not per item; a transform with batch=n spreads each
+        # list it returns, as a generator's items are
+        self.generator = self.stage.is_generator or (
+            self.stage.batch is not None and self.stage.kind == "transform")
         self.fn = _bind(self.call, self.args, self.kwargs)
         if self.stage.timeout is not None:
             self.fn = self._timed(self.fn, self.stage.timeout)
@@ -465,6 +469,17 @@ class Runner:
             return coroutine
 
         return self._guard(start, None)
+
+    @property
+    def holding(self) -> int:
+        """Items a batch holds for its next list (0 for other stages)."""
+        held = getattr(self.functor, "held", None) if isinstance(self.stage, Batch) else None
+        return len(held) if held else 0
+
+    def flush(self, out: list[list[Any]]) -> None:
+        """A batch sends its partial list (its first item has waited long enough)."""
+        if self.holding and self._coroutine is not None:
+            self._guard(self._regulate, None, FLUSH, out)
 
     def finish(self, out: list[list[Any]]) -> None:
         """At end of input: log it, and let a Regulator flush what it buffers."""

@@ -122,6 +122,7 @@ class _Worker:
         self.out = self.machine.out
         self.since: list[float | None] = [None] * len(node.outputs)
         self.per_item = 0.0
+        self.held_since: float | None = None  # a batch's partial list: its first item's
         self.chunk = 1
         self.max_chunk = MAX_BATCH  # lowered when items are big: see _send_batch
         self.item_bytes = [0.0] * len(node.outputs)
@@ -327,11 +328,20 @@ class _Worker:
         shared = ch.consumers > 1
         ordering = self.job.ordering
         m = self.machine
+        wait = getattr(self.node.stage, "wait", None)  # a batch's, for its partial list
         while m.status is RUNNING:
             if any(self.out) and (shared or not ch.ready()) and not m.in_flight:
                 self._flush_all()
             if m.in_flight and not ch.ready() and self._calls_first([ch.reader]):
                 continue
+            if wait is not None and self.held_since is not None and not ch.ready():
+                left = self.held_since + wait - time.perf_counter()
+                if left <= 0 or not self.job.cancel.wait([ch.reader], left):
+                    m.flush()
+                    self.held_since = None
+                    self._after()
+                    self._flush_all()
+                    continue
             t = time.perf_counter()
             if ordering is None:
                 data, seq = ch.get(), None
@@ -349,7 +359,11 @@ class _Worker:
                 m.end(0)
                 self._after()
                 return
+            held, came = m.holding, time.perf_counter()
             self._process(0, self.codec.decode(data), seq)
+            if wait is not None:  # the partial list's first item came now, or before
+                self.held_since = None if not m.holding else \
+                    came if self.held_since is None or m.holding <= held else self.held_since
 
     def _run_zip(self) -> None:
         """Feed the machine from whichever input has data, not the one it waits for.
