@@ -768,12 +768,14 @@ def test_io_bound_stages_keep_calls_in_flight_on_ray():
 
 # -- resilience: the stage options mean what they mean on the process executor -----------
 
-def test_a_timed_out_item_is_skipped_and_its_actor_replaced(tmp_path):
-    stage = marked(tmp_path, hang={5}, timeout=0.5, on_error="skip")
+def test_a_timed_out_item_goes_to_the_dead_letters_and_its_actor_is_replaced(tmp_path):
+    letters = tmp_path / "letters"
+    stage = marked(tmp_path, hang={5}, timeout=0.5, on_error=letters_to(str(letters)))
     start = time.monotonic()
-    report = (numbers(12) >> stage).run(executor="ray", timeout=30)
+    report = (numbers(12) >> stage >> ignore).run(executor="ray", timeout=30)
     assert time.monotonic() - start < 0.5 + 10  # actor start-ups included
     assert items(tmp_path) == [x for x in range(12) if x != 5]
+    assert letters.read_text().splitlines() == ["5 CallTimedOut"]
     assert len(inits(tmp_path)) == 2  # a fresh actor after the timeout, local_init again
     stats = report["Marked"]
     assert (stats.timeouts, stats.restarts, stats.errors) == (1, 0, 1)
@@ -800,20 +802,18 @@ def test_an_actor_that_dies_is_replaced_and_only_its_item_fails(tmp_path, worker
     assert run.report["Marked"].restarts == 2 and run.report["Marked"].errors == 2
 
 
-def test_dead_letters_get_the_items_that_killed_or_outlasted_their_actor(tmp_path):
+def test_dead_letters_get_the_item_that_killed_its_actor(tmp_path):
     letters = tmp_path / "letters"
-    # (a timeout longer than Ray takes to report a death, about 1.5 s here)
-    stage = marked(tmp_path, die={3}, hang={6}, timeout=4.0, restarts=1,
-                   on_error=letters_to(str(letters)))
+    stage = marked(tmp_path, die={3}, restarts=1, on_error=letters_to(str(letters)))
     (numbers(8) >> stage >> ignore).run(executor="ray", timeout=60)
-    assert items(tmp_path) == [0, 1, 2, 4, 5, 7]
-    assert letters.read_text().splitlines() == ["3 ItemKilledWorker", "6 CallTimedOut"]
+    assert items(tmp_path) == [0, 1, 2, 4, 5, 6, 7]
+    assert letters.read_text().splitlines() == ["3 ItemKilledWorker"]
 
 
-def test_a_fault_that_fires_once_loses_nothing_with_a_retry(tmp_path):
-    stage = marked(tmp_path, die={4}, hang={9}, once=True, timeout=4.0, restarts=1,
-                   retries=1)
+def test_a_death_that_happens_once_loses_nothing_with_a_retry(tmp_path):
+    stage = marked(tmp_path, die={4}, once=True, restarts=1, retries=1)
     assert (numbers(12) >> stage).collect(executor="ray", timeout=60) == list(range(12))
+    assert len(inits(tmp_path)) == 2
 
 
 def test_when_restarts_run_out_the_ray_run_fails_with_worker_died(tmp_path):
@@ -825,11 +825,11 @@ def test_when_restarts_run_out_the_ray_run_fails_with_worker_died(tmp_path):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_an_actor_is_replaced_after_max_items_without_loss_or_reordering(tmp_path, workers):
     stage = marked(tmp_path, max_items_per_worker=10, workers=workers)
-    with execute(numbers(60) >> stage, executor="ray", timeout=60) as run:
-        assert list(run) == list(range(60))
-    assert run.report["Marked"].replaced >= 60 // 10 - workers
+    with execute(numbers(30) >> stage, executor="ray", timeout=60) as run:
+        assert list(run) == list(range(30))
+    assert run.report["Marked"].replaced >= 30 // 10 - workers
     pids = {line.split()[1] for line in (tmp_path / "items").read_text().splitlines()}
-    assert len(pids) >= 6
+    assert len(pids) >= 3
     assert len(inits(tmp_path)) == workers + run.report["Marked"].replaced
 
 
