@@ -416,18 +416,26 @@ class _Worker:
         """The machine has ended before some input did (a stop, or a zip whose
         other input ran out): tell upstream to stop feeding us, then read those
         inputs to their end, so no producer is left blocked; the machine counts
-        what it drops."""
-        m = self.machine
-        open_inputs = [i for i in range(len(self.job.inputs)) if i not in m.ended_inputs]
-        for i in open_inputs:
-            self.job.inputs[i].reader_gone()
-        for i in open_inputs:
-            ch = self.job.inputs[i]
-            while (data := ch.get()) != EOS:
-                m.feed(i, self.codec.decode(data))
+        what it drops.  Whichever input has data is read first: inputs that share
+        an upstream (a diamond) would block it, and so each other, if one were
+        read to its end before the next."""
+        m, chans = self.machine, self.job.inputs
+        live = [i for i in range(len(chans)) if i not in m.ended_inputs]
+        for i in live:
+            chans[i].reader_gone()
+        while live:
+            ready = [i for i in live if chans[i].ready()]
+            if not ready:
+                waiting = {chans[i].reader: i for i in live}
+                ready = [waiting[r] for r in self.job.cancel.wait(list(waiting))]
+            for i in ready:
+                data = chans[i].get()
+                if data == EOS:
+                    m.end(i)
+                    live.remove(i)
+                else:
+                    m.feed(i, self.codec.decode(data))
                 self._after()
-            m.end(i)
-            self._after()
 
     def _process(self, port: int, batch: list[Any], seq: int | None) -> None:
         if self.supervised:

@@ -325,7 +325,7 @@ class _RayExecution(Execution):
         self.restarted = [0] * len(nodes)  # actors replaced after dying
         self.replaced = [0] * len(nodes)  # actors replaced after max items
         self.timeouts = any(n.stage.timeout is not None for n in nodes)
-        self.code, self.paths, self.levels = code, [], {}
+        self.code = code
         levels = {"": logging.getLogger().getEffectiveLevel(),
                   "flowdsl": log.getEffectiveLevel()}
         self.paths = [p for p in sys.path if p]
@@ -506,7 +506,7 @@ class _RayExecution(Execution):
         return readers is not None and not any(any(self.running[r]) for r in readers)
 
     # -- calls -------------------------------------------------------------------------
-    def _submit(self, nid: int, w: int, kind: Event, *args: Any, ordered: bool = True) -> _Call:
+    def _submit(self, nid: int, w: int, kind: Event, *args: Any, ordered: bool = True) -> None:
         call = _Call(nid, w, kind, None, args=args, number=self.submitted)
         self.submitted += 1
         if self.plan.nodes[nid].loop is not None:
@@ -514,7 +514,6 @@ class _RayExecution(Execution):
         call.ticket = self.order.setdefault(self._order_key(call), Reorder()).ticket() \
             if ordered else -1
         self._make(call)
-        return call
 
     def _make(self, call: _Call, attempts: int = 0) -> None:
         """Make ``call`` on its actor (again, after the actor was replaced); a
@@ -563,10 +562,8 @@ class _RayExecution(Execution):
             del self.held[key]
         for record in reply["logs"]:
             logging.getLogger(record.name).handle(record)
-        if reply["restarted"] and key in self.figures:
-            # a new life: keep what the dead actor had counted
-            past = self.past.get(key) or (0.0,) * len(reply["figures"])
-            self.past[key] = tuple(a + b for a, b in zip(past, self.figures[key], strict=True))
+        if reply["restarted"]:
+            self._keep_figures(key)  # a new life: what the dead one counted stays
         self.figures[key] = reply["figures"]
         if reply.get("pid"):
             self.pids[key] = reply["pid"]
@@ -668,10 +665,7 @@ class _RayExecution(Execution):
         self.ended_life[key] = self.lives.get(key)
         if key in self.pids:
             self.gone.append(self.pids.pop(key))
-        if key in self.figures:  # what the old actor counted stays counted
-            past = self.past.get(key) or (0.0,) * len(self.figures[key])
-            self.past[key] = tuple(a + b for a, b in zip(past, self.figures[key], strict=True))
-            self.figures[key] = (0.0,) * len(past)
+        self._keep_figures(key)
         self.busy_calls[nid][w] = 0
         name = self.plan.nodes[nid].name
         log.info("worker %d replaced (%s)", w, reason, extra={"stage": name, "worker": w})
@@ -679,6 +673,15 @@ class _RayExecution(Execution):
                                [c for c in lost if held is None or c is not held.call])
         self.probes[key] = 0
         self._submit(nid, w, Event.OPEN, ordered=False)
+
+    def _keep_figures(self, key: tuple[int, int]) -> None:
+        """The actor of ``key`` starts a new life: what the old one counted moves
+        to its past, so the stage's figures keep it."""
+        if key in self.figures:
+            now = self.figures[key]
+            past = self.past.get(key) or (0.0,) * len(now)
+            self.past[key] = tuple(a + b for a, b in zip(past, now, strict=True))
+            self.figures[key] = (0.0,) * len(now)
 
     def _probe(self, key: tuple[int, int]) -> None:
         """Ask again for the new life of a replaced actor (``local_init``): calls
