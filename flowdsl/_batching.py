@@ -37,6 +37,21 @@ class Batcher:
         self.n = n
         self.held: list[Any] = []
 
+    def take(self, items: list[Any]) -> list[list[Any]]:
+        """Add ``items``; return the lists they filled (the fast path for a
+        batch of items, beside the coroutine's one item at a time)."""
+        held, n = self.held, self.n
+        if len(held) + len(items) < n:
+            held.extend(items)
+            return []
+        full, i = [], n - len(held)
+        full.append(held + items[:i])
+        while i + n <= len(items):
+            full.append(items[i:i + n])
+            i += n
+        self.held = items[i:]
+        return full
+
     def run(self) -> Iterator[list[Any] | None]:
         self.held = []
         while True:

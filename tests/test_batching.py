@@ -116,3 +116,15 @@ def test_batch_is_refused_inside_a_loop():
     body = transform(batch=2)(lambda xs: [x + 1 for x in xs])
     with pytest.raises(GraphError, match="not supported inside a loop"):
         (numbers(3) >> loop(body, until=lambda x: x > 5)).collect(executor="serial")
+
+
+@given(items=st.lists(st.integers()), n=st.integers(1, 10), cuts=st.lists(st.integers(0, 30)))
+def test_a_batcher_fills_the_same_lists_whatever_the_chunks(items, n, cuts):
+    from flowdsl._batching import Batcher
+
+    batcher, lists, start = Batcher(n), [], 0
+    for cut in [*cuts, len(items)]:
+        lists += batcher.take(items[start:start + cut])
+        start += cut
+    lists += [batcher.held] if batcher.held else []
+    assert lists == [items[i:i + n] for i in range(0, len(items), n)]

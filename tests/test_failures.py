@@ -295,7 +295,7 @@ def test_a_run_outlives_the_thread_that_started_it():
 
 
 DRIVER = textwrap.dedent("""
-import sys
+import os, sys
 sys.path.insert(0, {tests!r})
 from helpers import numbers, inc, ignore
 from flowdsl import transform
@@ -303,7 +303,7 @@ from flowdsl import transform
 @transform(workers=2)
 def announce(x):
     if x < 2:
-        print("running", flush=True)
+        os.write(1, b"running\\n")  # one write: both workers may announce at once
     return x
 
 (numbers(10 ** 9) >> announce >> inc >> ignore).run()
@@ -316,8 +316,12 @@ def test_workers_die_with_a_driver_killed_outright():
                           text=True, start_new_session=True) as proc:
         try:
             assert proc.stdout.readline().strip() == "running"
-            workers = psutil.Process(proc.pid).children(recursive=True)
-            assert len(workers) >= 4  # numbers, two of announce, inc, ignore
+            # items flow before the driver has started every worker: wait for all
+            # five (numbers, two of announce, inc, ignore)
+            end = time.monotonic() + 10
+            while len(workers := psutil.Process(proc.pid).children(recursive=True)) < 5:
+                assert time.monotonic() < end, f"{len(workers)} workers started"
+                time.sleep(0.01)
             os.kill(proc.pid, signal.SIGKILL)  # the driver alone
             proc.wait(timeout=10)
             _, alive = psutil.wait_procs(workers, timeout=5)

@@ -55,6 +55,7 @@ _PASS = (StopFlow, KeyboardInterrupt, Cancelled, StageDone)
 # classes (whose type is ``type``) or instances.  One set lookup per result, then
 # :func:`_ends_stage` looks closer.
 _SIGNALS = frozenset({type, Sentinel, StopFlow})
+_SPREAD_AS_IS = _SIGNALS | {type(None), tuple}  # else a batched result goes item by item
 
 # What to do instead of raising StopFlow from a hook, by hook.
 _STOP_IN_HOOK = {
@@ -131,6 +132,10 @@ class Runner:
             self.fn = self._timed(self.fn, self.stage.timeout)
         if isinstance(self.stage, Regulator):
             self._coroutine = self._new_coroutine()
+        # a batch takes whole chunks of items; a transform with batch=n spreads
+        # the lists it returns
+        self._batcher = self.functor if isinstance(self.stage, Batch) else None
+        self._spread = self.stage.batch is not None and self.stage.kind == "transform"
 
     def close(self) -> None:
         """Cancel and await the calls still in flight, run ``local_term`` (once,
@@ -369,7 +374,11 @@ class Runner:
         zipped = self.arity > 1
         i = start
         try:
-            if self._coroutine is not None:
+            if self._batcher is not None:
+                full = self._batcher.take(batch if start == 0 else batch[start:])
+                if out:
+                    out[0].extend(full)
+            elif self._coroutine is not None:
                 for i in range(start, len(batch)):
                     self._regulate(batch[i], out)
             elif self.stage.kind == "sink":
@@ -389,7 +398,9 @@ class Runner:
                 for i in range(start, len(batch)):
                     x = batch[i]
                     r = f(*x) if zipped else f(x)
-                    if self.generator:
+                    if self._spread:
+                        self._spread_out(r, out)
+                    elif self.generator:
                         for y in r:
                             self._emit(y, out, "yielded")
                     elif r is not None:
@@ -440,6 +451,16 @@ class Runner:
         for x in items:
             self._emit(x, out)
             yield None
+
+    def _spread_out(self, r: Any, out: list[list[Any]]) -> None:
+        """The items of a batched call's result: at once when none is a signal
+        or None (checked by type, in one pass), else one by one."""
+        ys = list(r)
+        if out and self.n_outputs <= 1 and _SPREAD_AS_IS.isdisjoint(map(type, ys)):
+            out[0].extend(ys)
+            return
+        for y in ys:
+            self._emit(y, out, "yielded")
 
     def _emit(self, r: Any, out: list[list[Any]], how: str = "returned") -> None:
         if is_sentinel(r) or (type(r) in _SIGNALS and _ends_stage(r, how)):
