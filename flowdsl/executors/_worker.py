@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ __all__ = ["LINGER", "Job", "Ordering", "worker_main"]
 LINGER = 0.005  # seconds an item may wait in a batch
 PUBLISH = 0.05  # seconds between updates of the live counters
 BATCH_WORK = 0.002  # seconds of consumer work one batch should hold
+MAX_HELD = 2  # done batches an ordered worker holds while it takes the next
 MAX_BATCH = 256
 MESSAGE_BYTES = 1 << 20  # batches aim below this size
 _CHUNK_TIME = 0.001
@@ -123,6 +125,8 @@ class _Worker:
         self.since: list[float | None] = [None] * len(node.outputs)
         self.per_item = 0.0
         self.held_since: float | None = None  # a batch's partial list: its first item's
+        # an ordered stage's batches done before their turn: (seq, outputs per port)
+        self.held_out: deque[tuple[int, list[list[Any]]]] = deque()
         self.chunk = 1
         self.max_chunk = MAX_BATCH  # lowered when items are big: see _send_batch
         self.item_bytes = [0.0] * len(node.outputs)
@@ -159,6 +163,7 @@ class _Worker:
                     self._run_gate()
                 else:
                     self._run_consumer()
+            self._emit_held(block=True)
             self._flush_all()
             for port in range(len(self.out)):
                 self._close_port(port)
@@ -343,17 +348,27 @@ class _Worker:
                     self._flush_all()
                     continue
             t = time.perf_counter()
+            data: bytes | None
             if ordering is None:
                 data, seq = ch.get(), None
             else:
-                self.job.cancel.acquire(ordering.lock)
+                # never wait for input holding outputs, nor for the worker that
+                # waits for it: what they feed may be what the input waits for
+                if self.held_out and not ordering.lock.acquire(False):
+                    self._emit_held(block=True)
+                    continue
+                if not self.held_out:
+                    self.job.cancel.acquire(ordering.lock)
                 try:
-                    data = ch.get()
+                    data = None if self.held_out and not ch.ready() else ch.get()
                     seq = ordering.seq.value
-                    if data != EOS:
+                    if data is not None and data != EOS:
                         ordering.seq.value = seq + 1
                 finally:
                     ordering.lock.release()
+                if data is None:
+                    self._emit_held(block=True)
+                    continue
             self.blocked_in += time.perf_counter() - t
             if data == EOS:
                 m.end(0)
@@ -465,7 +480,7 @@ class _Worker:
         for ch in self.job.inputs:  # producers size their batches by it
             ch.cost.value = self.per_item
         if seq is not None:
-            self._emit_in_turn(seq)
+            self._hold(seq)
         if time.perf_counter() - self.published > PUBLISH:
             self._publish()
 
@@ -519,6 +534,35 @@ class _Worker:
             self._emit_in_turn(seq)
         _write_journal(self.job.journal, None)
         self._publish()
+
+    def _hold(self, seq: int) -> None:
+        """An ordered worker's batch ``seq`` is done: its outputs wait for their
+        turn while the worker goes on with its next batch (it waits for the turn
+        when it holds MAX_HELD batches, or before it would wait for input)."""
+        self.held_out.append((seq, [o[:] for o in self.out]))
+        for o in self.out:
+            o.clear()
+        self._emit_held(block=len(self.held_out) > MAX_HELD)
+
+    def _emit_held(self, block: bool) -> None:
+        """Send the held batches whose turn has come, in order; with ``block``,
+        all of them, waiting for each one's turn."""
+        ordering = self.job.ordering
+        if not self.held_out or ordering is None:
+            return
+        current = [o[:] for o in self.out]  # what comes after them waits
+        for o in self.out:
+            o.clear()
+        while self.held_out:
+            seq, outs = self.held_out[0]
+            if not block and ordering.next_emit.value < seq:
+                break
+            self.held_out.popleft()
+            for o, held in zip(self.out, outs, strict=True):
+                o.extend(held)
+            self._emit_in_turn(seq)
+        for o, later in zip(self.out, current, strict=True):
+            o.extend(later)
 
     def _emit_in_turn(self, seq: int) -> None:
         ordering = self.job.ordering
