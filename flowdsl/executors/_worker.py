@@ -41,6 +41,7 @@ LINGER = 0.005  # seconds an item may wait in a batch
 PUBLISH = 0.05  # seconds between updates of the live counters
 BATCH_WORK = 0.002  # seconds of consumer work one batch should hold
 MAX_HELD = 2  # done batches an ordered worker holds while it takes the next
+HOLD_WORK = 0.003  # ... when a batch takes less than this: it waits at most that long
 MAX_BATCH = 256
 MESSAGE_BYTES = 1 << 20  # batches aim below this size
 _CHUNK_TIME = 0.001
@@ -458,6 +459,7 @@ class _Worker:
             return
         i, n = 0, len(batch)
         m, cancel = self.machine, self.job.cancel
+        began = time.perf_counter()
         while i < n:
             cancel.check()
             k = n if m.concurrent else self.chunk  # (calls in flight wait on their own)
@@ -480,7 +482,7 @@ class _Worker:
         for ch in self.job.inputs:  # producers size their batches by it
             ch.cost.value = self.per_item
         if seq is not None:
-            self._hold(seq)
+            self._hold(seq, quick=time.perf_counter() - began < HOLD_WORK)
         if time.perf_counter() - self.published > PUBLISH:
             self._publish()
 
@@ -535,14 +537,16 @@ class _Worker:
         _write_journal(self.job.journal, None)
         self._publish()
 
-    def _hold(self, seq: int) -> None:
-        """An ordered worker's batch ``seq`` is done: its outputs wait for their
-        turn while the worker goes on with its next batch (it waits for the turn
-        when it holds MAX_HELD batches, or before it would wait for input)."""
+    def _hold(self, seq: int, quick: bool) -> None:
+        """An ordered worker's batch ``seq`` is done: when batches are ``quick``,
+        its outputs wait for their turn while the worker goes on with its next
+        batch (it waits for the turn when it holds MAX_HELD batches, or before it
+        would wait for input).  Slow batches wait for their turn at once: held
+        behind a slow batch, they would hold up every later one."""
         self.held_out.append((seq, [o[:] for o in self.out]))
         for o in self.out:
             o.clear()
-        self._emit_held(block=len(self.held_out) > MAX_HELD)
+        self._emit_held(block=not quick or len(self.held_out) > MAX_HELD)
 
     def _emit_held(self, block: bool) -> None:
         """Send the held batches whose turn has come, in order; with ``block``,
