@@ -11,7 +11,7 @@ EXECUTORS = ["serial", "process"]
 
 settings.register_profile(
     "flowdsl",
-    max_examples=60,
+    max_examples=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -24,7 +24,7 @@ settings.register_profile("flowdsl-fresh-interpreters", parent=settings.get_prof
 SOAK = bool(os.environ.get("FLOWDSL_SOAK"))
 SOAK_FACTOR = 20
 settings.register_profile("flowdsl-soak", parent=settings.get_profile("flowdsl"),
-                          max_examples=60 * SOAK_FACTOR)
+                          max_examples=50 * SOAK_FACTOR)
 
 
 def pytest_addoption(parser):
