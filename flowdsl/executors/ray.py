@@ -45,7 +45,7 @@ import os
 import socket
 import sys
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -321,6 +321,9 @@ class _RayExecution(Execution):
         self.lives: dict[tuple[int, int], str] = {}  # each actor's life, as it last said
         self.ended_life: dict[tuple[int, int], str | None] = {}  # of the actors replaced
         self.probes: dict[tuple[int, int], int] = {}  # calls made to find the new life
+        # a supervised actor takes one call at a time, of any kind: a call queued
+        # behind one that dies would reach the next life unopened, and unseen
+        self.queued: dict[tuple[int, int], deque[_Call]] = defaultdict(deque)
         self.gone: list[tuple[str, int]] = []
         self.restarted = [0] * len(nodes)  # actors replaced after dying
         self.replaced = [0] * len(nodes)  # actors replaced after max items
@@ -522,6 +525,9 @@ class _RayExecution(Execution):
         if (nid, w) in self.replacing and call.kind is not Event.OPEN:
             self.replacing[nid, w][2].append(call)
             return
+        if self.plan.nodes[nid].stage.supervised and self.busy_calls[nid][w]:
+            self.queued[nid, w].append(call)
+            return
         method = getattr(self.actors[nid][w], call.kind.value)
         refs = method.options(num_returns=1 + len(self.plan.nodes[nid].outputs)).remote(
             *call.args)
@@ -584,6 +590,8 @@ class _RayExecution(Execution):
         if reply.get("spent") and not self.busy_calls[call.node][call.worker]:
             self.replaced[call.node] += 1
             self._replace(key, "retired")
+        elif self.queued.get(key) and not self.busy_calls[call.node][call.worker]:
+            self._make(self.queued[key].popleft())
 
     def _order_key(self, call: _Call) -> tuple[int, int]:
         node = self.plan.nodes[call.node]
@@ -655,6 +663,7 @@ class _RayExecution(Execution):
                       key=lambda c: c.number)
         for c in lost:
             del self.calls[c.meta]
+        lost += self.queued.pop(key, ())
         if reason == "retired":  # local_term in the old life first
             ref = actor.terminate.remote()
             ready, _ = ray.wait([ref], timeout=self.grace)
