@@ -16,7 +16,6 @@ executor can wait for its input and for its calls at once.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import os
@@ -26,7 +25,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["Calls", "EventLoop"]
 
@@ -38,6 +40,8 @@ class EventLoop:
     its calls, and its hooks when they are coroutine functions."""
 
     def __init__(self, name: str) -> None:
+        import asyncio  # here: most flows never start a loop, and asyncio is slow to import
+
         self.loop = asyncio.new_event_loop()
         self.tasks: set[asyncio.Task[Any]] = set()  # the calls running on the loop
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True,
@@ -46,6 +50,8 @@ class EventLoop:
 
     def submit(self, coroutine: Coroutine[Any, Any, Any]) -> Future[Any]:
         """Start ``coroutine`` as a task on the loop; its future."""
+        import asyncio
+
         async def tracked() -> Any:
             task = asyncio.current_task()
             assert task is not None
@@ -59,11 +65,15 @@ class EventLoop:
 
     def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         """Run ``coroutine`` on the loop and wait for its result."""
+        import asyncio
+
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
 
     def cancel_all(self) -> None:
         """Cancel every call on the loop and wait until each has finished
         (its ``finally`` blocks and ``async with`` exits have run)."""
+        import asyncio
+
         async def cancel() -> None:
             tasks = [t for t in self.tasks if not t.done()]
             for task in tasks:

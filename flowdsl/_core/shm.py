@@ -42,7 +42,6 @@ import itertools
 import logging
 import mmap
 import os
-import secrets
 import stat
 import weakref
 from dataclasses import dataclass
@@ -71,7 +70,7 @@ def available() -> bool:
 
 def new_prefix() -> str:
     """A name prefix for the segments of one run."""
-    return f"flowdsl-{os.getpid()}-{secrets.token_hex(4)}-"
+    return f"flowdsl-{os.getpid()}-{os.urandom(4).hex()}-"
 
 
 def sweep(prefix: str) -> int:
