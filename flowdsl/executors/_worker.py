@@ -39,7 +39,7 @@ __all__ = ["LINGER", "Job", "Ordering", "worker_main"]
 
 LINGER = 0.005  # seconds an item may wait in a batch
 PUBLISH = 0.05  # seconds between updates of the live counters
-BATCH_WORK = 0.002  # seconds of consumer work one batch should hold
+BATCH_WORK = 0.01  # seconds of consumer work one batch should hold: few wake-ups, fair shares
 MAX_HELD = 2  # done batches an ordered worker holds while it takes the next
 HOLD_WORK = 0.003  # ... when a batch takes less than this: it waits at most that long
 MAX_BATCH = 256
@@ -475,10 +475,8 @@ class _Worker:
                     m.feed(port, batch[i:])  # dropped, and counted as such
                     self._after()
                 break
-            if seq is None:
+            if seq is None or self.job.ordering.next_emit.value == seq:  # type: ignore[union-attr]
                 self._maybe_flush(t)
-            elif self.job.ordering.next_emit.value == seq:  # type: ignore[union-attr]
-                self._flush_all()
         for ch in self.job.inputs:  # producers size their batches by it
             ch.cost.value = self.per_item
         if seq is not None:
