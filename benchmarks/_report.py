@@ -226,6 +226,8 @@ def evaluate_targets(outcomes: list[Any]) -> list[dict[str, Any]]:
     w3 = med("W3", "flowdsl", "mb_per_s")
     target("W3 throughput", "≥ 3 GB/s", None if w3 is None else w3 / 1000,
            lambda v: v >= 3.0, "{:.2f} GB/s")
+    target("W3 vs the shared-memory ceiling", "≥ 80 %",
+           ratio(w3, med("W3", "raw /dev/shm", "mb_per_s")), lambda v: v >= 0.8, "{:.1%}")
     target("W3 vs pypeln", "≥ 7x", ratio(w3, med("W3", "pypeln", "mb_per_s")),
            lambda v: v >= 7, "{:.1f}x")
     target("W4 3-stage flow over 10 items", "≤ 0.019 s", med("W4", "flowdsl", "flow_s"),
@@ -289,6 +291,11 @@ METHOD = """\
   handling (`benchmarks/_raw.py`). Batches of 8 in W2 (1 ms items: 2 workers must
   share 1 000 items evenly), of 1 in W3 (256 arrays of 8 MB would make 2 GB
   messages) and in W5 (latency).
+- **raw /dev/shm** (W3's shared-memory ceiling): the same three processes joined by
+  two hops through segments under `/dev/shm` written by hand for 8 MB float arrays:
+  four reused segments per hop, mapped before the fork; the producer copies an array
+  into a free one and sends its index, the consumer reads it in place and hands the
+  index back (`_raw.shm_reduce_in_sink`).
 - **flowdsl**: decorated functions at their default options, `ProcessExecutor("fork")`,
   results iterated in the driver (`flow.iterate()`), or a sink and `flow.run()` in W3.
 - **minipipe 0.1.9**: `PipeLine` of `Source`/`Transform`/`Sink`, default buffers (3

@@ -1,6 +1,9 @@
 """W3: 8 MB numpy arrays through source → identity → sink: two process hops, in MB/s,
 with the peak RSS of the whole process tree.
 
+``raw /dev/shm`` is the shared-memory ceiling: the same three processes joined by
+two hops through ``/dev/shm`` written by hand for this one job.
+
 The pipelines run source, identity and sink in three processes (pypeln's source
 is its usual feeder thread in the driver, so its hops are driver → identity →
 sink).  For mpire and Pool the driver is source and sink, the pool runs the
@@ -58,6 +61,15 @@ def raw(n: int) -> dict[str, float]:
     # 8 MB items go one by one: 256 of them would make 2 GB messages
     count = _raw.reduce_in_sink(lambda: arrays(n), identity, sink=_count_arrays, initial=0,
                                 batch=1)
+    return _result(n, t0, count)
+
+
+def raw_shm(n: int) -> dict[str, float]:
+    import _raw
+
+    t0 = time.perf_counter()
+    count = _raw.shm_reduce_in_sink(lambda: arrays(n), identity, sink=_count_arrays,
+                                    initial=0, nbytes=ITEMS * 8, dtype="float64")
     return _result(n, t0, count)
 
 
@@ -142,13 +154,13 @@ def with_peak_rss(function: str, n: int) -> dict[str, float]:
 
 def cases(quick: bool) -> list[Case]:
     n = 6 if quick else 48  # 384 MB a run: 1-2 s through a pipe
-    # flowdsl moves arrays through shared memory: 48 of them take ~0.2 s, mostly
-    # start-up (each worker imports numpy), so its case runs 10x more, ~1 s
+    # flowdsl and the shared-memory ceiling move arrays through shared memory: 48
+    # of them take ~0.2 s, mostly start-up, so their cases run 10x more, ~1 s
     many = 60 if quick else 480
     out = []
-    for label, fn in [("raw", "raw"), ("flowdsl", "flowdsl"), ("minipipe", "minipipe"),
+    for label, fn in [("raw", "raw"), ("raw /dev/shm", "raw_shm"), ("flowdsl", "flowdsl"), ("minipipe", "minipipe"),
                       ("pypeln", "pypeln"), ("mpire", "mpire"), ("Pool", "pool")]:
-        if fn == "flowdsl":
+        if fn in ("flowdsl", "raw_shm"):
             out.append(Case(label, label, "with_peak_rss", {"function": fn, "n": many},
                             note=f"{many} arrays (48 take ~0.2 s, mostly start-up)"))
         else:
