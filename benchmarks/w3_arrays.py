@@ -158,8 +158,9 @@ def cases(quick: bool) -> list[Case]:
     # of them take ~0.2 s, mostly start-up, so their cases run 10x more, ~1 s
     many = 60 if quick else 480
     out = []
-    for label, fn in [("raw", "raw"), ("raw /dev/shm", "raw_shm"), ("flowdsl", "flowdsl"), ("minipipe", "minipipe"),
-                      ("pypeln", "pypeln"), ("mpire", "mpire"), ("Pool", "pool")]:
+    for label, fn in [("raw", "raw"), ("raw /dev/shm", "raw_shm"), ("flowdsl", "flowdsl"),
+                      ("minipipe", "minipipe"), ("pypeln", "pypeln"), ("mpire", "mpire"),
+                      ("Pool", "pool")]:
         if fn in ("flowdsl", "raw_shm"):
             out.append(Case(label, label, "with_peak_rss", {"function": fn, "n": many},
                             note=f"{many} arrays (48 take ~0.2 s, mostly start-up)"))
