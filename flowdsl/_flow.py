@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ._types import check_edge
 from .errors import GraphError, StopFlow
 
 if TYPE_CHECKING:
@@ -298,6 +299,10 @@ def connect(left: Any, right: Any) -> Flow:
     else:
         raise GraphError(f"cannot zip {len(lf.outlets)} outputs into several stages "
                          f"({_names(rf.inlets)}): connect each one explicitly")
+    for e in edges:
+        if e.src is not None:
+            check_edge(e.src.stage, e.dst.stage, e.dst_port,
+                       f"{e.src.stage.name} >> {e.dst.stage.name}")
     return Flow.union([lf, rf], lf.inlets, rf.outlets, tuple(edges))
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from ._flow import DEAD_LETTER, Edge, Flow, Node, as_flow, refuse_stop_flow
 from ._stages import Stage
+from ._types import UNKNOWN, _item_parameters, check_edge, makes
 from .errors import GraphError
 
 __all__ = ["LoopGate", "loop"]
@@ -37,6 +38,8 @@ class LoopGate(Stage):
         self.until = until
         self.max_iterations = max_iterations
         self.seed = list(seed)
+        self.head: Stage | None = None  # the body's first stage, whose input the loop's is
+        self.item_type: Any = None  # what the body makes, as far as its annotations say
 
     def route(self, items: list[Any]) -> tuple[list[Any], list[Any]]:
         """Split body outputs into (back into the body, out of the loop).
@@ -72,6 +75,19 @@ class LoopGate(Stage):
 
 def _never(_: Any) -> bool:
     return False
+
+
+def _type_loop(gate: LoopGate, head: Stage, tails: list[Stage]) -> None:
+    """What the loop takes (its body's head does) and makes (its body's outputs
+    do), checking that those outputs can enter the body again."""
+    gate.head = head
+    made = {makes(t) for t in tails}
+    gate.item_type = made.pop() if len(made) == 1 else UNKNOWN
+    if len(_item_parameters(head.callable)) > 1:
+        return  # a head of N parameters takes tuples, unpacked
+    for tail in tails:
+        check_edge(tail, head, 0, f"loop({head.name}): what {tail.name} makes goes back "
+                                  f"into {head.name}")
 
 
 def loop(body: Any, *, seed: Iterable[Any] = (), until: Callable[[Any], bool] | None = None,
@@ -112,8 +128,10 @@ def loop(body: Any, *, seed: Iterable[Any] = (), until: Callable[[Any], bool] | 
     if len(flow.outlets) != 1:
         raise GraphError("a loop body needs exactly one output (use merge(...) to "
                          "join several)")
-    gate = Node(LoopGate(until, max_iterations, seed, name), loop=frozenset(flow.nodes))
     (head,) = flow.inlets
+    gate_stage = LoopGate(until, max_iterations, seed, name)
+    _type_loop(gate_stage, head.stage, [n.stage for n, _ in flow.outlets[0]])
+    gate = Node(gate_stage, loop=frozenset(flow.nodes))
     edges = [Edge(gate, 0, head, 0)]
     edges += [Edge(n, p, gate, 1, back=True) for n, p in flow.outlets[0]]
     return Flow.union([Flow((gate,), (), (gate,), ()), flow], (gate,), (((gate, 1),),),

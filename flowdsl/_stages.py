@@ -68,6 +68,7 @@ class Stage(Composable):
         restarts: int = 0,
         max_items_per_worker: int | None = None,
         batch: int | None = None,
+        check_types: bool = False,
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -95,6 +96,7 @@ class Stage(Composable):
         self.restarts = restarts
         self.max_items_per_worker = max_items_per_worker
         self.batch = batch
+        self.check_types = check_types
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})
         self.term_flag: Any = None
@@ -109,6 +111,12 @@ class Stage(Composable):
         if not isinstance(self.ordered, bool):
             raise ValueError(f"stage {self.name!r}: ordered must be True or False, "
                              f"got {self.ordered!r}")
+        if not isinstance(self.check_types, bool):
+            raise GraphError(f"stage {self.name!r}: check_types must be True or False, "
+                             f"got {self.check_types!r}")
+        if self.check_types and self.kind == "source":
+            raise GraphError(f"source {self.name!r}: check_types applies to what a stage "
+                             f"takes and makes: set it on the stages that read the source")
 
     # -- introspection -------------------------------------------------------------
     @property
@@ -318,7 +326,7 @@ class Regulator(Transform):
 
 _OPTIONS = {"name", "workers", "buffer", "ordered", "ignore_exceptions", "init_kwargs",
             "on_error", "retries", "concurrency", "timeout", "restarts",
-            "max_items_per_worker", "batch"}
+            "max_items_per_worker", "batch", "check_types"}
 
 
 class StageClass:
@@ -378,7 +386,8 @@ def transform(obj: Any = None, *, name: str | None = None, workers: int = 1,
               buffer: int | None = None, ordered: bool = True, on_error: Any = "raise",
               retries: int = 0, concurrency: int | None = None,
               timeout: float | None = None, restarts: int = 0,
-              max_items_per_worker: int | None = None, batch: int | None = None) -> Any:
+              max_items_per_worker: int | None = None, batch: int | None = None,
+              check_types: bool = False) -> Any:
     """Make a transform: one item in, one result out (``None``: no output; a
     generator function emits everything it yields).  ``workers`` processes run it;
     with ``ordered`` (the default) outputs keep the input order; ``buffer`` bounds
@@ -403,19 +412,26 @@ def transform(obj: Any = None, *, name: str | None = None, workers: int = 1,
 
     ``batch=n`` calls the function with lists of up to n items (for vectorised
     code: numpy, a model) and spreads what it returns (a list, an array, any
-    iterable) into items again; see :func:`~flowdsl.batch`."""
+    iterable) into items again; see :func:`~flowdsl.batch`.
+
+    ``check_types=True`` checks, in the workers, every item against the item
+    parameter's annotation and every result against the return annotation; an
+    item that does not fit fails its call with a ``TypeError`` (through
+    ``retries`` and ``on_error``).  Edges whose two ends are annotated are
+    checked when the flow is built, whatever this option says."""
     return _decorate(Transform, obj, {"name": name, "workers": workers, "buffer": buffer,
                                       "ordered": ordered, "on_error": on_error,
                                       "retries": retries, "concurrency": concurrency,
                                       "timeout": timeout, "restarts": restarts,
                                       "max_items_per_worker": max_items_per_worker,
-                                      "batch": batch})
+                                      "batch": batch, "check_types": check_types})
 
 
 def sink(obj: Any = None, *, name: str | None = None, workers: int = 1,
          buffer: int | None = None, on_error: Any = "raise", retries: int = 0,
          concurrency: int | None = None, timeout: float | None = None, restarts: int = 0,
-         max_items_per_worker: int | None = None, batch: int | None = None) -> Any:
+         max_items_per_worker: int | None = None, batch: int | None = None,
+         check_types: bool = False) -> Any:
     """Make a sink: it consumes items; its return value is ignored.  The other
     options as for :func:`transform` (``batch=n``: the sink gets lists of up to
     n items, for bulk writes)."""
@@ -424,7 +440,7 @@ def sink(obj: Any = None, *, name: str | None = None, workers: int = 1,
                                  "concurrency": concurrency, "timeout": timeout,
                                  "restarts": restarts,
                                  "max_items_per_worker": max_items_per_worker,
-                                 "batch": batch})
+                                 "batch": batch, "check_types": check_types})
 
 
 def as_stage(obj: Any) -> Stage:

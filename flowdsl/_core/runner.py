@@ -23,6 +23,7 @@ from .._sentinel import Sentinel, is_sentinel
 from .._stages import Regulator, Stage, callable_of, hook_of
 from ..errors import CallTimedOut, Failure, StageError, StageTimeout, StopFlow
 from .calls import Calls, EventLoop
+from .typed import typed
 
 __all__ = ["Cancelled", "Runner", "StageDone", "describe"]
 
@@ -128,6 +129,8 @@ class Runner:
         self.generator = self.stage.is_generator or (
             self.stage.batch is not None and self.stage.kind == "transform")
         self.fn = _bind(self.call, self.args, self.kwargs)
+        if self.stage.check_types:
+            self.fn = typed(self.fn, self.stage, self.arity)
         if self.stage.timeout is not None:
             self.fn = self._timed(self.fn, self.stage.timeout)
         if isinstance(self.stage, Regulator):
