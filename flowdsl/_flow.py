@@ -18,17 +18,57 @@ import itertools
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, overload
 
 from ._types import check_edge
 from .errors import GraphError, StopFlow
 
 if TYPE_CHECKING:
+    from typing_extensions import TypeVar
+
     from ._report import RunReport
     from ._stages import Stage
 
-__all__ = ["DEAD_LETTER", "Composable", "Edge", "Flow", "Node", "as_flow", "mentions", "merge",
-           "provide", "refuse_stop_flow"]
+    # what a flow takes and makes; Any where nothing says (PEP 696 defaults)
+    In = TypeVar("In", contravariant=True, default=Any)
+    Out = TypeVar("Out", covariant=True, default=Any)
+else:
+    from typing import TypeVar
+
+    In = TypeVar("In", contravariant=True)
+    Out = TypeVar("Out", covariant=True)
+
+Next = TypeVar("Next")
+_A = TypeVar("_A", contravariant=True)
+_B = TypeVar("_B", covariant=True)
+
+
+class Function(Protocol[_A, _B]):
+    """A plain function (or lambda) of one item, as ``>>`` takes it: a stage is
+    not one (it has no ``__name__`` for type checkers), so a stage whose types do
+    not fit is an error rather than a function of unknown types."""
+
+    __name__: str
+
+    def __call__(self, item: _A, /) -> _B: ...
+
+
+class Producer(Protocol[_B]):
+    """An object whose ``run()`` returns a source's items (a decorated source
+    class's instance, for type checkers)."""
+
+    def run(self) -> Iterable[_B]: ...
+
+
+class Runner(Protocol[_A, _B]):
+    """An object whose ``run(item)`` is called per item (a decorated class's
+    instance, for type checkers that keep the class's own type)."""
+
+    def run(self, item: _A, /) -> _B: ...
+
+__all__ = ["DEAD_LETTER", "Composable", "Edge", "Flow", "Function", "In", "Next", "Node", "Out",
+           "Producer", "Runner",
+           "as_flow", "mentions", "merge", "provide", "refuse_stop_flow"]
 
 _ids = itertools.count()
 DEAD_LETTER = -1  # the output port of failed items, placed after the others by the planner
@@ -99,13 +139,27 @@ def mentions(ports: Iterable[Port]) -> list[tuple[Node, int, int]]:
     return out
 
 
-class Composable:
-    """Anything that can stand on either side of ``>>`` and be run."""
+class Composable(Generic[In, Out]):
+    """Anything that can stand on either side of ``>>`` and be run.
 
-    def _as_flow(self) -> Flow:
+    ``Composable[In, Out]`` takes items of type ``In`` and makes items of type
+    ``Out``: ``a >> b`` is a type error where ``a`` makes what ``b`` cannot take,
+    and ``collect()`` returns ``list[Out]``.
+    """
+
+    def _as_flow(self) -> Flow[In, Out]:
         raise NotImplementedError
 
-    def __rshift__(self, other: Any) -> Flow:
+    @overload
+    def __rshift__(self, other: Composable[Out, Next]) -> Flow[In, Next]: ...
+    @overload
+    def __rshift__(self, other: list[Any] | tuple[Any, ...]) -> Flow[In, Any]: ...
+    @overload
+    def __rshift__(self, other: Function[Out, Next]) -> Flow[In, Next]: ...
+    @overload
+    def __rshift__(self, other: Runner[Out, Next]) -> Flow[In, Next]: ...
+
+    def __rshift__(self, other: Any) -> Flow[Any, Any]:
         refuse_stop_flow(other, "a stage")
         if not _composable(other):
             if hasattr(type(other), "__rrshift__"):
@@ -113,7 +167,16 @@ class Composable:
             raise TypeError(_not_a_stage(other))
         return connect(self, other)
 
-    def __rrshift__(self, other: Any) -> Flow:
+    @overload
+    def __rrshift__(self, other: list[Any] | tuple[Any, ...]) -> Flow[Any, Out]: ...
+    @overload
+    def __rrshift__(self, other: Function[Any, In]) -> Flow[Any, Out]: ...
+    @overload
+    def __rrshift__(self, other: Producer[In]) -> Flow[NoReturn, Out]: ...
+    @overload
+    def __rrshift__(self, other: Runner[Any, In]) -> Flow[Any, Out]: ...
+
+    def __rrshift__(self, other: Any) -> Flow[Any, Any]:
         refuse_stop_flow(other, "a stage")
         if not _composable(other):
             raise TypeError(_not_a_stage(other))
@@ -134,12 +197,12 @@ class Composable:
                 pass
             return execution.report
 
-    def collect(self, **options: Any) -> list[Any]:
+    def collect(self, **options: Any) -> list[Out]:
         """Run the flow and return the items that reach its end, as a list."""
         return list(self.iterate(**options))
 
     def iterate(self, *, executor: Any = "process", timeout: float | None = None,
-                progress: bool = False) -> Iterator[Any]:
+                progress: bool = False) -> Iterator[Out]:
         """Run the flow, yielding the items that reach its end as they arrive.
 
         Leaving the loop early (``break``, an exception, or dropping the iterator)
@@ -154,7 +217,7 @@ class Composable:
                                progress=progress, want_results=True) as execution:
             yield from execution
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Out]:
         return self.iterate()
 
     def diagram(self, draw_streams: bool = False) -> Any:
@@ -165,7 +228,7 @@ class Composable:
         return _needs("mimebundle")(self._as_flow())  # type: ignore[no-any-return]
 
 
-class Flow(Composable):
+class Flow(Composable[In, Out]):
     """A graph of stages.  Build it with ``>>``, ``merge`` and ``loop``."""
 
     def __init__(self, nodes: tuple[Node, ...], edges: tuple[Edge, ...],
@@ -175,11 +238,11 @@ class Flow(Composable):
         self.inlets = inlets
         self.outlets = outlets
 
-    def _as_flow(self) -> Flow:
+    def _as_flow(self) -> Flow[In, Out]:
         return self
 
     @property
-    def stages(self) -> list[Stage]:
+    def stages(self) -> list[Stage[Any, Any]]:
         return [n.stage for n in self.nodes]
 
     def __repr__(self) -> str:
@@ -306,7 +369,13 @@ def connect(left: Any, right: Any) -> Flow:
     return Flow.union([lf, rf], lf.inlets, rf.outlets, tuple(edges))
 
 
-def merge(*items: Any) -> Flow:
+@overload
+def merge(*items: Composable[Any, Next]) -> Flow[Any, Next]: ...
+@overload
+def merge(*items: Any) -> Flow[Any, Any]: ...
+
+
+def merge(*items: Any) -> Flow[Any, Any]:
     """Interleave the outputs of several stages or flows: ``merge(a, b) >> c`` calls
     ``c`` once per item of ``a`` or ``b``, in arrival order."""
     if len(items) == 1 and isinstance(items[0], (list, tuple)):

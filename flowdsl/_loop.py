@@ -16,17 +16,29 @@ ordinary end of stream takes over.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar, overload
 
-from ._flow import DEAD_LETTER, Edge, Flow, Node, as_flow, refuse_stop_flow
+from ._flow import (
+    DEAD_LETTER,
+    Composable,
+    Edge,
+    Flow,
+    Function,
+    Node,
+    Runner,
+    as_flow,
+    refuse_stop_flow,
+)
 from ._stages import Stage
 from ._types import UNKNOWN, _item_parameters, check_edge, makes
 from .errors import GraphError
 
 __all__ = ["LoopGate", "loop"]
 
+T = TypeVar("T")  # what a loop's body takes and makes
 
-class LoopGate(Stage):
+
+class LoopGate(Stage[Any, Any]):
     """The gate of a loop (made by :func:`loop`, not by users)."""
 
     kind = "loop"
@@ -90,8 +102,22 @@ def _type_loop(gate: LoopGate, head: Stage, tails: list[Stage]) -> None:
                                   f"into {head.name}")
 
 
+@overload
+def loop(body: Composable[T, T], *, seed: Iterable[T] = (),
+         until: Callable[[T], bool] | None = None, max_iterations: int | None = None,
+         name: str | None = None) -> Flow[T, T]: ...
+@overload
+def loop(body: Runner[T, T], *, seed: Iterable[T] = (),
+         until: Callable[[T], bool] | None = None, max_iterations: int | None = None,
+         name: str | None = None) -> Flow[T, T]: ...
+@overload
+def loop(body: Function[T, T], *, seed: Iterable[T] = (),
+         until: Callable[[T], bool] | None = None, max_iterations: int | None = None,
+         name: str | None = None) -> Flow[T, T]: ...
+
+
 def loop(body: Any, *, seed: Iterable[Any] = (), until: Callable[[Any], bool] | None = None,
-         max_iterations: int | None = None, name: str | None = None) -> Flow:
+         max_iterations: int | None = None, name: str | None = None) -> Flow[Any, Any]:
     """A cycle: every output of ``body`` is fed back into it until ``until(output)``.
 
     Items from upstream (if any) and the ``seed`` items enter ``body``; outputs for

@@ -17,10 +17,42 @@ import functools
 import importlib
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, overload
 
-from ._flow import DEAD_LETTER, Composable, Edge, Flow, Node, refuse_stop_flow
+from ._flow import DEAD_LETTER, Composable, Edge, Flow, In, Node, Out, refuse_stop_flow
 from .errors import GraphError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Coroutine, Iterator
+    from typing import Concatenate, ParamSpec
+
+    from typing_extensions import Unpack
+
+    from ._typing import (
+        BatchedSinkDecorator,
+        BatchedSinkOptions,
+        BatchedTransformDecorator,
+        BatchedTransformOptions,
+        Produces,
+        Runs,
+        SinkDecorator,
+        SinkFunction,
+        SinkOptions,
+        SourceDecorator,
+        SourceFunction,
+        SourceOptions,
+        TransformDecorator,
+        TransformFunction,
+        TransformOptions,
+    )
+
+    P = ParamSpec("P")
+    # a decorated class keeps its type: type checkers see its instances as the
+    # objects with run() that '>>' takes (mypy ignores what class decorators return)
+    _R = TypeVar("_R", bound=Runs[Any, Any])
+    _P = TypeVar("_P", bound=Produces[Any])
+A = TypeVar("A")
+B = TypeVar("B")
 
 __all__ = [
     "Regulator",
@@ -37,7 +69,7 @@ __all__ = [
 
 
 
-class Stage(Composable):
+class Stage(Composable[In, Out]):
     """A node of a flow: user code plus how to run it.
 
     Calling a stage returns a configured copy: for a source the call binds the
@@ -263,7 +295,7 @@ class Stage(Composable):
         return self.downstreams
 
 
-class Source(Stage):
+class Source(Stage[NoReturn, Out]):
     """A stage that produces items: a generator, an iterable, or an object whose
     ``run()`` returns one."""
 
@@ -281,14 +313,14 @@ class Source(Stage):
         super().__init__(functor_obj, name, None, downstreams, ignore_exceptions, **options)
 
 
-class Transform(Stage):
+class Transform(Stage[In, Out]):
     """A stage that maps each item to zero, one or many items."""
 
     kind = "transform"
     _default_name = "Transform"
 
 
-class Sink(Stage):
+class Sink(Stage[In, NoReturn]):
     """A stage that consumes items; its return value is ignored."""
 
     kind = "sink"
@@ -307,7 +339,7 @@ class Sink(Stage):
                          **options)
 
 
-class Regulator(Transform):
+class Regulator(Transform[Any, Any]):
     """A transform driven by a coroutine, for batching or splitting items.
 
     The coroutine function is called with ``init_kwargs`` in the worker; each item
@@ -373,6 +405,18 @@ def _decorate(stage_type: type[Stage], obj: Any, options: dict[str, Any]) -> Any
     return stage
 
 
+@overload
+def source(obj: None = None, /, **options: Unpack[SourceOptions]) -> SourceDecorator: ...
+@overload
+def source(obj: type[_P], /, **options: Unpack[SourceOptions]) -> type[_P]: ...
+@overload
+def source(obj: Callable[P, AsyncIterator[B]], /, **options: Unpack[SourceOptions]
+           ) -> SourceFunction[P, B]: ...
+@overload
+def source(obj: Callable[P, Iterable[B]], /, **options: Unpack[SourceOptions]
+           ) -> SourceFunction[P, B]: ...
+
+
 def source(obj: Any = None, *, name: str | None = None, workers: int = 1,
            buffer: int | None = None) -> Any:
     """Make a source from a generator function (or an async generator function,
@@ -380,6 +424,30 @@ def source(obj: Any = None, *, name: str | None = None, workers: int = 1,
     class whose ``run()`` returns one.  Usable bare (``@source``) or with options
     (``@source(name=...)``).  A source runs in exactly one worker."""
     return _decorate(Source, obj, {"name": name, "workers": workers, "buffer": buffer})
+
+
+@overload
+def transform(obj: None = None, /, **options: Unpack[TransformOptions]) -> TransformDecorator: ...
+@overload
+def transform(obj: None = None, /, **options: Unpack[BatchedTransformOptions]
+              ) -> BatchedTransformDecorator: ...
+@overload
+def transform(obj: type[_R], /, **options: Unpack[TransformOptions]) -> type[_R]: ...  # type: ignore[overload-overlap]
+@overload
+def transform(obj: Callable[Concatenate[A, P], Iterator[B]], /,
+              **options: Unpack[TransformOptions]) -> TransformFunction[A, B, P]: ...
+@overload
+def transform(obj: Callable[Concatenate[A, P], AsyncIterator[B]], /,
+              **options: Unpack[TransformOptions]) -> TransformFunction[A, B, P]: ...
+@overload
+def transform(obj: Callable[Concatenate[A, P], Coroutine[Any, Any, B | None]], /,
+              **options: Unpack[TransformOptions]) -> TransformFunction[A, B, P]: ...
+@overload
+def transform(obj: Callable[Concatenate[A, P], B | None], /,
+              **options: Unpack[TransformOptions]) -> TransformFunction[A, B, P]: ...
+@overload
+def transform(obj: Callable[Concatenate[list[A], P], Iterable[B]], /,
+              **options: Unpack[BatchedTransformOptions]) -> TransformFunction[A, B, P]: ...
 
 
 def transform(obj: Any = None, *, name: str | None = None, workers: int = 1,
@@ -425,6 +493,20 @@ def transform(obj: Any = None, *, name: str | None = None, workers: int = 1,
                                       "timeout": timeout, "restarts": restarts,
                                       "max_items_per_worker": max_items_per_worker,
                                       "batch": batch, "check_types": check_types})
+
+
+@overload
+def sink(obj: None = None, /, **options: Unpack[SinkOptions]) -> SinkDecorator: ...
+@overload
+def sink(obj: None = None, /, **options: Unpack[BatchedSinkOptions]) -> BatchedSinkDecorator: ...
+@overload
+def sink(obj: type[_R], /, **options: Unpack[SinkOptions]) -> type[_R]: ...  # type: ignore[overload-overlap]
+@overload
+def sink(obj: Callable[Concatenate[A, P], object], /, **options: Unpack[SinkOptions]
+         ) -> SinkFunction[A, P]: ...
+@overload
+def sink(obj: Callable[Concatenate[list[A], P], object], /,
+         **options: Unpack[BatchedSinkOptions]) -> SinkFunction[A, P]: ...
 
 
 def sink(obj: Any = None, *, name: str | None = None, workers: int = 1,
