@@ -260,3 +260,55 @@ def test_fits_accepts_what_type_checkers_accept(made, taken):
                                          (int | str, int)])
 def test_fits_refuses_what_type_checkers_refuse(made, taken):
     assert not fits(made, taken)
+
+
+# -- types become tests -------------------------------------------------------------------
+@transform
+def inverse(x: int) -> float:
+    return 1 / x
+
+
+@transform
+def liar(x: int) -> str:
+    return x  # type: ignore[return-value]
+
+
+def test_check_flow_passes_a_sound_flow_from_a_source_or_an_open_chain():
+    from flowdsl.testing import check_flow
+
+    check_flow(numbers >> square >> halve, n=st.integers(0, 40), max_examples=8)
+    check_flow(square >> odd >> halve, max_examples=8)
+
+
+def test_check_flow_shrinks_to_the_item_that_makes_a_stage_raise():
+    from flowdsl.testing import check_flow
+
+    with pytest.raises(AssertionError) as info:
+        check_flow(square >> inverse, max_examples=30, executors=("serial",))
+    assert str(info.value).startswith("stage 'inverse' failed on Inputs(items=[0]):")
+
+
+def test_check_flow_fails_results_that_are_not_the_declared_type():
+    from flowdsl.testing import check_flow
+
+    with pytest.raises(AssertionError, match="stage 'liar' declares str but made int"):
+        check_flow(liar, max_examples=5, executors=("serial",))
+
+
+@given(st.data())
+def test_inputs_come_from_annotations_or_overrides(data):
+    from flowdsl.testing import Inputs, inputs
+
+    assert data.draw(inputs(numbers, n=st.just(4))) == Inputs(arguments={"n": 4})
+    assert all(isinstance(x, str) for x in data.draw(inputs(shout)).items)
+    assert all(0 <= x < 3 for x in data.draw(inputs(shout, items=st.integers(0, 2))).items)
+
+
+def test_inputs_say_what_cannot_be_drawn():
+    from flowdsl.testing import Inputs, inputs
+
+    assert repr(Inputs(arguments={"n": 3})) == "Inputs(n=3)"
+    with pytest.raises(GraphError, match="no annotated item type"):
+        inputs(transform(lambda x: x))
+    with pytest.raises(GraphError, match="has no unbound parameter 'm'"):
+        inputs(numbers, m=st.just(1))
