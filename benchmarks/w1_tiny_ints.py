@@ -5,6 +5,8 @@ in the driver (minipipe, which cannot return items to the driver, sums in a sink
 process).  mpire and Pool are maps, not pipelines: their 2 workers run +1 and *2
 fused, the driver feeds the stream and sums.  On Ray, flowdsl's ray executor and
 a Ray actor chain written by hand run one actor per stage (``ray.init`` not timed).
+``flowdsl check_types`` is flowdsl with ``check_types=True`` on both transforms:
+the cost of checking every item and result against the annotations.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ def numbers(n):
     yield from range(n)
 
 
-def add1(x):
+def add1(x: int) -> int:
     return x + 1
 
 
-def mul2(x):
+def mul2(x: int) -> int:
     return x * 2
 
 
@@ -54,11 +56,12 @@ def raw(n: int) -> dict[str, float]:
     return _result(n, t0, total)
 
 
-def flowdsl(n: int) -> dict[str, float]:
+def flowdsl(n: int, check_types: bool = False) -> dict[str, float]:
     from flowdsl import source, transform
 
     t0 = time.perf_counter()
-    flow = source(numbers)(n) >> transform(add1) >> transform(mul2)
+    flow = (source(numbers)(n) >> transform(add1, check_types=check_types)
+            >> transform(mul2, check_types=check_types))
     total = sum(flow.iterate(executor=flowdsl_executor()))
     return _result(n, t0, total)
 
@@ -161,6 +164,9 @@ def cases(quick: bool, ray: bool = True) -> list[Case]:
         Case("serial", "serial", "serial", {"n": n(5_000_000)}),
         Case("raw", "raw", "raw", {"n": n(5_000_000)}),
         Case("flowdsl", "flowdsl", "flowdsl", {"n": n(3_000_000)}),
+        Case("flowdsl check_types", "flowdsl", "flowdsl",
+             {"n": n(1_000_000), "check_types": True},
+             note="every item and result checked against the annotations"),
         Case("minipipe", "minipipe", "minipipe", {"n": n(20_000)}),
         Case("pypeln", "pypeln", "pypeln", {"n": n(5_000)}),
         Case("mpire", "mpire", "mpire", {"n": n(60_000)},

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import typing
 from typing import Any
 
-from .._types import UNKNOWN, _item_parameters, is_instance, makes, show, takes
+from .._types import _TOWER, UNKNOWN, _item_parameters, is_instance, makes, show, takes
 
 __all__ = ["typed"]
 
@@ -19,20 +20,23 @@ def typed(fn: Any, stage: Any, arity: int) -> Any:
     names = _item_parameters(stage.callable)
     taken = [takes(stage, i) for i in range(arity)]
     made = makes(stage) if stage.kind == "transform" else UNKNOWN
+    oks, ok_out = [_predicate(h) for h in taken], _predicate(made)
     spread = stage.is_generator or stage.is_async_generator or stage.batch is not None
-    name = stage.name
+    name, batched = stage.name, stage.batch is not None
+
+    def refuse_in(i: int, v: Any) -> None:
+        param = f" (parameter {names[i]!r})" if i < len(names) else ""
+        raise TypeError(f"stage {name!r} takes {show(taken[i])}{param}, "
+                        f"got {type(v).__name__} {_short(v)}")
 
     def check_in(items: tuple[Any, ...]) -> None:
-        for i, (x, hint) in enumerate(zip(items, taken, strict=False)):
-            values = x if stage.batch is not None and isinstance(x, list) else (x,)
-            for v in values:
-                if not is_instance(v, hint):
-                    param = f" (parameter {names[i]!r})" if i < len(names) else ""
-                    raise TypeError(f"stage {name!r} takes {show(hint)}{param}, "
-                                    f"got {type(v).__name__} {_short(v)}")
+        for i, (x, ok) in enumerate(zip(items, oks, strict=False)):
+            for v in (x if batched and isinstance(x, list) else (x,)):
+                if not ok(v):
+                    refuse_in(i, v)
 
     def check_out(result: Any, verb: str = "returned") -> Any:
-        if result is not None and not is_instance(result, made):
+        if result is not None and not ok_out(result):
             raise TypeError(f"stage {name!r} makes {show(made)}, but {verb} "
                             f"{type(result).__name__} {_short(result)}")
         return result
@@ -52,6 +56,19 @@ def typed(fn: Any, stage: Any, arity: int) -> Any:
                 yield check_out(y, "yielded")
 
         return checked_generator
+    if arity == 1 and not batched and not spread:  # the common case, kept short
+        (ok,) = oks
+
+        @functools.wraps(fn)
+        def checked_one(x: Any) -> Any:
+            if not ok(x):
+                refuse_in(0, x)
+            result = fn(x)
+            if result is not None and not ok_out(result):
+                check_out(result)
+            return result
+
+        return checked_one
 
     @functools.wraps(fn)
     def checked(*items: Any) -> Any:
@@ -60,6 +77,21 @@ def typed(fn: Any, stage: Any, arity: int) -> Any:
         return result if spread else check_out(result)
 
     return checked
+
+
+def _predicate(hint: Any) -> Any:
+    """A fast test of one value against ``hint``: ``isinstance`` for a plain
+    class (with PEP 484's int-is-a-float), beartype for the rest."""
+    if hint is UNKNOWN:
+        return _anything
+    if isinstance(hint, type) and not typing.get_args(hint):
+        classes = (hint, *_TOWER.get(hint, ()))
+        return lambda v: isinstance(v, classes)
+    return functools.partial(is_instance, hint=hint)
+
+
+def _anything(_: Any) -> bool:
+    return True
 
 
 def _short(value: Any) -> str:
