@@ -26,7 +26,7 @@ $(RAY_STAMP): $(STAMP)
 SPAWN_TESTS := tests/test_executors.py tests/test_failures.py tests/test_faults.py \
 	tests/test_policies.py tests/test_loop.py tests/test_hygiene.py tests/test_minipipe.py \
 	tests/test_stop_flow.py tests/test_nesting.py tests/test_io.py \
-	tests/test_resilience.py tests/test_batching.py
+	tests/test_resilience.py tests/test_batching.py tests/test_types.py
 
 test: $(RAY_STAMP)
 	$(PY) -m pytest

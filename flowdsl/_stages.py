@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, overload
 
 from ._flow import DEAD_LETTER, Composable, Edge, Flow, In, Node, Out, refuse_stop_flow
+from ._types import hints_of
 from .errors import GraphError
 
 if TYPE_CHECKING:
@@ -149,6 +150,8 @@ class Stage(Composable[In, Out]):
         if self.check_types and self.kind == "source":
             raise GraphError(f"source {self.name!r}: check_types applies to what a stage "
                              f"takes and makes: set it on the stages that read the source")
+        if self.check_types:
+            hints_of(self)  # evaluated here, in the driver, and sent with the stage
 
     # -- introspection -------------------------------------------------------------
     @property

@@ -28,8 +28,8 @@ from typing import Any
 
 from .errors import GraphError
 
-__all__ = ["UNKNOWN", "_item_parameters", "check_edge", "fits", "is_instance", "makes", "show",
-           "takes"]
+__all__ = ["UNKNOWN", "_item_parameters", "check_edge", "fits", "hints_of", "is_instance", "makes",
+           "show", "takes"]
 
 UNKNOWN: Any = None  # a type the annotations do not say
 
@@ -40,6 +40,17 @@ _ITERABLES = {abc.Iterator, abc.Iterable, abc.Generator, abc.AsyncIterator, abc.
 
 
 _TOWER = {float: (int, bool), complex: (float, int, bool)}  # PEP 484's promotions
+
+
+def hints_of(stage: Any) -> dict[str, Any]:
+    """The evaluated annotations of ``stage``'s callable, kept on the stage: they
+    are evaluated in the driver, where the names they use are defined, and go to
+    the workers with it (a function sent by value to a spawned worker takes only
+    the globals its code uses, not those its annotations name)."""
+    cached = stage.__dict__.get("_hints")
+    if cached is None:
+        cached = stage.__dict__["_hints"] = _hints(stage.callable)
+    return cached  # type: ignore[no-any-return]
 
 
 def _hints(f: Any) -> dict[str, Any]:
@@ -100,7 +111,7 @@ def takes(stage: Any, port: int = 0) -> Any:
     names = _item_parameters(f)
     if port >= len(names):
         return UNKNOWN
-    hint = _hints(f).get(names[port], UNKNOWN)
+    hint = hints_of(stage).get(names[port], UNKNOWN)
     if stage.batch is not None:
         hint = _element(hint)
     return hint if _known(hint) else UNKNOWN
@@ -115,7 +126,7 @@ def makes(stage: Any) -> Any:
     f = stage.callable
     if stage.kind == "source" and not callable(f):
         return UNKNOWN  # an iterable given as it is
-    hint = _hints(f).get("return", UNKNOWN)
+    hint = hints_of(stage).get("return", UNKNOWN)
     if hint is UNKNOWN:
         return UNKNOWN
     if stage.kind == "source" or stage.is_generator or stage.is_async_generator \

@@ -21,6 +21,10 @@ NEEDS_MATPLOTLIB = {"stateful_functors.py", "minipipe/stateful_functors.py"}
 # What each script must print: (snippets of stdout, snippets of stderr).
 EXPECTED = {
     "quickstart.py": (["last moving average:", "RunReport(process"], []),
+    "typed_flows.py": (["caught before running: to_fahrenheit >> shout: stage 'to_fahrenheit' "
+                        "makes float, but stage 'shout' takes str",
+                        "labels: ['68.0 F', '68.9 F', '69.8 F', '71.6 F', '72.5 F']",
+                        "property test passed"], []),
     "toy_pipeline.py": (["x = 81", "square \N{MULTIPLICATION SIGN}2", "bottleneck:"], []),
     "pipesystem.py": (["[[0, 1, 2], [3, 4, 5]]\n", "[[0, 1, 2], [3, 4, 5], [6]]\n"], []),
     "model_search.py": (["best architecture: numpy-256"], []),
@@ -120,6 +124,10 @@ def test_notebook_runs(notebook, tmp_path, monkeypatch):
     # What workers print reaches a notebook through ipykernel's forwarding of child
     # output, which does not wait for a process that exits at once: the scripts check
     # the printed numbers; here the records sent through flowdsl's own channel do.
+    if notebook.name == "quickstart.ipynb":
+        assert "caught before any worker started: square >> shout: stage 'square' makes " \
+            "int, but stage 'shout' takes str" in printed
+        assert "[0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in printed
     if notebook.name == "stateful_functors.ipynb":
         assert "fib - Local termination" in printed
         assert (tmp_path / "moving_average.png").stat().st_size > 0

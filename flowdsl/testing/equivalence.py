@@ -144,14 +144,14 @@ def _difference(got: list[Any], want: list[Any], ordered: bool, name: str,
     """How the results ``got`` by executor ``name`` differ from those of the
     ``reference`` executor (None: they do not), short enough to read."""
     if ordered:
-        if got == want:
+        if got == want or repr(got) == repr(want):  # (NaN is not equal to itself)
             return None
         pairs = zip(got, want, strict=False)
         first = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(got), len(want)))
         return (f"{name} gave {_short(got)}, {reference} gave {_short(want)} (compared as "
                 f"lists: {len(got)} and {len(want)} items, first difference at index {first})")
     have, need = _multiset(got), _multiset(want)
-    if have == need:
+    if have == need or Counter(map(repr, got)) == Counter(map(repr, want)):
         return None
     missing, extra = list((need - have).elements()), list((have - need).elements())
     return (f"{name} gave {_short(got)}, {reference} gave {_short(want)} (compared as "

@@ -18,7 +18,7 @@ from .._flow import Flow, Node, as_flow
 from .._stages import Stage
 from .._types import UNKNOWN, _hints, is_instance, makes, show, takes
 from ..errors import GraphError, StageError, WorkerDied
-from .equivalence import _compare, feed, keeps_order
+from .equivalence import _compare, _difference, feed, keeps_order
 
 __all__ = ["Inputs", "check_flow", "inputs"]
 
@@ -109,10 +109,9 @@ def check_flow(flow: Any, *, items: Any = None, max_examples: int = 25,
                 f"{type(x).__name__} {x!r}")
         if chain is not None and example.items is not None:
             expected = _apply(chain, example.items)
-            assert (results if ordered else sorted(map(repr, results))) == (
-                expected if ordered else sorted(map(repr, expected))), (
-                f"the flow gave {results!r}, its functions composed in plain Python "
-                f"{expected!r}")
+            problem = _difference(results, expected, ordered, "the flow",
+                                  "its functions composed in plain Python")
+            assert problem is None, problem
 
     check()
 
