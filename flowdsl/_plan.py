@@ -57,6 +57,7 @@ class NodeSpec:
     envelope: bool = False  # items inside a max_iterations loop are (passes, item)
     dead_letter: int | None = None  # the output port of failed items, if routed
     serves: int | None = None  # a hidden stage's: the node it was added for
+    fused_batch: int | None = None  # batch=n filled in the stage's own worker
 
     @property
     def kind(self) -> str:
@@ -197,8 +198,19 @@ def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
                                      or spec.stage.batch is not None):
             _lower_zip(plan, spec)
         if spec.stage.batch is not None:
-            _lower_batch(plan, spec)
+            if _fusable(spec):
+                spec.fused_batch = spec.stage.batch
+            else:
+                _lower_batch(plan, spec)
     return plan
+
+
+def _fusable(spec: NodeSpec) -> bool:
+    """Whether a ``batch=n`` stage fills its lists itself, sparing a process and a
+    hop: one input of single items, taken as they come (a supervised stage's
+    worker must hold one item at a time, and a loop's items may not wait in a list)."""
+    return (len(spec.inputs) == 1 and spec.arity == 1 and not spec.stage.supervised
+            and not spec.regions and spec.workers == 1)
 
 
 def _gate_spec(i: int, name: str, node: Node, inputs: dict[int, int],

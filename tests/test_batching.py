@@ -128,3 +128,47 @@ def test_a_batcher_fills_the_same_lists_whatever_the_chunks(items, n, cuts):
         start += cut
     lists += [batcher.held] if batcher.held else []
     assert lists == [items[i:i + n] for i in range(0, len(items), n)]
+
+
+def test_a_batch_stage_fills_its_lists_in_its_own_worker_where_it_can():
+    from flowdsl._plan import compile_flow
+
+    @transform(batch=4)
+    def sums(xs):
+        return [sum(xs)]
+
+    def hidden(flow):
+        return [n.name for n in compile_flow(flow).nodes if n.hidden]
+
+    assert hidden(numbers(10) >> sums) == []  # one process, one hop fewer
+    supervised = sums.options(timeout=30)  # its worker holds one item at a time
+    assert hidden(numbers(10) >> supervised) == ["sums:batch"]
+    for flow in (numbers(10) >> sums, numbers(10) >> supervised):
+        assert flow.collect() == [6, 22, 17]
+
+
+@pytest.mark.parametrize("executor", ["serial", "process"])
+def test_a_list_is_the_item_that_retries_and_dead_letters_see(executor, tmp_path):
+    from helpers import letters_to
+
+    marks = tmp_path / "tried"
+
+    @transform(batch=3, retries=1)
+    def flaky(xs):
+        first = not marks.exists()
+        marks.touch()
+        if first:
+            raise ValueError("once")
+        return xs
+
+    assert (numbers(5) >> flaky).collect(executor=executor) == [0, 1, 2, 3, 4]
+    letters = tmp_path / "letters"
+
+    @transform(batch=2, on_error=letters_to(str(letters)))
+    def picky(xs):
+        if 3 in xs:
+            raise ValueError("no threes")
+        return xs
+
+    assert (numbers(5) >> picky).collect(executor=executor) == [0, 1, 4]
+    assert letters.read_text().splitlines() == ["[2, 3] ValueError"]

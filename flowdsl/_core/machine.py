@@ -72,7 +72,8 @@ class Machine:
         self.worker = worker
         self.runner = Runner(node.stage, node.name, node.arity, len(node.outputs), worker,
                              copy_functor=copy_functor, envelope=node.envelope,
-                             dead_letter=node.dead_letter, check=check)
+                             dead_letter=node.dead_letter, check=check,
+                             fused_batch=node.fused_batch)
         # A concurrent stage (concurrency=N, async): calls stay in flight between
         # events where the executor can wait for them (``streaming``: it calls
         # collect() when wakeup is readable); elsewhere each event waits for them.

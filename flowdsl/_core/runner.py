@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from concurrent.futures import CancelledError
 from typing import Any
 
-from .._batching import FLUSH, Batch
+from .._batching import FLUSH, Batch, Batcher
 from .._sentinel import Sentinel, is_sentinel
 from .._stages import Regulator, Stage, callable_of, hook_of
 from ..errors import CallTimedOut, Failure, StageError, StageTimeout, StopFlow
@@ -74,7 +74,8 @@ class Runner:
 
     def __init__(self, stage: Stage, name: str, arity: int, n_outputs: int,
                  worker: int = 0, copy_functor: bool = False, envelope: bool = False,
-                 dead_letter: int | None = None, check: Any = None) -> None:
+                 dead_letter: int | None = None, check: Any = None,
+                 fused_batch: int | None = None) -> None:
         self.stage = stage
         self.name = name
         self.worker = worker
@@ -107,6 +108,8 @@ class Runner:
         self.unstarted = 0  # items of a batch never started (the stage stopped first)
         self._attempts: dict[int, int] = {}
         self.timeouts = 0  # calls that ran longer than the stage's timeout
+        # batch=n filled here (no batch stage in front): the list being filled
+        self._fused = Batcher(fused_batch) if fused_batch else None
 
     # -- hooks -----------------------------------------------------------------------
     def open(self) -> None:
@@ -376,6 +379,10 @@ class Runner:
         f = self.fn
         zipped = self.arity > 1
         i = start
+        if self._fused is not None:
+            for full in self._fused.take(batch if start == 0 else batch[start:]):
+                self._call_list(full, out)
+            return len(batch)
         try:
             if self._batcher is not None:
                 full = self._batcher.take(batch if start == 0 else batch[start:])
@@ -425,7 +432,10 @@ class Runner:
         for _ in range(self.retries):
             tmp: list[list[Any]] = [[] for _ in out]
             try:
-                self._process_from([x], 0, tmp, catch=False)
+                if self._fused is not None:  # x is a list the stage filled
+                    self._call_list(x, tmp, catch=False)
+                else:
+                    self._process_from([x], 0, tmp, catch=False)
             except _PASS:
                 raise
             except BaseException as again:
@@ -497,8 +507,27 @@ class Runner:
     @property
     def holding(self) -> int:
         """Items a batch holds for its next list (0 for other stages)."""
+        if self._fused is not None:
+            return len(self._fused.held)
         held = getattr(self.functor, "held", None) if isinstance(self.stage, Batch) else None
         return len(held) if held else 0
+
+    def _call_list(self, full: list[Any], out: list[list[Any]], catch: bool = True) -> None:
+        """One call of a ``batch=n`` stage on a list it filled: the list is the
+        item that retries, policies and dead letters see."""
+        try:
+            r = self.fn(full)
+            if self.stage.kind == "sink":
+                if r is not None and type(r) in _SIGNALS:
+                    _ends_stage(r, "returned")
+            else:
+                self._spread_out(r, out)
+        except _PASS:
+            raise
+        except BaseException as exc:
+            if not catch:
+                raise
+            self._failed(exc, full, out)
 
     def flush(self, out: list[list[Any]]) -> None:
         """A batch sends its partial list (its first item has waited long enough)."""
@@ -506,8 +535,12 @@ class Runner:
             self._guard(self._regulate, None, FLUSH, out)
 
     def finish(self, out: list[list[Any]]) -> None:
-        """At end of input: log it, and let a Regulator flush what it buffers."""
+        """At end of input: log it, and let a Regulator (or a batch=n stage)
+        flush what it buffers."""
         log.info("End of stream", extra={"stage": self.name, "worker": self.worker})
+        if self._fused is not None and self._fused.held:
+            held, self._fused.held = self._fused.held, []
+            self._call_list(held, out)
         if self._coroutine is None:
             return
         try:
