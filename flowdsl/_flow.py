@@ -354,6 +354,7 @@ def connect(left: Any, right: Any) -> Flow:
     edges: list[Edge] = []
     if len(rf.inlets) == 1:
         (target,) = rf.inlets
+        _check_zip(target.stage, len(lf.outlets))
         for i, group in enumerate(lf.outlets):
             edges += [Edge(n, p, target, i, mention=k) for n, p, k in mentions(group)]
     elif len(lf.outlets) == 1:
@@ -367,6 +368,16 @@ def connect(left: Any, right: Any) -> Flow:
             check_edge(e.src.stage, e.dst.stage, e.dst_port,
                        f"{e.src.stage.name} >> {e.dst.stage.name}")
     return Flow.union([lf, rf], lf.inlets, rf.outlets, tuple(edges))
+
+
+def _check_zip(stage: Stage, n: int) -> None:
+    """A zip of ``n`` upstreams calls ``stage`` with ``n`` arguments: say so now,
+    when the flow is built, if it cannot take them."""
+    if n < 2 or stage.kind not in ("transform", "sink") or stage.batch is not None:
+        return
+    problem = stage.bind_error(n)
+    if problem:
+        raise GraphError(f"{problem} (it is fed by a zip of {n} upstreams, one argument each)")
 
 
 @overload

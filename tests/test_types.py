@@ -312,3 +312,9 @@ def test_inputs_say_what_cannot_be_drawn():
         inputs(transform(lambda x: x))
     with pytest.raises(GraphError, match="has no unbound parameter 'm'"):
         inputs(numbers, m=st.just(1))
+
+
+def test_a_zip_of_the_wrong_arity_is_refused_when_built():
+    message = _error(lambda: [numbers(2), words(2), numbers(2)] >> pair)
+    assert message.startswith("transform 'pair' cannot be called with 3 item argument(s)")
+    assert message.endswith("(it is fed by a zip of 3 upstreams, one argument each)")
