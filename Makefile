@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test soak demo check bench docs clean
+.PHONY: test soak demo check package bench docs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,19 @@ demo: $(STAMP)
 check: $(STAMP)
 	$(PY) -m ruff check flowdsl tests examples benchmarks
 	$(PY) -m mypy flowdsl
+
+# package: build the sdist and the wheel, install the wheel into a fresh venv
+# outside the checkout (under $TMPDIR), and run the quickstart and a spawned flow there
+PACKAGE := $(or $(TMPDIR),/tmp)/flowdsl-package
+package: $(STAMP)
+	rm -rf $(PACKAGE) && mkdir -p $(PACKAGE)
+	$(PY) -m build --outdir $(PACKAGE) . > $(PACKAGE)/build.log
+	tar -tzf $(PACKAGE)/flowdsl-*.tar.gz | grep -q 'flowdsl/py.typed'
+	$(PYTHON) -m venv $(PACKAGE)/venv
+	$(PACKAGE)/venv/bin/python -m pip install --quiet $(PACKAGE)/flowdsl-*.whl
+	cp examples/quickstart.py tests/package/smoke.py $(PACKAGE)/
+	cd $(PACKAGE) && venv/bin/python quickstart.py > quickstart.out && grep -q "last moving average" quickstart.out
+	cd $(PACKAGE) && venv/bin/python smoke.py $(CURDIR)
 
 # bench: its own venv with flowdsl from this tree and the peers it is measured against
 bench:
