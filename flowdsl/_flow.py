@@ -16,9 +16,9 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, overload
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, final, overload
 
 from ._types import check_edge
 from .errors import GraphError, StopFlow
@@ -39,6 +39,15 @@ else:
     Out = TypeVar("Out", covariant=True)
 
 Next = TypeVar("Next")
+
+
+@final
+class Nothing:
+    """What a sink makes, for type checkers: no item.  A flow that ends in sinks
+    collects ``list[Nothing]``, and no stage can follow a sink."""
+
+    def __init__(self) -> None:
+        raise TypeError("Nothing has no instances")
 _A = TypeVar("_A", contravariant=True)
 _B = TypeVar("_B", covariant=True)
 
@@ -66,9 +75,9 @@ class Runner(Protocol[_A, _B]):
 
     def run(self, item: _A, /) -> _B: ...
 
-__all__ = ["DEAD_LETTER", "Composable", "Edge", "Flow", "Function", "In", "Next", "Node", "Out",
-           "Producer", "Runner",
-           "as_flow", "mentions", "merge", "provide", "refuse_stop_flow"]
+__all__ = ["DEAD_LETTER", "Composable", "Edge", "Flow", "Function", "In", "Next", "Node", "Nothing",
+           "Out", "Producer", "Runner", "as_flow", "mentions", "merge", "provide",
+           "refuse_stop_flow"]
 
 _ids = itertools.count()
 DEAD_LETTER = -1  # the output port of failed items, placed after the others by the planner
@@ -154,10 +163,26 @@ class Composable(Generic[In, Out]):
     def __rshift__(self, other: Composable[Out, Next]) -> Flow[In, Next]: ...
     @overload
     def __rshift__(self, other: list[Any] | tuple[Any, ...]) -> Flow[In, Any]: ...
+    # a function or an object with run(), read as a transform reads it: a
+    # generator's items, a coroutine's result, None for nothing
     @overload
-    def __rshift__(self, other: Function[Out, Next]) -> Flow[In, Next]: ...
+    def __rshift__(self, other: Runner[Out, Iterator[Next]]) -> Flow[In, Next]: ...
     @overload
-    def __rshift__(self, other: Runner[Out, Next]) -> Flow[In, Next]: ...
+    def __rshift__(self, other: Runner[Out, AsyncIterator[Next]]) -> Flow[In, Next]: ...
+    @overload
+    def __rshift__(self, other: Runner[Out, Coroutine[Any, Any, Next | None]]
+                   ) -> Flow[In, Next]: ...
+    @overload
+    def __rshift__(self, other: Runner[Out, Next | None]) -> Flow[In, Next]: ...
+    @overload
+    def __rshift__(self, other: Function[Out, Iterator[Next]]) -> Flow[In, Next]: ...
+    @overload
+    def __rshift__(self, other: Function[Out, AsyncIterator[Next]]) -> Flow[In, Next]: ...
+    @overload
+    def __rshift__(self, other: Function[Out, Coroutine[Any, Any, Next | None]]
+                   ) -> Flow[In, Next]: ...
+    @overload
+    def __rshift__(self, other: Function[Out, Next | None]) -> Flow[In, Next]: ...
 
     def __rshift__(self, other: Any) -> Flow[Any, Any]:
         refuse_stop_flow(other, "a stage")

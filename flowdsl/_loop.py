@@ -15,7 +15,7 @@ ordinary end of stream takes over.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar, overload
 
 from ._flow import (
@@ -107,11 +107,11 @@ def loop(body: Composable[T, T], *, seed: Iterable[T] = (),
          until: Callable[[T], bool] | None = None, max_iterations: int | None = None,
          name: str | None = None) -> Flow[T, T]: ...
 @overload
-def loop(body: Runner[T, T], *, seed: Iterable[T] = (),
+def loop(body: Runner[T, Iterator[T]] | Function[T, Iterator[T]], *, seed: Iterable[T] = (),
          until: Callable[[T], bool] | None = None, max_iterations: int | None = None,
          name: str | None = None) -> Flow[T, T]: ...
 @overload
-def loop(body: Function[T, T], *, seed: Iterable[T] = (),
+def loop(body: Runner[T, T | None] | Function[T, T | None], *, seed: Iterable[T] = (),
          until: Callable[[T], bool] | None = None, max_iterations: int | None = None,
          name: str | None = None) -> Flow[T, T]: ...
 

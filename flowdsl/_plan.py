@@ -18,6 +18,7 @@ from typing import Any
 from ._flow import DEAD_LETTER, Edge, Flow, Node, mentions
 from ._loop import LoopGate
 from ._stages import Regulator, Stage
+from ._types import hint_error, hints_of
 from .errors import GraphError
 
 __all__ = ["DEFAULT_BUFFER", "ChannelSpec", "NodeSpec", "Plan", "compile_flow"]
@@ -209,8 +210,9 @@ def _fusable(spec: NodeSpec) -> bool:
     """Whether a ``batch=n`` stage fills its lists itself, sparing a process and a
     hop: one input of single items, taken as they come (a supervised stage's
     worker must hold one item at a time, and a loop's items may not wait in a list)."""
-    return (len(spec.inputs) == 1 and spec.arity == 1 and not spec.stage.supervised
-            and not spec.regions and spec.workers == 1)
+    stage = spec.stage
+    return (len(spec.inputs) == 1 and spec.arity == 1 and not stage.supervised
+            and not spec.regions and spec.workers == 1 and not stage.is_async)
 
 
 def _gate_spec(i: int, name: str, node: Node, inputs: dict[int, int],
@@ -309,6 +311,12 @@ def _check_node(spec: NodeSpec, plan: Plan) -> None:
     n_in = len(spec.inputs)
     if stage.kind == "loop":
         return
+    if getattr(stage, "check_types", False):
+        hints_of(stage)  # evaluated here, in the driver, to go with the stage
+        problem = hint_error(stage)
+        if problem:
+            raise GraphError(f"{stage.kind} {name!r}: check_types=True needs its "
+                             f"annotations, which cannot be evaluated ({problem})")
     if stage.kind == "source":
         if n_in:
             raise GraphError(f"source {name!r} cannot have an upstream")

@@ -19,7 +19,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar, overload
 
-from ._flow import DEAD_LETTER, Composable, Edge, Flow, In, Node, Out, refuse_stop_flow
+from ._flow import DEAD_LETTER, Composable, Edge, Flow, In, Node, Nothing, Out, refuse_stop_flow
 from ._types import hints_of
 from .errors import GraphError
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Coroutine, Iterator
     from typing import Concatenate, ParamSpec
 
-    from typing_extensions import Unpack
+    from typing_extensions import Self, Unpack
 
     from ._typing import (
         BatchedSinkDecorator,
@@ -215,7 +215,7 @@ class Stage(Composable[In, Out]):
         return flow
 
     # -- configuration -------------------------------------------------------------
-    def __call__(self, *args: Any, **kwargs: Any) -> Stage:
+    def __call__(self, *args: Any, **kwargs: Any) -> Self:
         """Return a copy of this stage with ``args``/``kwargs`` bound."""
         new = self.options()
         new.args = self.args + args
@@ -223,7 +223,7 @@ class Stage(Composable[In, Out]):
         new._check_binding()
         return new
 
-    def options(self, **changes: Any) -> Stage:
+    def options(self, **changes: Any) -> Self:
         """Return a copy with options changed, e.g. ``square.options(workers=4)``."""
         new = copy.copy(self)
         new.upstreams, new.downstreams = list(self.upstreams), list(self.downstreams)
@@ -323,7 +323,7 @@ class Transform(Stage[In, Out]):
     _default_name = "Transform"
 
 
-class Sink(Stage[In, NoReturn]):
+class Sink(Stage[In, Nothing]):
     """A stage that consumes items; its return value is ignored."""
 
     kind = "sink"
@@ -446,8 +446,14 @@ def transform(obj: Callable[Concatenate[A, P], AsyncIterator[B]], /,
 def transform(obj: Callable[Concatenate[A, P], Coroutine[Any, Any, B | None]], /,
               **options: Unpack[TransformOptions]) -> TransformFunction[A, B, P]: ...
 @overload
+def transform(obj: Callable[Concatenate[A, P], None], /,  # type: ignore[overload-overlap]
+              **options: Unpack[TransformOptions]) -> TransformFunction[A, Nothing, P]: ...
+@overload
 def transform(obj: Callable[Concatenate[A, P], B | None], /,
               **options: Unpack[TransformOptions]) -> TransformFunction[A, B, P]: ...
+@overload
+def transform(obj: Callable[P, Runs[list[A], Iterable[B]]], /,  # type: ignore[overload-overlap]
+              **options: Unpack[BatchedTransformOptions]) -> Callable[P, Transform[A, B]]: ...
 @overload
 def transform(obj: Callable[Concatenate[list[A], P], Iterable[B]], /,
               **options: Unpack[BatchedTransformOptions]) -> TransformFunction[A, B, P]: ...
@@ -507,6 +513,9 @@ def sink(obj: type[_R], /, **options: Unpack[SinkOptions]) -> type[_R]: ...  # t
 @overload
 def sink(obj: Callable[Concatenate[A, P], object], /, **options: Unpack[SinkOptions]
          ) -> SinkFunction[A, P]: ...
+@overload
+def sink(obj: Callable[P, Runs[list[A], object]], /,  # type: ignore[overload-overlap]
+         **options: Unpack[BatchedSinkOptions]) -> Callable[P, Sink[A]]: ...
 @overload
 def sink(obj: Callable[Concatenate[list[A], P], object], /,
          **options: Unpack[BatchedSinkOptions]) -> SinkFunction[A, P]: ...

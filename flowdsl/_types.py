@@ -22,14 +22,15 @@ import collections.abc as abc
 import functools
 import inspect
 import operator
+import re
 import types
 import typing
 from typing import Any
 
 from .errors import GraphError
 
-__all__ = ["UNKNOWN", "_item_parameters", "check_edge", "fits", "hints_of", "is_instance", "makes",
-           "show", "takes"]
+__all__ = ["UNKNOWN", "_item_parameters", "check_edge", "fits", "hint_error", "hints_of",
+           "is_instance", "makes", "show", "takes"]
 
 UNKNOWN: Any = None  # a type the annotations do not say
 
@@ -43,26 +44,44 @@ _TOWER = {float: (int, bool), complex: (float, int, bool)}  # PEP 484's promotio
 
 
 def hints_of(stage: Any) -> dict[str, Any]:
-    """The evaluated annotations of ``stage``'s callable, kept on the stage: they
-    are evaluated in the driver, where the names they use are defined, and go to
-    the workers with it (a function sent by value to a spawned worker takes only
-    the globals its code uses, not those its annotations name)."""
+    """The evaluated annotations of ``stage``'s callable, kept on the stage once
+    they could be evaluated: they are evaluated in the driver, where the names
+    they use are defined, and go to the workers with it (a function sent by value
+    to a spawned worker takes only the globals its code uses, not those its
+    annotations name).  Annotations that cannot be evaluated yet (a class defined
+    further down) are tried again next time."""
     cached = stage.__dict__.get("_hints")
-    if cached is None:
-        cached = stage.__dict__["_hints"] = _hints(stage.callable)
-    return cached  # type: ignore[no-any-return]
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    hints, error = _evaluate(stage.callable)
+    if error is None:
+        stage.__dict__["_hints"] = hints
+    return hints
+
+
+def hint_error(stage: Any) -> str | None:
+    """Why ``stage``'s annotations cannot be evaluated (None: they can)."""
+    if stage.__dict__.get("_hints") is not None:
+        return None
+    return _evaluate(stage.callable)[1]
+
+
+def _evaluate(f: Any) -> tuple[dict[str, Any], str | None]:
+    """``f``'s evaluated annotations, and what went wrong evaluating them."""
+    target = inspect.unwrap(f) if callable(f) else f
+    if inspect.isclass(target) or inspect.isbuiltin(target) or not callable(target):
+        return {}, None  # a constructor or a builtin: its types are not annotations
+    if not (inspect.isfunction(target) or inspect.ismethod(target)):
+        target = type(target).__call__  # an object called per item
+    try:
+        return typing.get_type_hints(target), None
+    except Exception as exc:  # a name not defined yet, or only for type checkers
+        return {}, f"{type(exc).__name__}: {exc}"
 
 
 def _hints(f: Any) -> dict[str, Any]:
     """``f``'s evaluated annotations; empty when they cannot be evaluated."""
-    target = inspect.unwrap(f) if callable(f) else f
-    try:
-        return typing.get_type_hints(target)
-    except Exception:  # a name only a type checker sees, or not a function at all
-        try:
-            return typing.get_type_hints(type(target).__call__)  # an object called per item
-        except Exception:
-            return {}
+    return _evaluate(f)[0]
 
 
 def _item_parameters(f: Any) -> list[str]:
@@ -104,7 +123,9 @@ def takes(stage: Any, port: int = 0) -> Any:
     """The type ``stage`` takes on input ``port``, or UNKNOWN."""
     if stage.kind == "loop":  # what enters a loop enters its body
         head = getattr(stage, "head", None)
-        return UNKNOWN if head is None or port != 0 else takes(head, 0)
+        if head is None or port != 0 or len(_item_parameters(head.callable)) > 1:
+            return UNKNOWN  # (a head of N parameters takes tuples, unpacked)
+        return takes(head, 0)
     if stage.kind not in ("transform", "sink") or _hidden(stage):
         return UNKNOWN
     f = stage.callable
@@ -161,12 +182,47 @@ def fits(made: Any, taken: Any) -> bool:
             return issubclass(made, taken)
         except TypeError:
             pass
+    made = _as_checked(made)
+    if made is UNKNOWN:
+        return True
     from beartype.door import is_subhint  # here: a heavy import, and rarely needed
 
     try:
-        return bool(is_subhint(made, taken))
+        return bool(is_subhint(made, _widened(taken)))
     except Exception:  # a hint beartype does not handle: say nothing against it
         return True
+
+
+def _widened(hint: Any) -> Any:
+    """``hint`` with PEP 484's promotions at every depth: ``Sequence[float]``
+    takes a ``list[int]``, as type checkers have it."""
+    if hint in _TOWER:
+        return functools.reduce(operator.or_, (hint, *_TOWER[hint]))
+    args = typing.get_args(hint)
+    if not args or any(isinstance(a, list) for a in args):  # (Callable's parameters)
+        return hint
+    wider = tuple(a if a is Ellipsis else _widened(a) for a in args)
+    if wider == args:
+        return hint
+    origin = typing.get_origin(hint)
+    try:
+        if origin in (typing.Union, types.UnionType):
+            return functools.reduce(operator.or_, wider)
+        return origin[wider]
+    except TypeError:
+        return hint
+
+
+def _as_checked(made: Any) -> Any:
+    """A made type as beartype can compare it: a NamedTuple as the tuple of its
+    fields' types; a TypedDict is not compared (UNKNOWN)."""
+    if isinstance(made, type) and typing.is_typeddict(made):
+        return UNKNOWN
+    if isinstance(made, type) and issubclass(made, tuple) and hasattr(made, "_fields"):
+        fields = typing.get_type_hints(made)
+        if all(f in fields for f in made._fields):
+            return tuple[tuple(fields[f] for f in made._fields)]  # type: ignore[misc]
+    return made
 
 
 def is_instance(value: Any, hint: Any) -> bool:
@@ -186,11 +242,13 @@ def is_instance(value: Any, hint: Any) -> bool:
 
 
 def show(hint: Any) -> str:
-    """A type as written in code: ``int``, ``list[str]``, ``int | None``."""
+    """A type as written in code: ``int``, ``list[str]``, ``Sequence[Point]``."""
     if isinstance(hint, type) and not typing.get_args(hint):
-        return hint.__qualname__ if hint.__module__ == "builtins" else \
-            f"{hint.__module__}.{hint.__qualname__}"
-    return repr(hint).replace("typing.", "")
+        return hint.__qualname__.rpartition("<locals>.")[2]
+    return _MODULES.sub("", repr(hint))
+
+
+_MODULES = re.compile(r"\b(?:[A-Za-z_]\w*\.|<locals>\.)+(?=[A-Za-z_])")  # a.b.Name -> Name
 
 
 def check_edge(src: Any, dst: Any, port: int, where: str) -> None:
@@ -202,6 +260,8 @@ def check_edge(src: Any, dst: Any, port: int, where: str) -> None:
     head = dst.head if dst.kind == "loop" else dst  # a loop takes what its body does
     names = _item_parameters(head.callable)
     param = f" (parameter {names[port]!r})" if port < len(names) else ""
+    if head.batch is not None:
+        param += f", in lists of up to {head.batch}"
     body = f" (its body's first stage, {head.name!r})" if head is not dst else ""
     raise GraphError(
         f"{where}: stage {src.name!r} makes {show(made)}, but stage {dst.name!r}{body} "

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypedDict, TypeVar, overload
 
+from ._flow import Nothing
 from ._stages import Sink, Source, Transform
 
 if TYPE_CHECKING:
@@ -118,12 +119,21 @@ class TransformDecorator(Protocol):
     def __call__(self, obj: Callable[Concatenate[A, P], Coroutine[Any, Any, B | None]], /
                  ) -> TransformFunction[A, B, P]: ...
     @overload
+    def __call__(  # type: ignore[overload-overlap]
+            self, obj: Callable[Concatenate[A, P], None], /
+    ) -> TransformFunction[A, Nothing, P]: ...
+    @overload
     def __call__(self, obj: Callable[Concatenate[A, P], B | None], /
                  ) -> TransformFunction[A, B, P]: ...
 
 
 class BatchedTransformDecorator(Protocol):
     """What ``@transform(batch=n, ...)`` returns: the function takes lists."""
+
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+            self, obj: Callable[P, Runs[list[A], Iterable[B]]], /
+    ) -> Callable[P, Transform[A, B]]: ...
 
     @overload
     def __call__(self, obj: Callable[Concatenate[list[A], P], Iterable[B]], /
@@ -147,6 +157,10 @@ class SinkDecorator(Protocol):
 class BatchedSinkDecorator(Protocol):
     """What ``@sink(batch=n, ...)`` returns: the function takes lists."""
 
+    @overload
+    def __call__(  # type: ignore[overload-overlap]
+            self, obj: Callable[P, Runs[list[A], object]], /) -> Callable[P, Sink[A]]: ...
+    @overload
     def __call__(self, obj: Callable[Concatenate[list[A], P], object], /
                  ) -> SinkFunction[A, P]: ...
 

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import NamedTuple, TypedDict
 
 import pytest
 from hypothesis import given
@@ -248,16 +249,27 @@ def test_fits_never_accepts_a_value_that_is_not_of_the_taken_type(made, taken, d
         assert is_instance(value, taken), (made, taken, value)
 
 
+class Point(NamedTuple):
+    x: int
+    y: int
+
+
+class Row(TypedDict):
+    name: str
+
+
 @pytest.mark.parametrize("made, taken", [(int, int), (bool, int), (int, float), (int, complex),
                                          (int, int | None), (list[int], Sequence[int]),
-                                         (int | bool, int)])
+                                         (int | bool, int), (list[int], Sequence[float]),
+                                         (Point, tuple[int, ...]), (Point, tuple),
+                                         (Row, Mapping[str, object])])
 def test_fits_accepts_what_type_checkers_accept(made, taken):
     assert fits(made, taken)
 
 
 @pytest.mark.parametrize("made, taken", [(str, int), (float, int), (int | None, int),
-                                         (list[int], list[str]), (list[int], list[float]),
-                                         (int | str, int)])
+                                         (list[int], list[str]), (int | str, int),
+                                         (Point, tuple[str, ...])])
 def test_fits_refuses_what_type_checkers_refuse(made, taken):
     assert not fits(made, taken)
 
@@ -318,3 +330,50 @@ def test_a_zip_of_the_wrong_arity_is_refused_when_built():
     message = _error(lambda: [numbers(2), words(2), numbers(2)] >> pair)
     assert message.startswith("transform 'pair' cannot be called with 3 item argument(s)")
     assert message.endswith("(it is fed by a zip of 3 upstreams, one argument each)")
+
+
+@pytest.mark.parametrize("executor", ["serial", "process"])
+def test_check_types_checks_what_batches_and_async_generators_make(executor):
+    @transform(batch=2, check_types=True)
+    def lengths(xs: list[str]) -> list[int]:
+        return [str(len(x)) for x in xs]  # type: ignore[misc]
+
+    @transform(check_types=True)
+    async def chars(s: str) -> AsyncIterator[int]:
+        for c in s:
+            yield c  # type: ignore[misc]
+
+    with pytest.raises(StageError, match="makes int, but made str '2'"):
+        (words(3) >> lengths).collect(executor=executor)
+    with pytest.raises(StageError, match="makes int, but yielded str 'w'"):
+        (words(3) >> chars).collect(executor=executor)
+
+
+def test_annotations_evaluated_late_are_checked_once_they_can_be():
+    @transform(check_types=True)
+    def to_record(x: int) -> Later:  # noqa: F821  (defined further down the test)
+        return x  # type: ignore[return-value]
+
+    with pytest.raises(GraphError, match="check_types=True needs its annotations, which "
+                                         "cannot be evaluated"):
+        (numbers(2) >> to_record).collect(executor="serial")
+    globals()["Later"] = str  # the name is defined now
+    try:
+        assert "stage 'to_record' makes str" in _error(lambda: numbers(2) >> to_record >> square)
+        with pytest.raises(StageError, match="makes str, but returned int 0"):
+            (numbers(2) >> to_record).collect(executor="serial")
+    finally:
+        del globals()["Later"]
+
+
+def test_a_loop_whose_head_takes_tuples_takes_what_fits_them():
+    @source
+    def pairs(n: int) -> Iterator[tuple[int, str]]:
+        yield from ((i, "x") for i in range(n))
+
+    @transform
+    def step(x: int, tag: str) -> tuple[int, str]:
+        return x + 2, tag
+
+    flow = pairs(2) >> loop(step, until=lambda p: p[0] > 3)
+    assert sorted(flow.collect(executor="serial")) == [(4, "x"), (5, "x")]

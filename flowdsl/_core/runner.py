@@ -328,6 +328,8 @@ class Runner:
         elif self._agen:
             for y in r:
                 self._emit(y, out, "yielded")
+        elif self._spread:  # an async batch=n stage's list of results
+            self._spread_out(r, out)
         elif r is not None:
             self._emit(r, out)
 

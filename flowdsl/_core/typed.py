@@ -41,7 +41,22 @@ def typed(fn: Any, stage: Any, arity: int) -> Any:
                             f"{type(result).__name__} {_short(result)}")
         return result
 
-    if stage.is_async and not stage.is_async_generator:
+    if stage.is_async_generator:
+        @functools.wraps(fn)
+        async def checked_agen(*items: Any) -> Any:
+            check_in(items)
+            async for y in fn(*items):
+                yield check_out(y, "yielded")
+
+        return checked_agen
+    if stage.is_async and batched:
+        @functools.wraps(fn)
+        async def checked_async_batch(*items: Any) -> Any:
+            check_in(items)
+            return [check_out(y, "made") for y in await fn(*items)]
+
+        return checked_async_batch
+    if stage.is_async:
         @functools.wraps(fn)
         async def checked_async(*items: Any) -> Any:
             check_in(items)
@@ -74,6 +89,8 @@ def typed(fn: Any, stage: Any, arity: int) -> Any:
     def checked(*items: Any) -> Any:
         check_in(items)
         result = fn(*items)
+        if batched and made is not UNKNOWN:  # each result the list spreads into
+            return [check_out(y, "made") for y in result]
         return result if spread else check_out(result)
 
     return checked

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 from typing_extensions import assert_type
 
 from flowdsl import Flow, Sink, Source, Transform, loop, merge, sink, source, transform
+from flowdsl._flow import Nothing
 
 
 @source
@@ -82,6 +83,37 @@ class Doubler:
         return x * self.factor
 
 
+@transform
+class Spelled:
+    def run(self, x: int) -> Iterator[str]:
+        yield from str(x)
+
+
+@transform
+class NonZero:
+    def run(self, x: int) -> int | None:
+        return x or None
+
+
+@transform
+def log_it(x: int) -> None:
+    pass
+
+
+@transform(batch=8)
+class Model:
+    def run(self, xs: list[int]) -> list[float]:
+        return [x / 2 for x in xs]
+
+
+def plain_opt(x: int) -> str | None:
+    return str(x) if x else None
+
+
+async def plain_async(x: int) -> str:
+    return str(x)
+
+
 # -- stages and flows carry their item types ----------------------------------------------
 assert_type(numbers(10), Source[int])
 assert_type(numbers(10) >> square, Flow[NoReturn, int])  # nothing enters a source
@@ -91,7 +123,7 @@ assert_type((numbers(10) >> square >> scale(factor=3)).collect(), list[float])
 assert_type(list(numbers(10) >> square), list[int])
 assert_type((numbers(3) >> fetch >> chunks).collect(), list[int])
 assert_type((numbers(3) >> square >> Doubler(3)).collect(), list[int])
-assert_type(numbers(3) >> store, Flow[NoReturn, NoReturn])  # nothing leaves a sink
+assert_type(numbers(3) >> store, Flow[NoReturn, Nothing])  # nothing leaves a sink
 for item in (numbers(3) >> square).iterate(executor="serial"):
     assert_type(item, int)
 
@@ -100,6 +132,17 @@ assert_type((numbers(3) >> square >> (lambda x: str(x)) >> letters).collect(), l
 assert_type((words(3) >> lengths).collect(), list[int])
 assert_type(merge(numbers(3), numbers(4) >> square).collect(), list[int])
 assert_type((numbers(3) >> loop(square, until=lambda x: x > 100)).collect(), list[int])
+
+# class stages and plain functions are read as transforms read them
+assert_type((numbers(3) >> Spelled() >> takes_str).collect(), list[str])
+assert_type((numbers(3) >> NonZero()).collect(), list[int])
+assert_type((numbers(3) >> plain_opt).collect(), list[str])
+assert_type((numbers(3) >> plain_async).collect(), list[str])
+assert_type((numbers(3) >> square.options(workers=4)).collect(), list[int])
+assert_type((numbers(3) >> loop(NonZero(), until=lambda x: x > 2)).collect(), list[int])
+assert_type((numbers(3) >> log_it).collect(), list[Nothing])
+# mypy keeps a decorated class's own type, whose run() takes the lists
+_ = numbers(3) >> Model()  # type: ignore[operator]
 
 # lambdas and unannotated functions keep working
 with_lambda = numbers(3) >> (lambda x: x + 1) >> square
@@ -126,5 +169,8 @@ _ = scale(factor="3")  # type: ignore[arg-type]  # pyright: ignore[reportArgumen
 _ = numbers("10")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 _ = Doubler(factor="2")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 _ = transform(square.func, workers="2")  # type: ignore[call-overload]  # pyright: ignore[reportCallIssue, reportArgumentType]
+_ = numbers(3) >> takes_str.options(workers=2)  # type: ignore[operator]  # pyright: ignore[reportOperatorIssue]
+_ = numbers(3) >> store >> square  # type: ignore[operator]  # pyright: ignore[reportOperatorIssue]
+_ = numbers(3) >> NonZero() >> takes_str  # type: ignore[operator]  # pyright: ignore[reportOperatorIssue]
 wrong: list[str] = (numbers(3) >> square).collect()  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
 sink_only: Sink[str] = store  # type: ignore[assignment]  # pyright: ignore[reportAssignmentType]
