@@ -80,6 +80,8 @@ class Stage(Composable[In, Out]):
 
     kind: ClassVar[str] = "stage"
     _default_name: ClassVar[str] = "Stage"
+    # whether the callable's annotations are the item types (not a regulator's)
+    annotated_items: ClassVar[bool] = True
     _ref: tuple[str, str] | None = None  # where a decorated stage lives, for pickle
 
     def __init__(
@@ -353,6 +355,7 @@ class Regulator(Transform[Any, Any]):
 
     kind = "transform"
     _default_name = "Regulator"
+    annotated_items = False  # its coroutine's annotations say nothing of the items
 
     @property
     def is_generator(self) -> bool:

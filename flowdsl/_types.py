@@ -159,10 +159,8 @@ def makes(stage: Any) -> Any:
 
 
 def _hidden(stage: Any) -> bool:
-    """Stages whose item types are not their callable's: regulators (batch)."""
-    from ._stages import Regulator
-
-    return isinstance(stage, Regulator)
+    """Stages whose item types are not their callable's (regulators: a batch)."""
+    return not getattr(stage, "annotated_items", True)
 
 
 def fits(made: Any, taken: Any) -> bool:

@@ -18,7 +18,7 @@ from .._flow import Flow, Node, as_flow
 from .._stages import Stage
 from .._types import UNKNOWN, _hints, hint_error, is_instance, makes, show, takes
 from ..errors import GraphError, StageError, WorkerDied
-from .equivalence import _compare, _difference, feed, keeps_order
+from .equivalence import _compare, _difference, _is_strategy, feed, keeps_order
 
 __all__ = ["SOURCE_INTS", "Inputs", "check_flow", "inputs"]
 
@@ -195,10 +195,3 @@ def _apply(chain: list[Stage], items: list[Any]) -> list[Any]:
                 out.append(r)
         items = out
     return items
-
-
-def _is_strategy(obj: Any) -> bool:
-    from hypothesis.strategies import SearchStrategy
-
-    return isinstance(obj, SearchStrategy)
-
