@@ -109,9 +109,14 @@ def reduce_in_sink(items: Callable[[], Iterable[Any]], *stages: Callable[[Any], 
     procs += [_ctx.Process(target=_map, args=(fn, links[i], links[i + 1]))
               for i, fn in enumerate(stages)]
     procs.append(_ctx.Process(target=_reduce, args=(sink, initial, links[-1], result_w)))
+    return _result_of(procs, result_r)
+
+
+def _result_of(procs: list[Any], result: Any) -> Any:
+    """Start ``procs``, wait for the one result the sink sends, join them all."""
     for p in procs:
         p.start()
-    acc = result_r.recv()
+    acc = result.recv()
     for p in procs:
         p.join()
     return acc
@@ -200,9 +205,4 @@ def shm_reduce_in_sink(items: Callable[[], Iterable[Any]], stage: Callable[[Any]
     procs = [_ctx.Process(target=_shm_source, args=(items(), hops[0])),
              _ctx.Process(target=_shm_map, args=(stage, dtype, hops[0], hops[1])),
              _ctx.Process(target=_shm_reduce, args=(sink, initial, dtype, hops[1], result_w))]
-    for p in procs:
-        p.start()
-    acc = result_r.recv()
-    for p in procs:
-        p.join()
-    return acc
+    return _result_of(procs, result_r)
