@@ -74,8 +74,12 @@ def _reduce(fn: Callable[[Any, Any], Any], acc: Any, inp: _Link, result: Any) ->
     result.send(acc)
 
 
-def pipeline(items: Callable[[], Iterable[Any]], *stages: Callable[[Any], Any],
-             workers: tuple[int, ...] | None = None, batch: int = BATCH) -> Iterator[Any]:
+def pipeline(
+    items: Callable[[], Iterable[Any]],
+    *stages: Callable[[Any], Any],
+    workers: tuple[int, ...] | None = None,
+    batch: int = BATCH,
+) -> Iterator[Any]:
     """Yield ``stages[-1](...stages[0](x))`` for every ``x`` of ``items()``.
 
     ``items()`` runs in a source process, each stage in ``workers[i]`` processes;
@@ -87,8 +91,9 @@ def pipeline(items: Callable[[], Iterable[Any]], *stages: Callable[[Any], Any],
         links.append(_Link(workers[i], workers[i + 1] if i + 1 < len(stages) else 1))
     procs = [_ctx.Process(target=_source, args=(items(), links[0], batch))]
     for i, fn in enumerate(stages):
-        procs += [_ctx.Process(target=_map, args=(fn, links[i], links[i + 1]))
-                  for _ in range(workers[i])]
+        procs += [
+            _ctx.Process(target=_map, args=(fn, links[i], links[i + 1])) for _ in range(workers[i])
+        ]
     for p in procs:
         p.start()
     last = links[-1]
@@ -98,16 +103,21 @@ def pipeline(items: Callable[[], Iterable[Any]], *stages: Callable[[Any], Any],
         p.join()
 
 
-def reduce_in_sink(items: Callable[[], Iterable[Any]], *stages: Callable[[Any], Any],
-                   sink: Callable[[Any, Any], Any], initial: Any,
-                   batch: int = BATCH) -> Any:
+def reduce_in_sink(
+    items: Callable[[], Iterable[Any]],
+    *stages: Callable[[Any], Any],
+    sink: Callable[[Any, Any], Any],
+    initial: Any,
+    batch: int = BATCH,
+) -> Any:
     """Run ``items() >> stages >> sink`` with the sink in its own process too:
     it folds every item into ``initial`` and sends the result back at the end."""
     links = [_Link(1, 1) for _ in range(len(stages) + 1)]
     result_r, result_w = _ctx.Pipe(duplex=False)
     procs = [_ctx.Process(target=_source, args=(items(), links[0], batch))]
-    procs += [_ctx.Process(target=_map, args=(fn, links[i], links[i + 1]))
-              for i, fn in enumerate(stages)]
+    procs += [
+        _ctx.Process(target=_map, args=(fn, links[i], links[i + 1])) for i, fn in enumerate(stages)
+    ]
     procs.append(_ctx.Process(target=_reduce, args=(sink, initial, links[-1], result_w)))
     return _result_of(procs, result_r)
 
@@ -184,8 +194,9 @@ def _shm_map(fn: Callable[[Any], Any], dtype: Any, inp: _Slots, out: _Slots) -> 
     out.end()
 
 
-def _shm_reduce(fn: Callable[[Any, Any], Any], acc: Any, dtype: Any, inp: _Slots,
-                result: Any) -> None:
+def _shm_reduce(
+    fn: Callable[[Any, Any], Any], acc: Any, dtype: Any, inp: _Slots, result: Any
+) -> None:
     while (got := inp.get(dtype)) is not None:
         i, x = got
         acc = fn(acc, x)
@@ -193,16 +204,25 @@ def _shm_reduce(fn: Callable[[Any, Any], Any], acc: Any, dtype: Any, inp: _Slots
     result.send(acc)
 
 
-def shm_reduce_in_sink(items: Callable[[], Iterable[Any]], stage: Callable[[Any], Any], *,
-                       sink: Callable[[Any, Any], Any], initial: Any, nbytes: int,
-                       dtype: Any, slots: int = 4) -> Any:
+def shm_reduce_in_sink(
+    items: Callable[[], Iterable[Any]],
+    stage: Callable[[Any], Any],
+    *,
+    sink: Callable[[Any, Any], Any],
+    initial: Any,
+    nbytes: int,
+    dtype: Any,
+    slots: int = 4,
+) -> Any:
     """``items() >> stage >> sink`` for arrays of ``nbytes``, in three processes
     joined by two hops through shared memory: the best a careful programmer gets
     for big arrays (one copy per hop, made by the producer into a reused segment;
     the consumer reads in place)."""
     hops = [_Slots(slots, nbytes), _Slots(slots, nbytes)]
     result_r, result_w = _ctx.Pipe(duplex=False)
-    procs = [_ctx.Process(target=_shm_source, args=(items(), hops[0])),
-             _ctx.Process(target=_shm_map, args=(stage, dtype, hops[0], hops[1])),
-             _ctx.Process(target=_shm_reduce, args=(sink, initial, dtype, hops[1], result_w))]
+    procs = [
+        _ctx.Process(target=_shm_source, args=(items(), hops[0])),
+        _ctx.Process(target=_shm_map, args=(stage, dtype, hops[0], hops[1])),
+        _ctx.Process(target=_shm_reduce, args=(sink, initial, dtype, hops[1], result_w)),
+    ]
     return _result_of(procs, result_r)

@@ -29,8 +29,7 @@ def init() -> None:
     """A local Ray instance for this case's process (never one running elsewhere)."""
     import ray
 
-    ray.init(address="local", include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
 
 
 def shutdown() -> None:
@@ -59,9 +58,13 @@ class _Map:
         return [fn(x) for x in items]
 
 
-def chain(items: Callable[[], Iterable[Any]], *stages: Callable[[Any], Any],
-          workers: tuple[int, ...] | None = None, batch: int = BATCH,
-          depth: int = DEPTH) -> Iterator[list[Any]]:
+def chain(
+    items: Callable[[], Iterable[Any]],
+    *stages: Callable[[Any], Any],
+    workers: tuple[int, ...] | None = None,
+    batch: int = BATCH,
+    depth: int = DEPTH,
+) -> Iterator[list[Any]]:
     """Yield ``stages[-1](...stages[0](x))`` for every ``x`` of ``items()``, a batch
     at a time, ``items()`` running in a source actor and each stage in
     ``workers[i]`` actors."""
@@ -69,8 +72,10 @@ def chain(items: Callable[[], Iterable[Any]], *stages: Callable[[Any], Any],
 
     workers = workers or (1,) * len(stages)
     source = ray.remote(_Source).remote(items, batch)
-    maps = [[ray.remote(_Map).remote(fn) for _ in range(w)]
-            for fn, w in zip(stages, workers, strict=True)]
+    maps = [
+        [ray.remote(_Map).remote(fn) for _ in range(w)]
+        for fn, w in zip(stages, workers, strict=True)
+    ]
     window: deque[tuple[Any, Any]] = deque()
     sent, more = 0, True
     try:

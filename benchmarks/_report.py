@@ -12,8 +12,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ["flowdsl", "minipipe", "pypeln", "mpire", "multiprocess", "dill", "ray", "numpy",
-            "psutil", "matplotlib"]
+PACKAGES = [
+    "flowdsl",
+    "minipipe",
+    "pypeln",
+    "mpire",
+    "multiprocess",
+    "dill",
+    "ray",
+    "numpy",
+    "psutil",
+    "matplotlib",
+]
 #: variants of one library that the chart shows side by side
 SERIES_SUFFIXES = {"W2": ("w=1", "w=2"), "W6": ("N", "10N")}
 
@@ -51,10 +61,20 @@ def machine_info(root: Path) -> dict[str, Any]:
 
 def _git(root: Path) -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
-                              capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "flowdsl"], cwd=root,
-                               text=True, capture_output=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            text=True,
+            capture_output=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "flowdsl"],
+            cwd=root,
+            text=True,
+            capture_output=True,
+            check=True,
+        ).stdout.strip()
         return head + (" + uncommitted changes in flowdsl/" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -62,9 +82,11 @@ def _git(root: Path) -> str:
 
 def machine_text(m: dict[str, Any]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-    text = (f"{m['cpu']}, {m['cores']} cores, {m['memory_gb']:.0f} GiB; {m['os']}; "
-            f"{m['python']}\n{versions}\nflowdsl commit {m['commit']}; load average "
-            f"{_load(m['load_before'])} before the run")
+    text = (
+        f"{m['cpu']}, {m['cores']} cores, {m['memory_gb']:.0f} GiB; {m['os']}; "
+        f"{m['python']}\n{versions}\nflowdsl commit {m['commit']}; load average "
+        f"{_load(m['load_before'])} before the run"
+    )
     if "load_after" in m:
         text += f", {_load(m['load_after'])} after; the run took {m['seconds']:.0f} s"
     return text
@@ -82,14 +104,16 @@ def _cell(o: Any, metric: Any) -> str:
     f = metric.fmt
     if len(o.results) == 1:
         return f.format(med * metric.scale)
-    return (f"{f.format(med * metric.scale)} ({f.format(lo * metric.scale)}-"
-            f"{f.format(hi * metric.scale)})")
+    return (
+        f"{f.format(med * metric.scale)} ({f.format(lo * metric.scale)}-"
+        f"{f.format(hi * metric.scale)})"
+    )
 
 
 def _reference(o: Any, outcomes: list[Any]) -> Any:
     """The flowdsl case that ``o`` compares with: same variant if there is one."""
     by_label = {x.case.label: x for x in outcomes}
-    suffix = o.case.label[len(o.case.library):]
+    suffix = o.case.label[len(o.case.library) :]
     ref = by_label.get("flowdsl" + suffix)
     if ref is None:
         ref = next((x for x in outcomes if x.case.library == "flowdsl"), None)
@@ -117,10 +141,21 @@ def _note(o: Any) -> str:
 
 def _rows(workload: Any, outcomes: list[Any]) -> tuple[list[str], list[list[str]]]:
     primary = workload.metrics[0]
-    head = ["case", *(m.label + " median (min-max)" for m in workload.metrics),
-            f"{primary.label.split()[-1]} ÷ flowdsl", "note"]
-    rows = [[o.case.label, *(_cell(o, m) for m in workload.metrics),
-             _ratio(o, outcomes, primary), _note(o)] for o in outcomes]
+    head = [
+        "case",
+        *(m.label + " median (min-max)" for m in workload.metrics),
+        f"{primary.label.split()[-1]} ÷ flowdsl",
+        "note",
+    ]
+    rows = [
+        [
+            o.case.label,
+            *(_cell(o, m) for m in workload.metrics),
+            _ratio(o, outcomes, primary),
+            _note(o),
+        ]
+        for o in outcomes
+    ]
     return head, rows
 
 
@@ -147,18 +182,24 @@ def _derived_text(workload: Any, outcomes: list[Any]) -> str:
     items = derived(workload, outcomes)
     if not items:
         return ""
-    what = ("speed-up, 2 workers over 1" if workload.id == "W2"
-            else "peak RSS at 10·N ÷ peak RSS at N (1.00 = flat)")
+    what = (
+        "speed-up, 2 workers over 1"
+        if workload.id == "W2"
+        else "peak RSS at 10·N ÷ peak RSS at N (1.00 = flat)"
+    )
     return f"{what}: " + ", ".join(
-        f"{name} {'n/a' if v is None else f'{v:.2f}x'}" for name, v in items)
+        f"{name} {'n/a' if v is None else f'{v:.2f}x'}" for name, v in items
+    )
 
 
 def text_table(workload: Any, outcomes: list[Any]) -> str:
     head, rows = _rows(workload, outcomes)
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    lines = [f"{workload.id}: {workload.title}",
-             "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)),
-             "  ".join("-" * w for w in widths)]
+    lines = [
+        f"{workload.id}: {workload.title}",
+        "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)),
+        "  ".join("-" * w for w in widths),
+    ]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     extra = _derived_text(workload, outcomes)
     return "\n".join(lines + ([extra] if extra else []))
@@ -190,82 +231,206 @@ def evaluate_targets(outcomes: list[Any]) -> list[dict[str, Any]]:
 
     targets = []
 
-    def target(name: str, goal: str, value: float | None, ok: Callable[[float], bool],
-               fmt: str) -> None:
-        targets.append({"name": name, "goal": goal,
-                        "measured": "n/a (not run or failed)" if value is None
-                        else fmt.format(value),
-                        "met": None if value is None else ok(value)})
+    def target(
+        name: str, goal: str, value: float | None, ok: Callable[[float], bool], fmt: str
+    ) -> None:
+        targets.append(
+            {
+                "name": name,
+                "goal": goal,
+                "measured": "n/a (not run or failed)" if value is None else fmt.format(value),
+                "met": None if value is None else ok(value),
+            }
+        )
 
     w1 = med("W1", "flowdsl", "items_per_s")
-    target("W1 throughput", "≥ 1.5 M items/s", None if w1 is None else w1 / 1e6,
-           lambda v: v >= 1.5, "{:.2f} M items/s")
-    target("W1 vs minipipe", "≥ 100x", ratio(w1, med("W1", "minipipe", "items_per_s")),
-           lambda v: v >= 100, "{:.0f}x")
-    target("W1 vs mpire (defaults)", "≥ 10x", ratio(w1, med("W1", "mpire", "items_per_s")),
-           lambda v: v >= 10, "{:.1f}x")
-    target("W1 vs raw ceiling", "≥ 55 %", ratio(w1, med("W1", "raw", "items_per_s")),
-           lambda v: v >= 0.55, "{:.1%}")
-    target("W1 vs mpire chunk=256", "≥ 15x",
-           ratio(w1, med("W1", "mpire chunk=256", "items_per_s")), lambda v: v >= 15, "{:.1f}x")
+    target(
+        "W1 throughput",
+        "≥ 1.5 M items/s",
+        None if w1 is None else w1 / 1e6,
+        lambda v: v >= 1.5,
+        "{:.2f} M items/s",
+    )
+    target(
+        "W1 vs minipipe",
+        "≥ 100x",
+        ratio(w1, med("W1", "minipipe", "items_per_s")),
+        lambda v: v >= 100,
+        "{:.0f}x",
+    )
+    target(
+        "W1 vs mpire (defaults)",
+        "≥ 10x",
+        ratio(w1, med("W1", "mpire", "items_per_s")),
+        lambda v: v >= 10,
+        "{:.1f}x",
+    )
+    target(
+        "W1 vs raw ceiling",
+        "≥ 55 %",
+        ratio(w1, med("W1", "raw", "items_per_s")),
+        lambda v: v >= 0.55,
+        "{:.1%}",
+    )
+    target(
+        "W1 vs mpire chunk=256",
+        "≥ 15x",
+        ratio(w1, med("W1", "mpire chunk=256", "items_per_s")),
+        lambda v: v >= 15,
+        "{:.1f}x",
+    )
     mpire_growth = growth("W2", "mpire")
-    target("W2 2 workers vs 1", "≥ 1.85x and ≥ mpire's"
-           + ("" if mpire_growth is None else f" ({mpire_growth:.2f}x)"),
-           growth("W2", "flowdsl"),
-           lambda v: v >= 1.85 and (mpire_growth is None or v >= mpire_growth), "{:.2f}x")
+    target(
+        "W2 2 workers vs 1",
+        "≥ 1.85x and ≥ mpire's" + ("" if mpire_growth is None else f" ({mpire_growth:.2f}x)"),
+        growth("W2", "flowdsl"),
+        lambda v: v >= 1.85 and (mpire_growth is None or v >= mpire_growth),
+        "{:.2f}x",
+    )
     w2 = med("W2", "flowdsl w=2", "items_per_s")
-    target("W2 w=2 vs raw w=2", "≥ 90 %", ratio(w2, med("W2", "raw w=2", "items_per_s")),
-           lambda v: v >= 0.9, "{:.1%}")
-    target("W2 w=2 vs mpire w=2", "≥ 1x", ratio(w2, med("W2", "mpire w=2", "items_per_s")),
-           lambda v: v >= 1, "{:.2f}x")
+    target(
+        "W2 w=2 vs raw w=2",
+        "≥ 90 %",
+        ratio(w2, med("W2", "raw w=2", "items_per_s")),
+        lambda v: v >= 0.9,
+        "{:.1%}",
+    )
+    target(
+        "W2 w=2 vs mpire w=2",
+        "≥ 1x",
+        ratio(w2, med("W2", "mpire w=2", "items_per_s")),
+        lambda v: v >= 1,
+        "{:.2f}x",
+    )
     for wid, suffix in (("W1", ""), ("W2", " w=1"), ("W2", " w=2")):
         by_hand = med(wid, "ray-by-hand" + suffix, "items_per_s")
-        target(f"{wid}{suffix} on Ray vs an actor chain by hand", "≤ 1.5x its time",
-               ratio(by_hand, med(wid, "flowdsl-ray" + suffix, "items_per_s")),
-               lambda v: v <= 1.5, "{:.2f}x its time")
+        target(
+            f"{wid}{suffix} on Ray vs an actor chain by hand",
+            "≤ 1.5x its time",
+            ratio(by_hand, med(wid, "flowdsl-ray" + suffix, "items_per_s")),
+            lambda v: v <= 1.5,
+            "{:.2f}x its time",
+        )
     w3 = med("W3", "flowdsl", "mb_per_s")
-    target("W3 throughput", "≥ 3 GB/s", None if w3 is None else w3 / 1000,
-           lambda v: v >= 3.0, "{:.2f} GB/s")
-    target("W3 vs the shared-memory ceiling", "≥ 80 %",
-           ratio(w3, med("W3", "raw /dev/shm", "mb_per_s")), lambda v: v >= 0.8, "{:.1%}")
-    target("W3 vs pypeln", "≥ 7x", ratio(w3, med("W3", "pypeln", "mb_per_s")),
-           lambda v: v >= 7, "{:.1f}x")
-    target("W4 3-stage flow over 10 items", "≤ 0.019 s", med("W4", "flowdsl", "flow_s"),
-           lambda v: v <= 0.019, "{:.3f} s")
-    target('W4 python -c "import flowdsl"', "≤ 0.1 s", med("W4", "flowdsl", "import_s"),
-           lambda v: v <= 0.1, "{:.3f} s")
-    target("W5 p99 latency", "≤ 0.5 ms", med("W5", "flowdsl", "p99_ms"), lambda v: v <= 0.5,
-           "{:.2f} ms")
-    target("W6 memory flat", "peak(10·N) ≤ 1.1 x peak(N)", growth("W6", "flowdsl"),
-           lambda v: v <= 1.1, "{:.2f}x")
+    target(
+        "W3 throughput",
+        "≥ 3 GB/s",
+        None if w3 is None else w3 / 1000,
+        lambda v: v >= 3.0,
+        "{:.2f} GB/s",
+    )
+    target(
+        "W3 vs the shared-memory ceiling",
+        "≥ 80 %",
+        ratio(w3, med("W3", "raw /dev/shm", "mb_per_s")),
+        lambda v: v >= 0.8,
+        "{:.1%}",
+    )
+    target(
+        "W3 vs pypeln",
+        "≥ 7x",
+        ratio(w3, med("W3", "pypeln", "mb_per_s")),
+        lambda v: v >= 7,
+        "{:.1f}x",
+    )
+    target(
+        "W4 3-stage flow over 10 items",
+        "≤ 0.019 s",
+        med("W4", "flowdsl", "flow_s"),
+        lambda v: v <= 0.019,
+        "{:.3f} s",
+    )
+    target(
+        'W4 python -c "import flowdsl"',
+        "≤ 0.1 s",
+        med("W4", "flowdsl", "import_s"),
+        lambda v: v <= 0.1,
+        "{:.3f} s",
+    )
+    target(
+        "W5 p99 latency",
+        "≤ 0.5 ms",
+        med("W5", "flowdsl", "p99_ms"),
+        lambda v: v <= 0.5,
+        "{:.2f} ms",
+    )
+    target(
+        "W6 memory flat",
+        "peak(10·N) ≤ 1.1 x peak(N)",
+        growth("W6", "flowdsl"),
+        lambda v: v <= 1.1,
+        "{:.2f}x",
+    )
     w7 = med("W7", "flowdsl async", "requests_per_s")
-    best = max((v for v in (med("W7", "asyncio.gather", "requests_per_s"),
-                            med("W7", "ThreadPoolExecutor", "requests_per_s")) if v),
-               default=None)
-    target("W7 async vs the faster of gather and threads", "≤ 1.2x its time",
-           ratio(best, w7), lambda v: v <= 1.2, "{:.2f}x its time")
+    best = max(
+        (
+            v
+            for v in (
+                med("W7", "asyncio.gather", "requests_per_s"),
+                med("W7", "ThreadPoolExecutor", "requests_per_s"),
+            )
+            if v
+        ),
+        default=None,
+    )
+    target(
+        "W7 async vs the faster of gather and threads",
+        "≤ 1.2x its time",
+        ratio(best, w7),
+        lambda v: v <= 1.2,
+        "{:.2f}x its time",
+    )
     for peer in ("pypeln task", "mpire threading"):
-        target(f"W7 async vs {peer}", "faster (> 1x)",
-               ratio(w7, med("W7", peer, "requests_per_s")), lambda v: v > 1, "{:.2f}x")
+        target(
+            f"W7 async vs {peer}",
+            "faster (> 1x)",
+            ratio(w7, med("W7", peer, "requests_per_s")),
+            lambda v: v > 1,
+            "{:.2f}x",
+        )
     w7t = med("W7", "flowdsl threads", "requests_per_s")
-    target("W7 threads vs ThreadPoolExecutor", "≤ 1.2x its time",
-           ratio(med("W7", "ThreadPoolExecutor", "requests_per_s"), w7t), lambda v: v <= 1.2,
-           "{:.2f}x its time")
-    target("W7 threads vs mpire threading", "faster (> 1x)",
-           ratio(w7t, med("W7", "mpire threading", "requests_per_s")), lambda v: v > 1,
-           "{:.2f}x")
-    target("W8 batch=1024 vs per item", "≥ 10x",
-           ratio(med("W8", "flowdsl batch=1024", "items_per_s"),
-                 med("W8", "flowdsl per item", "items_per_s")), lambda v: v >= 10, "{:.1f}x")
+    target(
+        "W7 threads vs ThreadPoolExecutor",
+        "≤ 1.2x its time",
+        ratio(med("W7", "ThreadPoolExecutor", "requests_per_s"), w7t),
+        lambda v: v <= 1.2,
+        "{:.2f}x its time",
+    )
+    target(
+        "W7 threads vs mpire threading",
+        "faster (> 1x)",
+        ratio(w7t, med("W7", "mpire threading", "requests_per_s")),
+        lambda v: v > 1,
+        "{:.2f}x",
+    )
+    target(
+        "W8 batch=1024 vs per item",
+        "≥ 10x",
+        ratio(
+            med("W8", "flowdsl batch=1024", "items_per_s"),
+            med("W8", "flowdsl per item", "items_per_s"),
+        ),
+        lambda v: v >= 10,
+        "{:.1f}x",
+    )
     for o in outcomes:
         if o.workload.id == "W9" and o.case.library == "flowdsl":
-            target(f"W9 {o.case.label.removeprefix('flowdsl ')}", "≤ 1.2x the ideal time",
-                   o.median("vs_ideal"), lambda v: v <= 1.2, "{:.2f}x")
+            target(
+                f"W9 {o.case.label.removeprefix('flowdsl ')}",
+                "≤ 1.2x the ideal time",
+                o.median("vs_ideal"),
+                lambda v: v <= 1.2,
+                "{:.2f}x",
+            )
     dead = med("W10", "flowdsl 20 deaths", "flow_s")
     calm = med("W10", "flowdsl supervised", "flow_s")
-    target("W10 cost of one restart (fork)", "< 1 s",
-           None if dead is None or calm is None else (dead - calm) / 20, lambda v: v < 1,
-           "{:.3f} s")
+    target(
+        "W10 cost of one restart (fork)",
+        "< 1 s",
+        None if dead is None or calm is None else (dead - calm) / 20,
+        lambda v: v < 1,
+        "{:.3f} s",
+    )
     return targets
 
 
@@ -276,8 +441,9 @@ def _met(t: dict[str, Any]) -> str:
 def targets_text(targets: list[dict[str, Any]]) -> str:
     width = max(len(t["name"]) for t in targets)
     lines = ["flowdsl against its targets (medians of this run):"]
-    lines += [f"  {t['name']:<{width}}  {t['goal']:<27} {t['measured']:<24} {_met(t)}"
-              for t in targets]
+    lines += [
+        f"  {t['name']:<{width}}  {t['goal']:<27} {t['measured']:<24} {_met(t)}" for t in targets
+    ]
     return "\n".join(lines)
 
 
@@ -352,8 +518,15 @@ user who knows two steps are trivial fuses them in one function.
 """
 
 
-def markdown(outcomes: list[Any], workloads: list[Any], targets: list[dict[str, Any]],
-             machine: dict[str, Any], *, quick: bool, runs: int) -> str:
+def markdown(
+    outcomes: list[Any],
+    workloads: list[Any],
+    targets: list[dict[str, Any]],
+    machine: dict[str, Any],
+    *,
+    quick: bool,
+    runs: int,
+) -> str:
     parts = [
         "# Benchmarks",
         "",
@@ -363,15 +536,20 @@ def markdown(outcomes: list[Any], workloads: list[Any], targets: list[dict[str, 
         f"0.1.9, pypeln, mpire and `multiprocess.Pool`, and on Ray beside an actor chain "
         f"written by hand, measured in one run on "
         f"{machine['date']}"
-        + (" (**--quick smoke run: small sizes, 1 run; not representative**)." if quick
-           else f". Cells show the median of {runs} runs (5 for W4) and their min-max; "
-           "`÷ flowdsl` is the peer's median over flowdsl's (higher is better for "
-           "rates, lower for times, latencies and memory)."),
+        + (
+            " (**--quick smoke run: small sizes, 1 run; not representative**)."
+            if quick
+            else f". Cells show the median of {runs} runs (5 for W4) and their min-max; "
+            "`÷ flowdsl` is the peer's median over flowdsl's (higher is better for "
+            "rates, lower for times, latencies and memory)."
+        ),
         "",
         "## Targets",
         "",
-        _md_table(["target", "goal", "flowdsl (median)", "status"],
-                  [[t["name"], t["goal"], t["measured"], _met(t)] for t in targets]),
+        _md_table(
+            ["target", "goal", "flowdsl (median)", "status"],
+            [[t["name"], t["goal"], t["measured"], _met(t)] for t in targets],
+        ),
         "",
         "![benchmark chart](img/benchmarks.png)",
         "",
@@ -382,15 +560,19 @@ def markdown(outcomes: list[Any], workloads: list[Any], targets: list[dict[str, 
         if not mine:
             continue
         head, rows = _rows(wl, mine)
-        paragraphs = [" ".join(p.split()) for p in
-                      (sys.modules[wl.module].__doc__ or "").strip().split("\n\n")]
+        paragraphs = [
+            " ".join(p.split())
+            for p in (sys.modules[wl.module].__doc__ or "").strip().split("\n\n")
+        ]
         if paragraphs and paragraphs[0].startswith(wl.id + ":"):
-            first = paragraphs[0][len(wl.id) + 1:].strip()
+            first = paragraphs[0][len(wl.id) + 1 :].strip()
             paragraphs[0] = first[:1].upper() + first[1:]
         parts += ["", f"### {wl.id}: {wl.title}", ""]
         if wl.id in machine.get("loads", {}):
-            parts += [f"*1-minute load average as it started: {machine['loads'][wl.id]:.2f} "
-                      "(2 cores).*", ""]
+            parts += [
+                f"*1-minute load average as it started: {machine['loads'][wl.id]:.2f} (2 cores).*",
+                "",
+            ]
         for p in paragraphs:
             parts += [p, ""]
         parts += [_md_table(head, rows)]
@@ -465,15 +647,37 @@ def _point(o: Any, metric: Any) -> Any:
 
 
 LOG_SCALE = {"W1", "W3", "W5"}
-UNITS = {"W1": "M items/s (log)", "W2": "items/s", "W3": "MB/s (log)", "W4": "seconds",
-         "W5": "ms (log)", "W6": "peak RSS, MB", "W7": "requests/s",
-         "W8": "M items/s", "W9": "x the ideal time", "W10": "seconds"}
-TARGET_LINES = {"W1": (1.5, "target ≥ 1.5"), "W3": (3000, "target ≥ 3000"),
-                "W4": (0.019, "target ≤ 0.019"), "W5": (0.5, "target p99 ≤ 0.5"),
-                "W9": (1.2, "target ≤ 1.2")}
-BETTER = {"W1": "higher", "W2": "higher", "W3": "higher", "W4": "lower", "W5": "lower",
-          "W6": "lower", "W7": "higher", "W8": "higher", "W9": "lower",
-          "W10": "lower"}
+UNITS = {
+    "W1": "M items/s (log)",
+    "W2": "items/s",
+    "W3": "MB/s (log)",
+    "W4": "seconds",
+    "W5": "ms (log)",
+    "W6": "peak RSS, MB",
+    "W7": "requests/s",
+    "W8": "M items/s",
+    "W9": "x the ideal time",
+    "W10": "seconds",
+}
+TARGET_LINES = {
+    "W1": (1.5, "target ≥ 1.5"),
+    "W3": (3000, "target ≥ 3000"),
+    "W4": (0.019, "target ≤ 0.019"),
+    "W5": (0.5, "target p99 ≤ 0.5"),
+    "W9": (1.2, "target ≤ 1.2"),
+}
+BETTER = {
+    "W1": "higher",
+    "W2": "higher",
+    "W3": "higher",
+    "W4": "lower",
+    "W5": "lower",
+    "W6": "lower",
+    "W7": "higher",
+    "W8": "higher",
+    "W9": "lower",
+    "W10": "lower",
+}
 
 
 def chart(outcomes: list[Any], workloads: list[Any], path: Path, machine: dict[str, Any]) -> None:
@@ -493,9 +697,14 @@ def chart(outcomes: list[Any], workloads: list[Any], path: Path, machine: dict[s
         mine = [o for o in outcomes if o.workload is wl]
         rows, series = _panel(wl, mine)
         extra = {}  # metrics the chart does not plot go into the bar labels
-        for m in wl.metrics[wl.charted or len(wl.metrics):]:
-            extra.update({o.case.label: f"  ({m.label} {_short(o.median(m.key) * m.scale)})"
-                          for o in mine if o.status == "ok"})
+        for m in wl.metrics[wl.charted or len(wl.metrics) :]:
+            extra.update(
+                {
+                    o.case.label: f"  ({m.label} {_short(o.median(m.key) * m.scale)})"
+                    for o in mine
+                    if o.status == "ok"
+                }
+            )
         height = 0.8 / len(series)
         values = [p[0] for _, pts in series for p in pts if isinstance(p, tuple)]
         for k, (name, pts) in enumerate(series):
@@ -504,15 +713,29 @@ def chart(outcomes: list[Any], workloads: list[Any], path: Path, machine: dict[s
                 y = i + (k - (len(series) - 1) / 2) * height
                 if isinstance(p, tuple):
                     med, lo, hi = p
-                    ax.barh(y, med, height * 0.95, color=colors[k % 3],
-                            label=None if labelled else name,
-                            xerr=[[med - lo], [hi - med]], error_kw={"lw": 0.8, "capsize": 2})
-                    ax.text(hi, y, " " + _short(med) + extra.get(rows[i], ""),
-                            va="center", fontsize=7)
+                    ax.barh(
+                        y,
+                        med,
+                        height * 0.95,
+                        color=colors[k % 3],
+                        label=None if labelled else name,
+                        xerr=[[med - lo], [hi - med]],
+                        error_kw={"lw": 0.8, "capsize": 2},
+                    )
+                    ax.text(
+                        hi, y, " " + _short(med) + extra.get(rows[i], ""), va="center", fontsize=7
+                    )
                     labelled = True
                 elif p:  # failed or timeout: say so at the left edge
-                    ax.text(0.01, y, p, va="center", fontsize=8, color="#c00000",
-                            transform=blended_transform_factory(ax.transAxes, ax.transData))
+                    ax.text(
+                        0.01,
+                        y,
+                        p,
+                        va="center",
+                        fontsize=8,
+                        color="#c00000",
+                        transform=blended_transform_factory(ax.transAxes, ax.transData),
+                    )
         ax.set_yticks(range(len(rows)))
         ax.set_yticklabels(rows, fontsize=9)
         for tick in ax.get_yticklabels():
@@ -530,10 +753,13 @@ def chart(outcomes: list[Any], workloads: list[Any], path: Path, machine: dict[s
         ax.grid(axis="x", alpha=0.3)
         if len(series) > 1 or wl.id in TARGET_LINES:
             ax.legend(fontsize=7, loc="best", framealpha=0.9)
-    for ax in list(axes.flat)[len(shown):]:
+    for ax in list(axes.flat)[len(shown) :]:
         ax.set_visible(False)
-    fig.suptitle(f"flowdsl benchmarks — {machine['date']}, {machine['cores']} cores, "
-                 f"{machine['python']} (median of runs, bars: min-max)", fontsize=12)
+    fig.suptitle(
+        f"flowdsl benchmarks — {machine['date']}, {machine['cores']} cores, "
+        f"{machine['python']} (median of runs, bars: min-max)",
+        fontsize=12,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

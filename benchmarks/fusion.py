@@ -44,8 +44,10 @@ def compare(title: str, n: int, steps: list, fused) -> None:
         apart.append(rate(flow, n))
         together.append(rate(source(numbers)(n) >> transform(fused), n))
     a, b = statistics.median(apart), statistics.median(together)
-    print(f"{title:<28} separate {a:>12,.0f} items/s   fused {b:>12,.0f} items/s   "
-          f"fused/separate {b / a:.2f}x")
+    print(
+        f"{title:<28} separate {a:>12,.0f} items/s   fused {b:>12,.0f} items/s   "
+        f"fused/separate {b / a:.2f}x"
+    )
 
 
 if __name__ == "__main__":

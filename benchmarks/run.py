@@ -58,31 +58,79 @@ class Workload:
 
 
 WORKLOADS = [
-    Workload("W1", "w1_tiny_ints", "tiny ints: source → +1 → *2 → sum",
-             [Metric("items_per_s", "M items/s", 1e-6, "{:.3f}")]),
-    Workload("W2", "w2_cpu_bound", "CPU-bound, ~1 ms of pure Python per item, 1 vs 2 workers",
-             [Metric("items_per_s", "items/s")]),
-    Workload("W3", "w3_arrays", "8 MB numpy arrays: source → identity → sink (2 hops)",
-             [Metric("mb_per_s", "MB/s"),
-              Metric("peak_mb", "peak RSS MB", 1, "{:.0f}", False)], charted=1),
-    Workload("W4", "w4_startup", "start-up: 3-stage flow over 10 items (fork); import time",
-             [Metric("flow_s", "flow s", 1, "{:.3f}", False),
-              Metric("import_s", "import s", 1, "{:.3f}", False)], runs=5),
-    Workload("W5", "w5_latency", "latency through 3 stages at 200 items/s",
-             [Metric("p99_ms", "p99 ms", 1, "{:.2f}", False),
-              Metric("p50_ms", "p50 ms", 1, "{:.2f}", False)]),
-    Workload("W6", "w6_memory", "peak RSS of the process tree over a stream of N and 10·N ints",
-             [Metric("peak_mb", "peak RSS MB", 1, "{:.0f}", False)]),
-    Workload("W7", "w7_io_bound", "IO-bound: 2,000 requests of 20 ms, 64 in flight, then a "
-             "parse", [Metric("requests_per_s", "requests/s", 1, "{:.0f}")]),
-    Workload("W8", "w8_vectorised", "vectorised: numpy x * 2 + 1 over 1 M floats, per item "
-             "and batched", [Metric("items_per_s", "M items/s", 1e-6, "{:.2f}")]),
-    Workload("W9", "w9_slow_items", "slow items over many workers, default buffer",
-             [Metric("vs_ideal", "x ideal time", 1, "{:.2f}", False),
-              Metric("flow_s", "flow s", 1, "{:.3f}", False),
-              Metric("busy_workers", "workers used", 1, "{:.0f}")], charted=1),
-    Workload("W10", "w10_restarts", "resilience: 1,000 items, a worker dying on 20 of them",
-             [Metric("flow_s", "flow s", 1, "{:.3f}", False)]),
+    Workload(
+        "W1",
+        "w1_tiny_ints",
+        "tiny ints: source → +1 → *2 → sum",
+        [Metric("items_per_s", "M items/s", 1e-6, "{:.3f}")],
+    ),
+    Workload(
+        "W2",
+        "w2_cpu_bound",
+        "CPU-bound, ~1 ms of pure Python per item, 1 vs 2 workers",
+        [Metric("items_per_s", "items/s")],
+    ),
+    Workload(
+        "W3",
+        "w3_arrays",
+        "8 MB numpy arrays: source → identity → sink (2 hops)",
+        [Metric("mb_per_s", "MB/s"), Metric("peak_mb", "peak RSS MB", 1, "{:.0f}", False)],
+        charted=1,
+    ),
+    Workload(
+        "W4",
+        "w4_startup",
+        "start-up: 3-stage flow over 10 items (fork); import time",
+        [
+            Metric("flow_s", "flow s", 1, "{:.3f}", False),
+            Metric("import_s", "import s", 1, "{:.3f}", False),
+        ],
+        runs=5,
+    ),
+    Workload(
+        "W5",
+        "w5_latency",
+        "latency through 3 stages at 200 items/s",
+        [
+            Metric("p99_ms", "p99 ms", 1, "{:.2f}", False),
+            Metric("p50_ms", "p50 ms", 1, "{:.2f}", False),
+        ],
+    ),
+    Workload(
+        "W6",
+        "w6_memory",
+        "peak RSS of the process tree over a stream of N and 10·N ints",
+        [Metric("peak_mb", "peak RSS MB", 1, "{:.0f}", False)],
+    ),
+    Workload(
+        "W7",
+        "w7_io_bound",
+        "IO-bound: 2,000 requests of 20 ms, 64 in flight, then a parse",
+        [Metric("requests_per_s", "requests/s", 1, "{:.0f}")],
+    ),
+    Workload(
+        "W8",
+        "w8_vectorised",
+        "vectorised: numpy x * 2 + 1 over 1 M floats, per item and batched",
+        [Metric("items_per_s", "M items/s", 1e-6, "{:.2f}")],
+    ),
+    Workload(
+        "W9",
+        "w9_slow_items",
+        "slow items over many workers, default buffer",
+        [
+            Metric("vs_ideal", "x ideal time", 1, "{:.2f}", False),
+            Metric("flow_s", "flow s", 1, "{:.3f}", False),
+            Metric("busy_workers", "workers used", 1, "{:.0f}"),
+        ],
+        charted=1,
+    ),
+    Workload(
+        "W10",
+        "w10_restarts",
+        "resilience: 1,000 items, a worker dying on 20 of them",
+        [Metric("flow_s", "flow s", 1, "{:.3f}", False)],
+    ),
 ]
 
 
@@ -109,12 +157,16 @@ class Outcome:
 # -- running one case in a subprocess ------------------------------------------------------
 def run_once(workload: Workload, case: Case) -> tuple[str, dict[str, Any] | str, int]:
     """(status, result dict or error text, leftover processes) of one run of ``case``."""
-    cmd = [sys.executable, str(BENCH_DIR / "_case.py"), workload.module, case.function,
-           json.dumps(case.kwargs)]
+    cmd = [
+        sys.executable,
+        str(BENCH_DIR / "_case.py"),
+        workload.module,
+        case.function,
+        json.dumps(case.kwargs),
+    ]
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         # files, not pipes: a worker left behind must not keep us waiting for EOF
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=BENCH_DIR,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=BENCH_DIR, start_new_session=True)
         try:
             proc.wait(timeout=case.timeout)
             status = "ok" if proc.returncode == 0 else "failed"
@@ -169,38 +221,56 @@ def run_cases(workload: Workload, cases: list[Case], runs: int) -> list[Outcome]
             outcome.leftovers = max(outcome.leftovers, leftovers)
             if status != "ok":
                 outcome.status, outcome.error = status, str(result)
-                print(f"  {workload.id} {case.label:<18} run {i + 1}/{runs}: {status.upper()}: "
-                      f"{str(result)[:150]}", flush=True)
+                print(
+                    f"  {workload.id} {case.label:<18} run {i + 1}/{runs}: {status.upper()}: "
+                    f"{str(result)[:150]}",
+                    flush=True,
+                )
                 continue
             assert isinstance(result, dict)
             outcome.results.append(result)
-            shown = "  ".join(f"{m.label} {m.fmt.format(result[m.key] * m.scale)}"
-                              for m in workload.metrics)
+            shown = "  ".join(
+                f"{m.label} {m.fmt.format(result[m.key] * m.scale)}" for m in workload.metrics
+            )
             print(f"  {workload.id} {case.label:<18} run {i + 1}/{runs}: {shown}", flush=True)
     return outcomes
 
 
 # -- the suite -----------------------------------------------------------------------------
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: small sizes, one run per case, writes to build/")
-    parser.add_argument("--runs", type=int, default=None,
-                        help="runs per case (default 3; 1 with --quick)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: small sizes, one run per case, writes to build/",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=None, help="runs per case (default 3; 1 with --quick)"
+    )
     parser.add_argument("--only", default="", help="comma-separated workloads, e.g. W1,W3")
-    parser.add_argument("--no-ray", action="store_true",
-                        help="skip the Ray cases of W1 and W2 (each starts a Ray instance: "
-                             "about 3 minutes of the full run)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="directory for benchmarks.md and img/benchmarks.png "
-                             "(default: docs/, or build/benchmarks-quick/ with --quick)")
+    parser.add_argument(
+        "--no-ray",
+        action="store_true",
+        help="skip the Ray cases of W1 and W2 (each starts a Ray instance: "
+        "about 3 minutes of the full run)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="directory for benchmarks.md and img/benchmarks.png "
+        "(default: docs/, or build/benchmarks-quick/ with --quick)",
+    )
     args = parser.parse_args()
     runs = args.runs or (1 if args.quick else 3)
     ray = not args.no_ray and importlib.util.find_spec("ray") is not None
     if not ray and not args.no_ray:
-        print("note: ray is not installed, the Ray cases are skipped "
-              "(pip install 'flowdsl[ray]')", flush=True)
+        print(
+            "note: ray is not installed, the Ray cases are skipped (pip install 'flowdsl[ray]')",
+            flush=True,
+        )
     only = {w.strip().upper() for w in args.only.split(",") if w.strip()}
     out_dir = args.out or (ROOT / "build" / "benchmarks-quick" if args.quick else ROOT / "docs")
 
@@ -208,8 +278,11 @@ def main() -> int:
     machine = _report.machine_info(ROOT)
     print(_report.machine_text(machine), flush=True)
     if machine["load_before"][0] > 0.5:
-        print(f"note: load average {machine['load_before'][0]:.2f} before the run: other "
-              "processes compete for the 2 cores, figures will be noisier", flush=True)
+        print(
+            f"note: load average {machine['load_before'][0]:.2f} before the run: other "
+            "processes compete for the 2 cores, figures will be noisier",
+            flush=True,
+        )
 
     machine["loads"] = {}  # 1-minute load average as each workload starts
     outcomes: list[Outcome] = []
@@ -226,8 +299,10 @@ def main() -> int:
         else:
             cases = module.cases(args.quick)
         machine["loads"][workload.id] = os.getloadavg()[0]
-        print(f"\n{workload.id}: {workload.title} (load average "
-              f"{machine['loads'][workload.id]:.2f})", flush=True)
+        print(
+            f"\n{workload.id}: {workload.title} (load average {machine['loads'][workload.id]:.2f})",
+            flush=True,
+        )
         n_runs = 1 if args.quick else (workload.runs or runs)
         done = run_cases(workload, cases, n_runs)
         outcomes += done
@@ -243,8 +318,9 @@ def main() -> int:
     png = out_dir / "img" / "benchmarks.png"
     _report.chart(outcomes, WORKLOADS, png, machine)
     md = out_dir / "benchmarks.md"
-    md.write_text(_report.markdown(outcomes, WORKLOADS, targets, machine,
-                                   quick=args.quick, runs=runs))
+    md.write_text(
+        _report.markdown(outcomes, WORKLOADS, targets, machine, quick=args.quick, runs=runs)
+    )
     print(f"\nwrote {_shown(md)} and {_shown(png)} in {machine['seconds']:.0f} s", flush=True)
     return 0
 

@@ -92,8 +92,13 @@ class StuckTerm:
         time.sleep(3600)  # the fault: a hook that never returns
 
 
-EXPECTED = {"raise": StageError, "stuck-term": StageError, "kill": WorkerDied,
-            "exit": WorkerDied, "hang": FlowTimeout}
+EXPECTED = {
+    "raise": StageError,
+    "stuck-term": StageError,
+    "kill": WorkerDied,
+    "exit": WorkerDied,
+    "hang": FlowTimeout,
+}
 
 
 def in_process(kind: str, method: str) -> float:
@@ -141,8 +146,9 @@ CTRL_C = textwrap.dedent("""
 def ctrl_c(method: str) -> float:
     """Seconds from SIGINT to the process group until the driver has caught it."""
     code = CTRL_C.format(here=os.path.dirname(os.path.abspath(__file__)), method=method)
-    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                          start_new_session=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
+    ) as proc:
         try:
             for _ in range(2):
                 assert proc.stdout.readline().strip() == "running"
@@ -165,11 +171,15 @@ def main() -> None:
     print(f"{'fault':<11} {'method':<7} {'median s':>9} {'worst s':>8}  ({args.runs} runs)")
     for method in args.methods.split(","):
         for kind in kinds:
-            runs = [ctrl_c(method) if kind == "ctrl-c" else in_process(kind, method)
-                    for _ in range(args.runs)]
+            runs = [
+                ctrl_c(method) if kind == "ctrl-c" else in_process(kind, method)
+                for _ in range(args.runs)
+            ]
             worst = max(worst, max(runs))
-            print(f"{kind:<11} {method:<7} {statistics.median(runs):>9.3f} "
-                  f"{max(runs):>8.3f}", flush=True)
+            print(
+                f"{kind:<11} {method:<7} {statistics.median(runs):>9.3f} {max(runs):>8.3f}",
+                flush=True,
+            )
     print(f"worst: {worst:.3f} s")
 
 

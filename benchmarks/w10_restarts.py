@@ -63,6 +63,8 @@ def deaths(n: int) -> dict[str, float]:
 
 def cases(quick: bool) -> list[Case]:
     kwargs = {"n": 1000}
-    return [Case("flowdsl plain", "flowdsl", "plain", kwargs, timeout=60),
-            Case("flowdsl supervised", "flowdsl", "supervised", kwargs, timeout=60),
-            Case("flowdsl 20 deaths", "flowdsl", "deaths", kwargs, timeout=60)]
+    return [
+        Case("flowdsl plain", "flowdsl", "plain", kwargs, timeout=60),
+        Case("flowdsl supervised", "flowdsl", "supervised", kwargs, timeout=60),
+        Case("flowdsl 20 deaths", "flowdsl", "deaths", kwargs, timeout=60),
+    ]

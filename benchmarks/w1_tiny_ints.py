@@ -60,8 +60,11 @@ def flowdsl(n: int, check_types: bool = False) -> dict[str, float]:
     from flowdsl import source, transform
 
     t0 = time.perf_counter()
-    flow = (source(numbers)(n) >> transform(add1, check_types=check_types)
-            >> transform(mul2, check_types=check_types))
+    flow = (
+        source(numbers)(n)
+        >> transform(add1, check_types=check_types)
+        >> transform(mul2, check_types=check_types)
+    )
     total = sum(flow.iterate(executor=flowdsl_executor()))
     return _result(n, t0, total)
 
@@ -164,18 +167,43 @@ def cases(quick: bool, ray: bool = True) -> list[Case]:
         Case("serial", "serial", "serial", {"n": n(5_000_000)}),
         Case("raw", "raw", "raw", {"n": n(5_000_000)}),
         Case("flowdsl", "flowdsl", "flowdsl", {"n": n(3_000_000)}),
-        Case("flowdsl check_types", "flowdsl", "flowdsl",
-             {"n": n(1_000_000), "check_types": True},
-             note="every item and result checked against the annotations"),
+        Case(
+            "flowdsl check_types",
+            "flowdsl",
+            "flowdsl",
+            {"n": n(1_000_000), "check_types": True},
+            note="every item and result checked against the annotations",
+        ),
         Case("minipipe", "minipipe", "minipipe", {"n": n(20_000)}),
         Case("pypeln", "pypeln", "pypeln", {"n": n(5_000)}),
-        Case("mpire", "mpire", "mpire", {"n": n(60_000)},
-             note="defaults: an unsized stream gets chunk_size=4"),
+        Case(
+            "mpire",
+            "mpire",
+            "mpire",
+            {"n": n(60_000)},
+            note="defaults: an unsized stream gets chunk_size=4",
+        ),
         Case("mpire chunk=256", "mpire", "mpire", {"n": n(400_000), "chunk_size": 256}),
         Case("Pool", "Pool", "pool", {"n": n(1_000_000)}, note="imap, chunksize=256"),
-    ] + ([
-        Case("flowdsl-ray", "flowdsl-ray", "flowdsl_ray", {"n": n(2_000_000)}, timeout=120,
-             note="RayExecutor(), a local Ray instance"),
-        Case("ray-by-hand", "ray-by-hand", "ray_by_hand", {"n": n(2_000_000)}, timeout=120,
-             note="actor chain, batches of 1024 (benchmarks/_ray.py)"),
-    ] if ray else [])
+    ] + (
+        [
+            Case(
+                "flowdsl-ray",
+                "flowdsl-ray",
+                "flowdsl_ray",
+                {"n": n(2_000_000)},
+                timeout=120,
+                note="RayExecutor(), a local Ray instance",
+            ),
+            Case(
+                "ray-by-hand",
+                "ray-by-hand",
+                "ray_by_hand",
+                {"n": n(2_000_000)},
+                timeout=120,
+                note="actor chain, batches of 1024 (benchmarks/_ray.py)",
+            ),
+        ]
+        if ray
+        else []
+    )

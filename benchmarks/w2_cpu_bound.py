@@ -154,8 +154,9 @@ def ray_by_hand(n: int, loops: int, workers: int) -> dict[str, float]:
         t0 = time.perf_counter()
         fn = functools.partial(burn, loops=loops)
         # 1 ms items: batches of 8, so that 2 workers share the stream evenly
-        count = sum(len(batch) for batch in _ray.chain(lambda: numbers(n), fn,
-                                                       workers=(workers,), batch=8))
+        count = sum(
+            len(batch) for batch in _ray.chain(lambda: numbers(n), fn, workers=(workers,), batch=8)
+        )
         return _result(n, t0, count)
     finally:
         _ray.shutdown()
@@ -164,14 +165,22 @@ def ray_by_hand(n: int, loops: int, workers: int) -> dict[str, float]:
 def cases(quick: bool, loops: int = 0, ray: bool = True) -> list[Case]:
     n = 100 if quick else 1000
     out = [Case("serial", "serial", "serial", {"n": n, "loops": loops, "workers": 1})]
-    libraries = [("raw", "raw"), ("flowdsl", "flowdsl"), ("minipipe", "minipipe"),
-                 ("pypeln", "pypeln"), ("mpire", "mpire"), ("Pool", "pool")]
+    libraries = [
+        ("raw", "raw"),
+        ("flowdsl", "flowdsl"),
+        ("minipipe", "minipipe"),
+        ("pypeln", "pypeln"),
+        ("mpire", "mpire"),
+        ("Pool", "pool"),
+    ]
     for lib, fn in libraries:
         for w in (1, 2):
             out.append(Case(f"{lib} w={w}", lib, fn, {"n": n, "loops": loops, "workers": w}))
-    for lib, fn in [("flowdsl-ray", "flowdsl_ray"), ("ray-by-hand", "ray_by_hand")] if ray \
-            else []:
+    for lib, fn in [("flowdsl-ray", "flowdsl_ray"), ("ray-by-hand", "ray_by_hand")] if ray else []:
         for w in (1, 2):
-            out.append(Case(f"{lib} w={w}", lib, fn, {"n": 2 * n, "loops": loops,
-                                                      "workers": w}, timeout=120))
+            out.append(
+                Case(
+                    f"{lib} w={w}", lib, fn, {"n": 2 * n, "loops": loops, "workers": w}, timeout=120
+                )
+            )
     return out

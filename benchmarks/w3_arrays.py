@@ -59,8 +59,7 @@ def raw(n: int) -> dict[str, float]:
 
     t0 = time.perf_counter()
     # 8 MB items go one by one: 256 of them would make 2 GB messages
-    count = _raw.reduce_in_sink(lambda: arrays(n), identity, sink=_count_arrays, initial=0,
-                                batch=1)
+    count = _raw.reduce_in_sink(lambda: arrays(n), identity, sink=_count_arrays, initial=0, batch=1)
     return _result(n, t0, count)
 
 
@@ -68,8 +67,14 @@ def raw_shm(n: int) -> dict[str, float]:
     import _raw
 
     t0 = time.perf_counter()
-    count = _raw.shm_reduce_in_sink(lambda: arrays(n), identity, sink=_count_arrays,
-                                    initial=0, nbytes=ITEMS * 8, dtype="float64")
+    count = _raw.shm_reduce_in_sink(
+        lambda: arrays(n),
+        identity,
+        sink=_count_arrays,
+        initial=0,
+        nbytes=ITEMS * 8,
+        dtype="float64",
+    )
     return _result(n, t0, count)
 
 
@@ -158,12 +163,25 @@ def cases(quick: bool) -> list[Case]:
     # of them take ~0.2 s, mostly start-up, so their cases run 10x more, ~1 s
     many = 60 if quick else 480
     out = []
-    for label, fn in [("raw", "raw"), ("raw /dev/shm", "raw_shm"), ("flowdsl", "flowdsl"),
-                      ("minipipe", "minipipe"), ("pypeln", "pypeln"), ("mpire", "mpire"),
-                      ("Pool", "pool")]:
+    for label, fn in [
+        ("raw", "raw"),
+        ("raw /dev/shm", "raw_shm"),
+        ("flowdsl", "flowdsl"),
+        ("minipipe", "minipipe"),
+        ("pypeln", "pypeln"),
+        ("mpire", "mpire"),
+        ("Pool", "pool"),
+    ]:
         if fn in ("flowdsl", "raw_shm"):
-            out.append(Case(label, label, "with_peak_rss", {"function": fn, "n": many},
-                            note=f"{many} arrays (48 take ~0.2 s, mostly start-up)"))
+            out.append(
+                Case(
+                    label,
+                    label,
+                    "with_peak_rss",
+                    {"function": fn, "n": many},
+                    note=f"{many} arrays (48 take ~0.2 s, mostly start-up)",
+                )
+            )
         else:
             out.append(Case(label, label, "with_peak_rss", {"function": fn, "n": n}))
     return out

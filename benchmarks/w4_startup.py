@@ -17,9 +17,15 @@ import time
 import w1_tiny_ints
 from _common import Case
 
-MODULES = {"serial": None, "raw": "multiprocessing", "flowdsl": "flowdsl",
-           "minipipe": "minipipe", "pypeln": "pypeln", "mpire": "mpire",
-           "Pool": "multiprocess"}
+MODULES = {
+    "serial": None,
+    "raw": "multiprocessing",
+    "flowdsl": "flowdsl",
+    "minipipe": "minipipe",
+    "pypeln": "pypeln",
+    "mpire": "mpire",
+    "Pool": "multiprocess",
+}
 
 
 def import_time(module: str | None) -> float:
@@ -37,7 +43,15 @@ def startup(library: str, function: str) -> dict[str, float]:
 
 
 def cases(quick: bool) -> list[Case]:
-    return [Case(lib, lib, "startup", {"library": lib, "function": fn}, timeout=30)
-            for lib, fn in [("serial", "serial"), ("raw", "raw"), ("flowdsl", "flowdsl"),
-                            ("minipipe", "minipipe"), ("pypeln", "pypeln"),
-                            ("mpire", "mpire"), ("Pool", "pool")]]
+    return [
+        Case(lib, lib, "startup", {"library": lib, "function": fn}, timeout=30)
+        for lib, fn in [
+            ("serial", "serial"),
+            ("raw", "raw"),
+            ("flowdsl", "flowdsl"),
+            ("minipipe", "minipipe"),
+            ("pypeln", "pypeln"),
+            ("mpire", "mpire"),
+            ("Pool", "pool"),
+        ]
+    ]

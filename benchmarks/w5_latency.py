@@ -53,8 +53,7 @@ def serial(n: int, rate: float) -> dict[str, float]:
 def raw(n: int, rate: float) -> dict[str, float]:
     import _raw
 
-    return _result(_arrivals(_raw.pipeline(lambda: paced(n, rate), identity, identity,
-                                           batch=1)), n)
+    return _result(_arrivals(_raw.pipeline(lambda: paced(n, rate), identity, identity, batch=1)), n)
 
 
 def flowdsl(n: int, rate: float) -> dict[str, float]:
@@ -117,7 +116,15 @@ def pool(n: int, rate: float) -> dict[str, float]:
 
 def cases(quick: bool) -> list[Case]:
     kwargs = {"n": 60 if quick else 420, "rate": 200.0}
-    return [Case(lib, lib, fn, kwargs, timeout=30)
-            for lib, fn in [("serial", "serial"), ("raw", "raw"), ("flowdsl", "flowdsl"),
-                            ("minipipe", "minipipe"), ("pypeln", "pypeln"),
-                            ("mpire", "mpire"), ("Pool", "pool")]]
+    return [
+        Case(lib, lib, fn, kwargs, timeout=30)
+        for lib, fn in [
+            ("serial", "serial"),
+            ("raw", "raw"),
+            ("flowdsl", "flowdsl"),
+            ("minipipe", "minipipe"),
+            ("pypeln", "pypeln"),
+            ("mpire", "mpire"),
+            ("Pool", "pool"),
+        ]
+    ]

@@ -34,7 +34,14 @@ def cases(quick: bool) -> list[Case]:
         if quick:
             n = max(1000, n // 50)
         for length, size in (("N", n), ("10N", 10 * n)):
-            out.append(Case(f"{label} {length}", label, "peak_rss",
-                            {"function": fn, "n": size, **kwargs}, timeout=60,
-                            note=f"{length}={size:,}"))
+            out.append(
+                Case(
+                    f"{label} {length}",
+                    label,
+                    "peak_rss",
+                    {"function": fn, "n": size, **kwargs},
+                    timeout=60,
+                    note=f"{length}={size:,}",
+                )
+            )
     return out

@@ -96,6 +96,7 @@ def gather(n: int) -> dict[str, float]:
     async def main(base: str) -> int:
         sem = asyncio.Semaphore(IN_FLIGHT)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+
             async def one(url: str) -> int:
                 async with sem, s.get(url) as r:
                     return parse(await r.text())
@@ -112,8 +113,7 @@ def threads(n: int) -> dict[str, float]:
     with Server() as base:
         t = time.perf_counter()
         with ThreadPoolExecutor(IN_FLIGHT) as pool:
-            count = sum(1 for body in pool.map(_fetch_blocking, _urls(base, n))
-                        if parse(body) >= 0)
+            count = sum(1 for body in pool.map(_fetch_blocking, _urls(base, n)) if parse(body) >= 0)
         return _result(count, n, time.perf_counter() - t)
 
 
@@ -138,8 +138,7 @@ def _flowdsl(n: int, fetch) -> dict[str, float]:
 
     with Server() as base:
         t = time.perf_counter()
-        flow = (source(_urls)(base, n) >> fetch
-                >> transform(parse).options(workers=2, ordered=False))
+        flow = source(_urls)(base, n) >> fetch >> transform(parse).options(workers=2, ordered=False)
         count = sum(1 for _ in flow.iterate(executor=flowdsl_executor()))
         return _result(count, n, time.perf_counter() - t)
 
@@ -184,17 +183,22 @@ def mpire(n: int) -> dict[str, float]:
     with Server() as base:
         t = time.perf_counter()
         with WorkerPool(n_jobs=IN_FLIGHT, start_method="threading") as pool:
-            count = sum(1 for body in pool.imap(_fetch_blocking, _urls(base, n))
-                        if parse(body) >= 0)
+            count = sum(
+                1 for body in pool.imap(_fetch_blocking, _urls(base, n)) if parse(body) >= 0
+            )
         return _result(count, n, time.perf_counter() - t)
 
 
 def cases(quick: bool) -> list[Case]:
     kwargs = {"n": 300 if quick else 2000}
-    return [Case(label, lib, fn, kwargs, timeout=60)
-            for label, lib, fn in [("asyncio.gather", "raw", "gather"),
-                                   ("ThreadPoolExecutor", "raw", "threads"),
-                                   ("flowdsl async", "flowdsl", "flowdsl_async"),
-                                   ("flowdsl threads", "flowdsl", "flowdsl_threads"),
-                                   ("pypeln task", "pypeln", "pypeln"),
-                                   ("mpire threading", "mpire", "mpire")]]
+    return [
+        Case(label, lib, fn, kwargs, timeout=60)
+        for label, lib, fn in [
+            ("asyncio.gather", "raw", "gather"),
+            ("ThreadPoolExecutor", "raw", "threads"),
+            ("flowdsl async", "flowdsl", "flowdsl_async"),
+            ("flowdsl threads", "flowdsl", "flowdsl_threads"),
+            ("pypeln task", "pypeln", "pypeln"),
+            ("mpire threading", "mpire", "mpire"),
+        ]
+    ]

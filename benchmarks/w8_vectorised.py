@@ -63,13 +63,13 @@ def arrays(n: int, size: int = 1024) -> dict[str, float]:
         for start in range(0, n, size):
             yield np.arange(start, min(n, start + size), dtype=float)
 
-    return _timed(source(chunks)(n) >> transform(affine), n, "affine",
-                  outputs=-(-n // size))
+    return _timed(source(chunks)(n) >> transform(affine), n, "affine", outputs=-(-n // size))
 
 
 def cases(quick: bool) -> list[Case]:
     n = 100_000 if quick else 1_000_000
-    return [Case("flowdsl per item", "flowdsl", "per_item", {"n": n}, timeout=120),
-            Case("flowdsl batch=1024", "flowdsl", "batched", {"n": n}, timeout=120),
-            Case("flowdsl arrays from the source", "flowdsl", "arrays", {"n": n},
-                 timeout=120)]
+    return [
+        Case("flowdsl per item", "flowdsl", "per_item", {"n": n}, timeout=120),
+        Case("flowdsl batch=1024", "flowdsl", "batched", {"n": n}, timeout=120),
+        Case("flowdsl arrays from the source", "flowdsl", "arrays", {"n": n}, timeout=120),
+    ]

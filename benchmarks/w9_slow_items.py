@@ -74,7 +74,9 @@ def cases(quick: bool) -> list[Case]:
     for n, seconds, workers in sizes:
         kwargs = {"n": n, "seconds": seconds, "workers": workers}
         tag = f"{n}x{seconds * 1000:.0f}ms w={workers}"
-        out += [Case(f"flowdsl {tag}", "flowdsl", "flowdsl", kwargs),
-                Case(f"mpire {tag}", "mpire", "mpire", kwargs),
-                Case(f"Pool {tag}", "Pool", "pool", kwargs)]
+        out += [
+            Case(f"flowdsl {tag}", "flowdsl", "flowdsl", kwargs),
+            Case(f"mpire {tag}", "mpire", "mpire", kwargs),
+            Case(f"Pool {tag}", "Pool", "pool", kwargs),
+        ]
     return out

@@ -35,6 +35,7 @@ def page(i: int) -> str:
 
 def serve_site(ready: threading.Event, address: list) -> None:
     """The slow web site, on an event loop of its own (a thread of this script)."""
+
     async def answer(request):
         await asyncio.sleep(0.05)
         return web.Response(text=page(int(request.match_info["i"])), content_type="text/html")
@@ -82,8 +83,7 @@ def parse(fetched):
     i, html = fetched
     title = re.search(r"<title>(.*?)</title>", html).group(1)
     words = re.sub(r"<[^>]+>", " ", html).split()
-    return {"page": i, "title": title, "words": len(words),
-            "top": max(set(words), key=words.count)}
+    return {"page": i, "title": title, "words": len(words), "top": max(set(words), key=words.count)}
 
 
 @sink
@@ -113,8 +113,7 @@ def main():
     seconds = time.perf_counter() - start
 
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    print(f"crawled {len(records)} pages in {seconds:.2f} s "
-          f"(one at a time: {PAGES * 0.05:.0f} s)")
+    print(f"crawled {len(records)} pages in {seconds:.2f} s (one at a time: {PAGES * 0.05:.0f} s)")
     print("first:", records[0])
     print(f"fetch had at most {report['Fetch'].max_in_flight} requests in flight")
 

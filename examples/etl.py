@@ -123,8 +123,10 @@ def main(root):
     write_input(root)
     totals, cleaned = root / "totals.json", root / "cleaned.csv"
 
-    rows = merge(read_rows(root / "north").options(name="north"),
-                 read_rows(root / "south").options(name="south"))
+    rows = merge(
+        read_rows(root / "north").options(name="north"),
+        read_rows(root / "south").options(name="south"),
+    )
     flow = rows >> clean >> [Totals(totals), WriteCsv(cleaned)]
     report = flow.run()
 

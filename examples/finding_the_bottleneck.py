@@ -47,9 +47,11 @@ if __name__ == "__main__":
     report = flow.run(progress=True)
     print(report)
     slowest = report.bottleneck
-    print(f"bottleneck: {slowest}, waiting for it: "
-          f"{report['tokenize'].blocked_out_seconds:.2f} s upstream, "
-          f"{report['CountDistinct'].blocked_in_seconds:.2f} s downstream")
+    print(
+        f"bottleneck: {slowest}, waiting for it: "
+        f"{report['tokenize'].blocked_out_seconds:.2f} s upstream, "
+        f"{report['CountDistinct'].blocked_in_seconds:.2f} s downstream"
+    )
 
     faster = documents(2000) >> tokenize >> fingerprint.options(workers=2) >> CountDistinct()
     second = faster.run(progress=True)

@@ -108,9 +108,11 @@ if __name__ == "__main__":
     archs = {"numpy-4": 4, "numpy-16": 16, "numpy-64": 64, "numpy-256": 256}
     test_set = next(loader.func(n_files=1, rows_per_file=2000, seed=1))
 
-    branches = [Train(hidden).options(name=f"train_{name}")
-                >> evaluate(test_set, name).options(name=f"eval_{name}")
-                for name, hidden in archs.items()]
+    branches = [
+        Train(hidden).options(name=f"train_{name}")
+        >> evaluate(test_set, name).options(name=f"eval_{name}")
+        for name, hidden in archs.items()
+    ]
     flow = merge(loader(10, 1000) >> branches) >> Report()
     print(flow.diagram().source)
     print(flow.run())

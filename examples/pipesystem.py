@@ -26,7 +26,7 @@ def gen_rand(n=5, seed=None):
 @transform
 def split(x, batch_size=2):  # a generator transform emits every item it yields
     for i in range(len(x) // batch_size):
-        yield x[i * batch_size:(i + 1) * batch_size]
+        yield x[i * batch_size : (i + 1) * batch_size]
 
 
 @transform

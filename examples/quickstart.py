@@ -22,7 +22,7 @@ class MovingAverage:
         self.queue = []
 
     def run(self, x):
-        self.queue = [*self.queue, x][-self.window:]
+        self.queue = [*self.queue, x][-self.window :]
 
     def local_term(self):  # runs once, at the end
         print("last moving average:", sum(self.queue) / len(self.queue))

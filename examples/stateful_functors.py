@@ -43,7 +43,7 @@ class MovingAverage:
         self.means = []
 
     def run(self, value):
-        self.queue = [*self.queue, value][-self.window_size:]
+        self.queue = [*self.queue, value][-self.window_size :]
         self.values.append(value)
         self.means.append(sum(self.queue) / len(self.queue))
 

@@ -105,9 +105,12 @@ WORDS = words >> normalise >> drop_stopwords >> singular
 
 
 def index_flow(folder, index, rejects, *, workers=2):
-    return (read_documents(folder) >> decode.options(workers=workers,
-                                                     on_error=reject(path=rejects))
-            >> WORDS >> Index(index))
+    return (
+        read_documents(folder)
+        >> decode.options(workers=workers, on_error=reject(path=rejects))
+        >> WORDS
+        >> Index(index)
+    )
 
 
 DOCUMENTS = {
@@ -143,13 +146,20 @@ def test_words_of_a_document():
 
 
 def test_the_whole_flow(folder, tmp_path):
-    report = index_flow(folder, tmp_path / "index.json", tmp_path / "rejects.txt").run(
-        timeout=30)
+    report = index_flow(folder, tmp_path / "index.json", tmp_path / "rejects.txt").run(timeout=30)
     index = json.loads((tmp_path / "index.json").read_text())
-    assert index == {"bat": ["hats.txt"], "cat": ["cats.txt", "hats.txt"],
-                     "hat": ["hats.txt"], "mat": ["cats.txt"], "sat": ["cats.txt"]}
-    assert (tmp_path / "rejects.txt").read_text().startswith(
-        "latin1.txt: UnicodeDecodeError: 'utf-8' codec can't decode")
+    assert index == {
+        "bat": ["hats.txt"],
+        "cat": ["cats.txt", "hats.txt"],
+        "hat": ["hats.txt"],
+        "mat": ["cats.txt"],
+        "sat": ["cats.txt"],
+    }
+    assert (
+        (tmp_path / "rejects.txt")
+        .read_text()
+        .startswith("latin1.txt: UnicodeDecodeError: 'utf-8' codec can't decode")
+    )
     assert report["decode"].errors == 1
 
 
@@ -157,15 +167,17 @@ def test_the_whole_flow(folder, tmp_path):
 
 names = st.sampled_from(["a.txt", "b.txt", "c.txt"])
 texts = st.text(st.sampled_from("ab AB,.-\n\xe9"), max_size=30)
-documents = st.tuples(names, st.one_of(texts.map(str.encode),
-                                       texts.map(lambda t: t.encode("latin-1"))))
+documents = st.tuples(
+    names, st.one_of(texts.map(str.encode), texts.map(lambda t: t.encode("latin-1")))
+)
 entries = st.tuples(names, st.sampled_from(["the", "Cats", "cat.", "hats!", "--", "a"]))
 
 
 def test_decoded_words_match_the_serial_run_on_any_documents():
     # decode runs two workers; a non-UTF-8 document fails the run on both executors
-    assert_equivalent(decode >> WORDS, streams(documents, long_size=200), max_examples=10,
-                      expect_failure=None)
+    assert_equivalent(
+        decode >> WORDS, streams(documents, long_size=200), max_examples=10, expect_failure=None
+    )
 
 
 def test_the_whole_flow_matches_the_serial_run(folder, tmp_path):
@@ -174,8 +186,10 @@ def test_the_whole_flow_matches_the_serial_run(folder, tmp_path):
 
 
 @settings(max_examples=10, deadline=None)
-@given(flow=flows([normalise, drop_stopwords, singular]),
-       items=streams(entries, max_size=20, long_size=200))
+@given(
+    flow=flows([normalise, drop_stopwords, singular]),
+    items=streams(entries, max_size=20, long_size=200),
+)
 def test_the_stages_in_any_shape_match_the_serial_run(flow, items):
     assert_equivalent(flow, items)
 
@@ -204,9 +218,13 @@ def test_a_failed_decode_goes_to_the_rejects(folder, tmp_path):
 
 @pytest.mark.parametrize("workers", [1, 3])
 def test_skipped_words_are_counted(folder, tmp_path, workers):
-    flow = (read_documents(folder) >> decode.options(on_error="skip") >> words
-            >> normalise.options(on_error="skip", workers=workers)
-            >> Index(tmp_path / "index.json"))
+    flow = (
+        read_documents(folder)
+        >> decode.options(on_error="skip")
+        >> words
+        >> normalise.options(on_error="skip", workers=workers)
+        >> Index(tmp_path / "index.json")
+    )
     # item 1 of every worker fails; which words those are depends on the sharing out
     report = inject_fault(flow, "normalise", at=1, worker=None).run(timeout=30)
     stats = report["normalise"]

@@ -31,8 +31,12 @@ from .executors import Executor, ProcessExecutor, RayExecutor, SerialExecutor, e
 
 # The graph model (flows and stages) imports nothing above it; the layers above
 # give it what running and drawing a flow need.
-_flow.provide(as_stage=_stages_as_stage, execute=execute, diagram=_diagram.diagram,
-              mimebundle=_diagram.mimebundle)
+_flow.provide(
+    as_stage=_stages_as_stage,
+    execute=execute,
+    diagram=_diagram.diagram,
+    mimebundle=_diagram.mimebundle,
+)
 del execute, _stages_as_stage
 
 __version__ = "0.1.0"

@@ -47,7 +47,7 @@ class Batcher:
         full, i = [], n - len(held)
         full.append(held + items[:i])
         while i + n <= len(items):
-            full.append(items[i:i + n])
+            full.append(items[i : i + n])
             i += n
         self.held = items[i:]
         return full
@@ -81,8 +81,9 @@ class Batch(Regulator):
     def __init__(self, n: int, *, wait: float | None = None, name: str | None = None) -> None:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"batch: n must be an integer >= 1, got {n!r}")
-        if wait is not None and (isinstance(wait, bool) or not isinstance(wait, (int, float))
-                                 or not wait > 0):
+        if wait is not None and (
+            isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait > 0
+        ):
             raise ValueError(f"batch: wait must be a number of seconds > 0, got {wait!r}")
         super().__init__(Batcher(n), name=name or "batch")
         self.n, self.wait = n, wait
@@ -90,9 +91,11 @@ class Batch(Regulator):
     def _check_options(self) -> None:
         super()._check_options()
         if self.workers != 1:
-            raise ValueError(f"batch {self.name!r}: a batch runs in exactly one worker "
-                             f"(it fills one list at a time); give the stage after it "
-                             f"the workers")
+            raise ValueError(
+                f"batch {self.name!r}: a batch runs in exactly one worker "
+                f"(it fills one list at a time); give the stage after it "
+                f"the workers"
+            )
 
     def __repr__(self) -> str:
         return f"batch({self.n}{'' if self.wait is None else f', wait={self.wait}'})"

@@ -53,9 +53,11 @@ EXIT_BROKEN_PIPE = 141
 # extension of ``diagram -o`` -> Graphviz output format ("dot": the DOT source itself)
 DIAGRAM_FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot"}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-TARGET_HELP = ("the flow: MODULE:ATTR (e.g. myproject.flows:pipeline) or FILE.py:ATTR "
-               "(e.g. flows.py:pipeline); ATTR may be dotted, and may name a function "
-               "that takes no arguments and returns the flow")
+TARGET_HELP = (
+    "the flow: MODULE:ATTR (e.g. myproject.flows:pipeline) or FILE.py:ATTR "
+    "(e.g. flows.py:pipeline); ATTR may be dotted, and may name a function "
+    "that takes no arguments and returns the flow"
+)
 EXIT_HELP = """exit status:
   0    success
   1    the flow failed (a stage raised, a worker died, invalid graph), the target's
@@ -97,24 +99,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence_stdout()
         return EXIT_BROKEN_PIPE
     except Exception as exc:
-        return _fail(EXIT_FAILED, describe(exc, args.traceback),
-                     _traceback_of(exc) if args.traceback else "")
+        return _fail(
+            EXIT_FAILED, describe(exc, args.traceback), _traceback_of(exc) if args.traceback else ""
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the whole command line: ``run`` and ``diagram``."""
     parser = argparse.ArgumentParser(
-        prog="flowdsl", description="Run or draw a flowdsl flow defined in a Python module.",
-        epilog=EXIT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="flowdsl",
+        description="Run or draw a flowdsl flow defined in a Python module.",
+        epilog=EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("target", metavar="TARGET", help=TARGET_HELP)
-    common.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="WARNING",
-                        metavar="LEVEL", help="show log records from this level up, on "
-                        "stderr: DEBUG, INFO, WARNING (the default), ERROR or CRITICAL")
-    common.add_argument("--traceback", action="store_true",
-                        help="on failure, also print the traceback (for a stage error, "
-                        "the one from the worker)")
+    common.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="WARNING",
+        metavar="LEVEL",
+        help="show log records from this level up, on "
+        "stderr: DEBUG, INFO, WARNING (the default), ERROR or CRITICAL",
+    )
+    common.add_argument(
+        "--traceback",
+        action="store_true",
+        help="on failure, also print the traceback (for a stage error, the one from the worker)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(commands, common)
     _add_diagram(commands, common)
@@ -123,35 +137,59 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_run(commands: Any, common: argparse.ArgumentParser) -> None:
     run = commands.add_parser(
-        "run", parents=[common], help="run a flow", epilog=EXIT_HELP,
+        "run",
+        parents=[common],
+        help="run a flow",
+        epilog=EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run a flow. The results of a flow that does not end in a sink are\n"
-        "printed to stdout, one per line; the run report goes to stderr at the end.")
-    run.add_argument("--executor", choices=("process", "serial"), default="process",
-                     help="process (the default): stages in worker processes; serial: "
-                     "everything in this process, deterministic")
-    run.add_argument("--start-method", choices=("fork", "spawn", "forkserver"),
-                     help="how the process executor starts workers (default: "
-                     "$FLOWDSL_START_METHOD, else the platform's)")
-    run.add_argument("--timeout", type=_seconds, metavar="SECONDS",
-                     help="stop the flow and exit with status 124 after this long")
+        "printed to stdout, one per line; the run report goes to stderr at the end.",
+    )
+    run.add_argument(
+        "--executor",
+        choices=("process", "serial"),
+        default="process",
+        help="process (the default): stages in worker processes; serial: "
+        "everything in this process, deterministic",
+    )
+    run.add_argument(
+        "--start-method",
+        choices=("fork", "spawn", "forkserver"),
+        help="how the process executor starts workers (default: "
+        "$FLOWDSL_START_METHOD, else the platform's)",
+    )
+    run.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="stop the flow and exit with status 124 after this long",
+    )
     run.add_argument("--progress", action="store_true", help="show live progress")
-    run.add_argument("--json", action="store_true",
-                     help='write JSON Lines to stdout: {"result": ...} per result, then '
-                     '{"report": ...}')
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help='write JSON Lines to stdout: {"result": ...} per result, then {"report": ...}',
+    )
     run.set_defaults(handler=run_command)
 
 
 def _add_diagram(commands: Any, common: argparse.ArgumentParser) -> None:
     draw = commands.add_parser(
-        "diagram", parents=[common], help="draw a flow", epilog=EXIT_HELP,
+        "diagram",
+        parents=[common],
+        help="draw a flow",
+        epilog=EXIT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Draw a flow. Without -o, print its DOT source to stdout.")
-    draw.add_argument("-o", "--output", metavar="FILE",
-                      help="write the drawing to FILE; its extension gives the format: "
-                      ".svg, .png, .pdf, or .dot/.gv for the DOT source")
-    draw.add_argument("--streams", action="store_true",
-                      help="also draw the queues between stages")
+        description="Draw a flow. Without -o, print its DOT source to stdout.",
+    )
+    draw.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the drawing to FILE; its extension gives the format: "
+        ".svg, .png, .pdf, or .dot/.gv for the DOT source",
+    )
+    draw.add_argument("--streams", action="store_true", help="also draw the queues between stages")
     draw.set_defaults(handler=diagram_command)
 
 
@@ -174,8 +212,9 @@ def run_command(args: argparse.Namespace) -> int:
         raise UsageError("--start-method applies to the process executor only")
     flow = as_flow(load_target(args.target))
     executor = make_executor(args.executor, args.start_method)
-    with execute(flow, executor=executor, timeout=args.timeout, progress=args.progress,
-                 want_results=True) as execution:
+    with execute(
+        flow, executor=executor, timeout=args.timeout, progress=args.progress, want_results=True
+    ) as execution:
         for item in execution:
             _write(sys.stdout, _json_line("result", item) if args.json else _text(item))
     report = execution.report  # complete once the execution is closed
@@ -218,8 +257,10 @@ def diagram_format(output: str) -> str:
     """The Graphviz format for an output file name, from its extension."""
     fmt = DIAGRAM_FORMATS.get(Path(output).suffix.lower())
     if fmt is None:
-        raise UsageError(f"cannot tell the format of {output!r} from its extension: use "
-                         f"{', '.join(DIAGRAM_FORMATS)}")
+        raise UsageError(
+            f"cannot tell the format of {output!r} from its extension: use "
+            f"{', '.join(DIAGRAM_FORMATS)}"
+        )
     return fmt
 
 
@@ -230,7 +271,8 @@ def _render(source: str, fmt: str, output: str) -> bytes:
             f"cannot render {output!r}: {fmt} needs Graphviz's 'dot' program "
             f"(https://graphviz.org/download/), or for svg and png the graphviz-pure "
             f"renderer (pip install 'flowdsl[render]'), and neither worked; "
-            f"write the DOT source instead with -o {Path(output).stem}.dot")
+            f"write the DOT source instead with -o {Path(output).stem}.dot"
+        )
     return data
 
 
@@ -244,7 +286,8 @@ def load_target(target: str) -> Composable:
     if not where or not all(part.isidentifier() for part in attr.split(".")):
         raise UsageError(
             f"TARGET must be MODULE:ATTR or FILE.py:ATTR, got {target!r} (for example "
-            f"'myproject.flows:pipeline' or 'path/to/flows.py:pipeline')")
+            f"'myproject.flows:pipeline' or 'path/to/flows.py:pipeline')"
+        )
     is_path = where.endswith(".py") or os.sep in where
     module = import_file(where) if is_path else import_module(where)
     return as_composable(attribute(module, attr), target)
@@ -261,7 +304,8 @@ def import_module(name: str) -> ModuleType:
                 f"cannot find module {name!r}: no module {exc.name!r} in the current "
                 f"directory or on sys.path. Check the spelling, run from the directory "
                 f"that contains it (or add it to PYTHONPATH), or give a file instead: "
-                f"path/to/{name.rpartition('.')[2]}.py:ATTR") from None
+                f"path/to/{name.rpartition('.')[2]}.py:ATTR"
+            ) from None
         raise _failed(f"importing module {name!r}", exc) from exc
     except (Exception, SystemExit) as exc:
         raise _failed(f"importing module {name!r}", exc) from exc
@@ -272,8 +316,10 @@ def import_file(where: str) -> ModuleType:
     ``sys.path``, so that worker processes started with spawn can import it too."""
     path = Path(where)
     if not path.is_file():
-        raise UsageError(f"no file {where!r} (looked in {os.getcwd()}); give a path to a "
-                         f".py file, or a module name: MODULE:ATTR")
+        raise UsageError(
+            f"no file {where!r} (looked in {os.getcwd()}); give a path to a "
+            f".py file, or a module name: MODULE:ATTR"
+        )
     name = path.stem
     if name in sys.modules:
         return _already_imported(sys.modules[name], path)
@@ -295,9 +341,11 @@ def _already_imported(module: ModuleType, path: Path) -> ModuleType:
     loaded = getattr(module, "__file__", None)
     if loaded is not None and Path(loaded).resolve() == path.resolve():
         return module
-    raise UsageError(f"cannot import {str(path)!r} as module {module.__name__!r}: another "
-                     f"module of that name is already imported ({loaded or 'built in'}); "
-                     f"rename the file")
+    raise UsageError(
+        f"cannot import {str(path)!r} as module {module.__name__!r}: another "
+        f"module of that name is already imported ({loaded or 'built in'}); "
+        f"rename the file"
+    )
 
 
 def attribute(module: ModuleType, attr: str) -> Any:
@@ -317,8 +365,11 @@ def _missing(module: ModuleType, found: list[str], part: str) -> str:
     if found:
         return f"{module.__name__}:{'.'.join(found)} has no attribute {part!r}"
     flows = sorted(n for n, v in vars(module).items() if isinstance(v, Flow))
-    hint = (f"; flows defined at its top level: {', '.join(flows)}" if flows
-            else "; check the name after the colon")
+    hint = (
+        f"; flows defined at its top level: {', '.join(flows)}"
+        if flows
+        else "; check the name after the colon"
+    )
     return f"module {module.__name__!r} ({_origin(module)}) has no attribute {part!r}{hint}"
 
 
@@ -331,8 +382,9 @@ def as_composable(obj: Any, target: str) -> Composable:
     try:
         inspect.signature(obj).bind()
     except TypeError as exc:
-        raise UsageError(f"{target!r} cannot be called without arguments ({exc}). "
-                         f"{_WANTED}") from None
+        raise UsageError(
+            f"{target!r} cannot be called without arguments ({exc}). {_WANTED}"
+        ) from None
     except ValueError:
         pass  # no signature to check (a builtin): calling it tells
     try:
@@ -344,8 +396,10 @@ def as_composable(obj: Any, target: str) -> Composable:
     return made
 
 
-_WANTED = ("TARGET must name a flow (stages joined with >>), a stage, or a function "
-           "that takes no arguments and returns one.")
+_WANTED = (
+    "TARGET must name a flow (stages joined with >>), a stage, or a function "
+    "that takes no arguments and returns one."
+)
 
 
 def _kind(obj: Any) -> str:
@@ -366,8 +420,11 @@ def _put_on_path(directory: str) -> None:
 def _failed(doing: str, exc: BaseException) -> CommandFailed:
     """User code raised while the target was loaded: say what, and where."""
     frames = traceback.extract_tb(exc.__traceback__)
-    where = "" if isinstance(exc, SyntaxError) or not frames else (
-        f" at {frames[-1].filename}:{frames[-1].lineno}")
+    where = (
+        ""
+        if isinstance(exc, SyntaxError) or not frames
+        else (f" at {frames[-1].filename}:{frames[-1].lineno}")
+    )
     return CommandFailed(f"{doing} raised {_one_line(exc)}{where}")
 
 
@@ -400,8 +457,7 @@ def _silence_stdout() -> None:
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level),
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=getattr(logging, level), format="%(levelname)s %(name)s: %(message)s")
 
 
 # -- failures --------------------------------------------------------------------------
@@ -423,8 +479,10 @@ def describe(exc: BaseException, with_trace: bool = False) -> str:
         hint = hint if exc.remote_traceback else ""
         return f"stage {exc.stage!r} failed in worker {exc.worker}{item}: {exc.message}{hint}"
     if isinstance(exc, WorkerDied):
-        return (f"worker {exc.worker} of stage {exc.stage!r} died without reporting: "
-                f"{_exit_reason(exc.exitcode)}")
+        return (
+            f"worker {exc.worker} of stage {exc.stage!r} died without reporting: "
+            f"{_exit_reason(exc.exitcode)}"
+        )
     if isinstance(exc, GraphError):
         return f"invalid flow: {exc}"
     if isinstance(exc, CommandFailed):

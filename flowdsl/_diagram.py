@@ -46,8 +46,13 @@ _SHAPES: dict[str, dict[str, str]] = {
     "sink": {"shape": "house"},
     "loop": {"shape": "diamond"},
 }
-_STREAM_STYLE = {"shape": "box", "style": "filled", "fillcolor": "lightgrey",
-                 "fontsize": "9", "height": "0.2"}
+_STREAM_STYLE = {
+    "shape": "box",
+    "style": "filled",
+    "fillcolor": "lightgrey",
+    "fontsize": "9",
+    "height": "0.2",
+}
 _HIGHLIGHT = {"style": "filled,rounded", "fillcolor": "#ffd8a8", "penwidth": "2"}
 _BACK_STYLE = {"style": "dashed", "constraint": "false"}
 
@@ -83,9 +88,13 @@ def _consumers(plan: Plan, consumer: tuple[int, int]) -> list[tuple[int, int]]:
     spec = plan.nodes[node]
     if not spec.hidden:
         return [consumer]
-    return [(real, port) for out in spec.outputs for c in out
-            for dst in plan.channels[c].consumers
-            for real, _ in _consumers(plan, dst)]
+    return [
+        (real, port)
+        for out in spec.outputs
+        for c in out
+        for dst in plan.channels[c].consumers
+        for real, _ in _consumers(plan, dst)
+    ]
 
 
 def links(plan: Plan) -> list[Link]:
@@ -97,8 +106,7 @@ def links(plan: Plan) -> list[Link]:
             if plan.nodes[src].hidden:
                 continue  # its inputs are drawn straight into the real consumer
             for consumer in ch.consumers:
-                found += [Link(src, dst, port, ch.id)
-                          for dst, port in _consumers(plan, consumer)]
+                found += [Link(src, dst, port, ch.id) for dst, port in _consumers(plan, consumer)]
     found.sort(key=lambda lk: lk.src)  # stable: channel order within a producer
     return _mark_back(plan, found)
 
@@ -106,10 +114,13 @@ def links(plan: Plan) -> list[Link]:
 def _mark_back(plan: Plan, found: list[Link]) -> list[Link]:
     """Mark loop feedback, and any other arrow closing a cycle (explicit streams)."""
     feedback = {n.loop.feedback for n in plan.nodes if n.loop is not None}
-    closing = _cycle_closers([lk for lk in found if lk.channel not in feedback],
-                             [n.id for n in _visible(plan)])
-    return [Link(lk.src, lk.dst, lk.port, lk.channel,
-                 back=lk.channel in feedback or lk in closing) for lk in found]
+    closing = _cycle_closers(
+        [lk for lk in found if lk.channel not in feedback], [n.id for n in _visible(plan)]
+    )
+    return [
+        Link(lk.src, lk.dst, lk.port, lk.channel, back=lk.channel in feedback or lk in closing)
+        for lk in found
+    ]
 
 
 def _cycle_closers(found: list[Link], order: list[int]) -> set[Link]:
@@ -170,13 +181,20 @@ def annotated(plan: Plan, notes: dict[str, str], highlight: str | None) -> graph
     return _digraph(plan, False, notes, highlight)
 
 
-def _digraph(plan: Plan, draw_streams: bool, notes: dict[str, str] | None = None,
-             highlight: str | None = None) -> graphviz.Digraph:
+def _digraph(
+    plan: Plan,
+    draw_streams: bool,
+    notes: dict[str, str] | None = None,
+    highlight: str | None = None,
+) -> graphviz.Digraph:
     import graphviz
 
     found = links(plan)
-    dot = _diagram_class()("flow", node_attr={"fontname": "Helvetica", "fontsize": "11"},
-                           edge_attr={"fontname": "Helvetica", "fontsize": "9"})
+    dot = _diagram_class()(
+        "flow",
+        node_attr={"fontname": "Helvetica", "fontsize": "11"},
+        edge_attr={"fontname": "Helvetica", "fontsize": "9"},
+    )
     for spec in _visible(plan):
         lines = [_label(spec), *(notes or {}).get(spec.name, "").splitlines()]
         attrs = dict(_SHAPES.get(spec.kind, {"shape": "ellipse"}))
@@ -220,8 +238,9 @@ def _draw_with_streams(dot: graphviz.Digraph, plan: Plan, found: list[Link]) -> 
         dot.edge(f"s{ch}", f"n{dst}", **_edge_attrs(plan, lk, zipped))
 
 
-def _stream_arrows(found: list[Link]) -> tuple[dict[tuple[int, int], dict[str, str]],
-                                                 dict[tuple[int, int, int], bool]]:
+def _stream_arrows(
+    found: list[Link],
+) -> tuple[dict[tuple[int, int], dict[str, str]], dict[tuple[int, int, int], bool]]:
     """The arrows into stream boxes (with their style) and out of them (whether back).
 
     An arrow is back when every link through it is.  Ranking must ignore one arrow
@@ -280,8 +299,9 @@ def to_text(plan: Plan) -> str:
                 break
             (lk,) = out[lk.dst]
         lines.append(" ".join(line))
-    lines += [_text_node(plan, s.id) for s in _visible(plan)
-              if s.id not in into and s.id not in out]
+    lines += [
+        _text_node(plan, s.id) for s in _visible(plan) if s.id not in into and s.id not in out
+    ]
     return "\n".join(lines)
 
 
@@ -309,8 +329,7 @@ def mimebundle(flow: Flow) -> dict[str, str]:
     try:
         plan = compile_flow(flow, want_results=False)
     except Exception as exc:
-        return {"text/plain": f"{_safe_repr(flow)}\ninvalid flow: "
-                              f"{type(exc).__name__}: {exc}"}
+        return {"text/plain": f"{_safe_repr(flow)}\ninvalid flow: {type(exc).__name__}: {exc}"}
     try:
         bundle = {"text/plain": f"{_safe_repr(flow)}\n{to_text(plan)}"}
     except Exception:  # a bug here must not break the notebook
@@ -333,8 +352,9 @@ def _diagram_class() -> type[graphviz.Digraph]:
     import graphviz
 
     class Diagram(graphviz.Digraph):
-        def _repr_mimebundle_(self, include: Any = None, exclude: Any = None,
-                              **_: Any) -> dict[str, Any]:
+        def _repr_mimebundle_(
+            self, include: Any = None, exclude: Any = None, **_: Any
+        ) -> dict[str, Any]:
             try:
                 svg = render_svg(self.source)
             except Exception:  # never break the notebook
@@ -377,8 +397,13 @@ def _render_pure(dot_source: str, fmt: str) -> bytes | None:
         logger.debug("no %s executable found", PURE)
         return None
     try:
-        done = subprocess.run([exe, f"-T{fmt}"], input=dot_source.encode("utf-8"),
-                              capture_output=True, timeout=RENDER_TIMEOUT, check=True)
+        done = subprocess.run(
+            [exe, f"-T{fmt}"],
+            input=dot_source.encode("utf-8"),
+            capture_output=True,
+            timeout=RENDER_TIMEOUT,
+            check=True,
+        )
         return done.stdout
     except (OSError, subprocess.SubprocessError) as exc:
         logger.debug("%s failed: %s", exe, exc)

@@ -48,6 +48,8 @@ class Nothing:
 
     def __init__(self) -> None:
         raise TypeError("Nothing has no instances")
+
+
 _A = TypeVar("_A", contravariant=True)
 _B = TypeVar("_B", covariant=True)
 
@@ -75,9 +77,26 @@ class Runner(Protocol[_A, _B]):
 
     def run(self, item: _A, /) -> _B: ...
 
-__all__ = ["DEAD_LETTER", "Composable", "Edge", "Flow", "Function", "In", "Next", "Node", "Nothing",
-           "Out", "Producer", "Runner", "as_flow", "mentions", "merge", "provide",
-           "refuse_stop_flow"]
+
+__all__ = [
+    "DEAD_LETTER",
+    "Composable",
+    "Edge",
+    "Flow",
+    "Function",
+    "In",
+    "Next",
+    "Node",
+    "Nothing",
+    "Out",
+    "Producer",
+    "Runner",
+    "as_flow",
+    "mentions",
+    "merge",
+    "provide",
+    "refuse_stop_flow",
+]
 
 _ids = itertools.count()
 DEAD_LETTER = -1  # the output port of failed items, placed after the others by the planner
@@ -97,8 +116,9 @@ def _needs(name: str) -> Any:
     try:
         return _provided[name]
     except KeyError:
-        raise RuntimeError(f"flowdsl is not fully imported ({name} is missing): "
-                           f"import flowdsl first") from None
+        raise RuntimeError(
+            f"flowdsl is not fully imported ({name} is missing): import flowdsl first"
+        ) from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,8 +190,9 @@ class Composable(Generic[In, Out]):
     @overload
     def __rshift__(self, other: Runner[Out, AsyncIterator[Next]]) -> Flow[In, Next]: ...
     @overload
-    def __rshift__(self, other: Runner[Out, Coroutine[Any, Any, Next | None]]
-                   ) -> Flow[In, Next]: ...
+    def __rshift__(
+        self, other: Runner[Out, Coroutine[Any, Any, Next | None]]
+    ) -> Flow[In, Next]: ...
     @overload
     def __rshift__(self, other: Runner[Out, Next | None]) -> Flow[In, Next]: ...
     @overload
@@ -179,8 +200,9 @@ class Composable(Generic[In, Out]):
     @overload
     def __rshift__(self, other: Function[Out, AsyncIterator[Next]]) -> Flow[In, Next]: ...
     @overload
-    def __rshift__(self, other: Function[Out, Coroutine[Any, Any, Next | None]]
-                   ) -> Flow[In, Next]: ...
+    def __rshift__(
+        self, other: Function[Out, Coroutine[Any, Any, Next | None]]
+    ) -> Flow[In, Next]: ...
     @overload
     def __rshift__(self, other: Function[Out, Next | None]) -> Flow[In, Next]: ...
 
@@ -208,16 +230,22 @@ class Composable(Generic[In, Out]):
         return connect(other, self)
 
     # -- running (all delegate to the executor layer) --------------------------------
-    def run(self, *, executor: Any = "process", timeout: float | None = None,
-            progress: bool = False) -> RunReport:
+    def run(
+        self, *, executor: Any = "process", timeout: float | None = None, progress: bool = False
+    ) -> RunReport:
         """Run the flow to completion and return a :class:`RunReport`.
 
         Results of stages that are not sinks are discarded; iterate the flow or
         call :meth:`collect` to get them.  Raises :class:`StageError`,
         :class:`WorkerDied` or :class:`FlowTimeout` on failure.
         """
-        with _needs("execute")(self._as_flow(), executor=executor, timeout=timeout,
-                     progress=progress, want_results=False) as execution:
+        with _needs("execute")(
+            self._as_flow(),
+            executor=executor,
+            timeout=timeout,
+            progress=progress,
+            want_results=False,
+        ) as execution:
             for _ in execution:
                 pass
             return execution.report
@@ -226,8 +254,9 @@ class Composable(Generic[In, Out]):
         """Run the flow and return the items that reach its end, as a list."""
         return list(self.iterate(**options))
 
-    def iterate(self, *, executor: Any = "process", timeout: float | None = None,
-                progress: bool = False) -> Iterator[Out]:
+    def iterate(
+        self, *, executor: Any = "process", timeout: float | None = None, progress: bool = False
+    ) -> Iterator[Out]:
         """Run the flow, yielding the items that reach its end as they arrive.
 
         Leaving the loop early (``break``, an exception, or dropping the iterator)
@@ -237,9 +266,12 @@ class Composable(Generic[In, Out]):
         if not flow.outlets:
             logging.getLogger("flowdsl").warning(
                 "%r ends in sinks: no item reaches the caller, so iterating or collecting it "
-                "gives nothing; run() runs it and returns its report", self)
-        with _needs("execute")(flow, executor=executor, timeout=timeout,
-                               progress=progress, want_results=True) as execution:
+                "gives nothing; run() runs it and returns its report",
+                self,
+            )
+        with _needs("execute")(
+            flow, executor=executor, timeout=timeout, progress=progress, want_results=True
+        ) as execution:
             yield from execution
 
     def __iter__(self) -> Iterator[Out]:
@@ -256,8 +288,13 @@ class Composable(Generic[In, Out]):
 class Flow(Composable[In, Out]):
     """A graph of stages.  Build it with ``>>``, ``merge`` and ``loop``."""
 
-    def __init__(self, nodes: tuple[Node, ...], edges: tuple[Edge, ...],
-                 inlets: tuple[Node, ...], outlets: tuple[tuple[Port, ...], ...]) -> None:
+    def __init__(
+        self,
+        nodes: tuple[Node, ...],
+        edges: tuple[Edge, ...],
+        inlets: tuple[Node, ...],
+        outlets: tuple[tuple[Port, ...], ...],
+    ) -> None:
         self.nodes = nodes
         self.edges = edges
         self.inlets = inlets
@@ -291,13 +328,20 @@ class Flow(Composable[In, Out]):
             src = None if e.src is None else final(e.src)
             return Edge(src, e.src_port, final(e.dst), e.dst_port, e.stream, e.back, e.mention)
 
-        return Flow(tuple(map(final, self.nodes)), tuple(map(edge, self.edges)),
-                    tuple(map(final, self.inlets)),
-                    tuple(tuple((final(n), p) for n, p in g) for g in self.outlets))
+        return Flow(
+            tuple(map(final, self.nodes)),
+            tuple(map(edge, self.edges)),
+            tuple(map(final, self.inlets)),
+            tuple(tuple((final(n), p) for n, p in g) for g in self.outlets),
+        )
 
     @staticmethod
-    def union(flows: list[Flow], inlets: tuple[Node, ...],
-              outlets: tuple[tuple[Port, ...], ...], edges: tuple[Edge, ...] = ()) -> Flow:
+    def union(
+        flows: list[Flow],
+        inlets: tuple[Node, ...],
+        outlets: tuple[tuple[Port, ...], ...],
+        edges: tuple[Edge, ...] = (),
+    ) -> Flow:
         nodes = _unique(n for f in flows for n in f.nodes)
         all_edges = _unique(itertools.chain((e for f in flows for e in f.edges), edges))
         return Flow(tuple(nodes), tuple(all_edges), inlets, outlets)
@@ -323,20 +367,27 @@ def refuse_stop_flow(obj: Any, where: str) -> None:
         raise GraphError(
             f"StopFlow was given as {where}, but it is an exception, not code to run: "
             f"raise it inside a stage (`raise StopFlow` in the function or run() method) "
-            f"to end the flow cleanly")
+            f"to end the flow cleanly"
+        )
 
 
 def _not_a_stage(obj: Any) -> str:
     hint = ""
     if isinstance(obj, Iterable) and not isinstance(obj, (str, bytes)):
         hint = " To read from an iterable, make it a source: Source(items) or @source."
-    return (f"{obj!r} cannot be connected with '>>': it is not a stage, a function or an "
-            f"object with a run() method.{hint}")
+    return (
+        f"{obj!r} cannot be connected with '>>': it is not a stage, a function or an "
+        f"object with a run() method.{hint}"
+    )
 
 
 def _composable(obj: Any) -> bool:
-    return (isinstance(obj, (Composable, list, tuple)) or callable(obj)
-            or hasattr(obj, "run") or inspect.isgenerator(obj))
+    return (
+        isinstance(obj, (Composable, list, tuple))
+        or callable(obj)
+        or hasattr(obj, "run")
+        or inspect.isgenerator(obj)
+    )
 
 
 def _bundle(obj: Any) -> Flow:
@@ -351,7 +402,8 @@ def _bundle(obj: Any) -> Flow:
         if len(f.outlets) != 1:
             raise GraphError(
                 f"each element of a zip list needs exactly one output, but {f!r} has "
-                f"{len(f.outlets)}; use merge(...) to interleave several outputs")
+                f"{len(f.outlets)}; use merge(...) to interleave several outputs"
+            )
         groups.append(f.outlets[0])
     return Flow.union(flows, _unique_t(n for f in flows for n in f.inlets), tuple(groups))
 
@@ -363,19 +415,23 @@ def _fanout(obj: Any) -> Flow:
     if not obj:
         raise GraphError("an empty list cannot be connected")
     flows = [as_flow(o) for o in obj]
-    return Flow.union(flows, _unique_t(n for f in flows for n in f.inlets),
-                      tuple(g for f in flows for g in f.outlets))
+    return Flow.union(
+        flows,
+        _unique_t(n for f in flows for n in f.inlets),
+        tuple(g for f in flows for g in f.outlets),
+    )
 
 
 def connect(left: Any, right: Any) -> Flow:
     """``left >> right``."""
     lf, rf = _bundle(left), _fanout(right)
     if not lf.outlets:
-        raise GraphError(f"{_names(lf.nodes[-1:])} has no output to connect to {rf!r} "
-                         f"(a sink cannot have a downstream)")
+        raise GraphError(
+            f"{_names(lf.nodes[-1:])} has no output to connect to {rf!r} "
+            f"(a sink cannot have a downstream)"
+        )
     if not rf.inlets:
-        raise GraphError(f"{rf!r} has no input to connect to: "
-                         f"a source cannot have an upstream")
+        raise GraphError(f"{rf!r} has no input to connect to: a source cannot have an upstream")
     edges: list[Edge] = []
     if len(rf.inlets) == 1:
         (target,) = rf.inlets
@@ -383,15 +439,19 @@ def connect(left: Any, right: Any) -> Flow:
         for i, group in enumerate(lf.outlets):
             edges += [Edge(n, p, target, i, mention=k) for n, p, k in mentions(group)]
     elif len(lf.outlets) == 1:
-        edges += [Edge(n, p, t, 0, mention=k) for t in rf.inlets
-                  for n, p, k in mentions(lf.outlets[0])]
+        edges += [
+            Edge(n, p, t, 0, mention=k) for t in rf.inlets for n, p, k in mentions(lf.outlets[0])
+        ]
     else:
-        raise GraphError(f"cannot zip {len(lf.outlets)} outputs into several stages "
-                         f"({_names(rf.inlets)}): connect each one explicitly")
+        raise GraphError(
+            f"cannot zip {len(lf.outlets)} outputs into several stages "
+            f"({_names(rf.inlets)}): connect each one explicitly"
+        )
     for e in edges:
         if e.src is not None:
-            check_edge(e.src.stage, e.dst.stage, e.dst_port,
-                       f"{e.src.stage.name} >> {e.dst.stage.name}")
+            check_edge(
+                e.src.stage, e.dst.stage, e.dst_port, f"{e.src.stage.name} >> {e.dst.stage.name}"
+            )
     return Flow.union([lf, rf], lf.inlets, rf.outlets, tuple(edges))
 
 

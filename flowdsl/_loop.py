@@ -44,8 +44,13 @@ class LoopGate(Stage[Any, Any]):
     kind = "loop"
     _default_name = "loop"
 
-    def __init__(self, until: Callable[[Any], bool] | None, max_iterations: int | None,
-                 seed: Iterable[Any], name: str | None = None) -> None:
+    def __init__(
+        self,
+        until: Callable[[Any], bool] | None,
+        max_iterations: int | None,
+        seed: Iterable[Any],
+        name: str | None = None,
+    ) -> None:
         super().__init__(until or _never, name or "loop")
         self.until = until
         self.max_iterations = max_iterations
@@ -98,26 +103,48 @@ def _type_loop(gate: LoopGate, head: Stage, tails: list[Stage]) -> None:
     if len(_item_parameters(head.callable)) > 1:
         return  # a head of N parameters takes tuples, unpacked
     for tail in tails:
-        check_edge(tail, head, 0, f"loop({head.name}): what {tail.name} makes goes back "
-                                  f"into {head.name}")
+        check_edge(
+            tail, head, 0, f"loop({head.name}): what {tail.name} makes goes back into {head.name}"
+        )
 
 
 @overload
-def loop(body: Composable[T, T], *, seed: Iterable[T] = (),
-         until: Callable[[T], bool] | None = None, max_iterations: int | None = None,
-         name: str | None = None) -> Flow[T, T]: ...
+def loop(
+    body: Composable[T, T],
+    *,
+    seed: Iterable[T] = (),
+    until: Callable[[T], bool] | None = None,
+    max_iterations: int | None = None,
+    name: str | None = None,
+) -> Flow[T, T]: ...
 @overload
-def loop(body: Runner[T, Iterator[T]] | Function[T, Iterator[T]], *, seed: Iterable[T] = (),
-         until: Callable[[T], bool] | None = None, max_iterations: int | None = None,
-         name: str | None = None) -> Flow[T, T]: ...
+def loop(
+    body: Runner[T, Iterator[T]] | Function[T, Iterator[T]],
+    *,
+    seed: Iterable[T] = (),
+    until: Callable[[T], bool] | None = None,
+    max_iterations: int | None = None,
+    name: str | None = None,
+) -> Flow[T, T]: ...
 @overload
-def loop(body: Runner[T, T | None] | Function[T, T | None], *, seed: Iterable[T] = (),
-         until: Callable[[T], bool] | None = None, max_iterations: int | None = None,
-         name: str | None = None) -> Flow[T, T]: ...
+def loop(
+    body: Runner[T, T | None] | Function[T, T | None],
+    *,
+    seed: Iterable[T] = (),
+    until: Callable[[T], bool] | None = None,
+    max_iterations: int | None = None,
+    name: str | None = None,
+) -> Flow[T, T]: ...
 
 
-def loop(body: Any, *, seed: Iterable[Any] = (), until: Callable[[Any], bool] | None = None,
-         max_iterations: int | None = None, name: str | None = None) -> Flow[Any, Any]:
+def loop(
+    body: Any,
+    *,
+    seed: Iterable[Any] = (),
+    until: Callable[[Any], bool] | None = None,
+    max_iterations: int | None = None,
+    name: str | None = None,
+) -> Flow[Any, Any]:
     """A cycle: every output of ``body`` is fed back into it until ``until(output)``.
 
     Items from upstream (if any) and the ``seed`` items enter ``body``; outputs for
@@ -130,10 +157,8 @@ def loop(body: Any, *, seed: Iterable[Any] = (), until: Callable[[Any], bool] | 
     refuse_stop_flow(until, "a loop's until")
     if until is not None and not callable(until):
         raise GraphError(f"loop: until must be callable, got {until!r}")
-    if max_iterations is not None and (not isinstance(max_iterations, int)
-                                       or max_iterations < 1):
-        raise GraphError(f"loop: max_iterations must be an integer >= 1, "
-                         f"got {max_iterations!r}")
+    if max_iterations is not None and (not isinstance(max_iterations, int) or max_iterations < 1):
+        raise GraphError(f"loop: max_iterations must be an integer >= 1, got {max_iterations!r}")
     flow = as_flow(body)
     letters = {e.dst: e.src for e in flow.edges if e.src_port == DEAD_LETTER}
     for node in flow.nodes:
@@ -144,21 +169,25 @@ def loop(body: Any, *, seed: Iterable[Any] = (), until: Callable[[Any], bool] | 
                 f"stage {failing!r} in a loop body sends its failures to "
                 f"the sink {node.stage.name!r}, and a loop body cannot hold sinks: inside "
                 f"a loop use on_error='skip' or a dead-letter transform, or handle "
-                f"failures after the loop")
+                f"failures after the loop"
+            )
         if node.stage.kind not in ("transform", "loop"):
-            raise GraphError(f"loop body stage {node.stage.name!r} is a {node.stage.kind}: "
-                             f"a loop body is made of transforms only")
+            raise GraphError(
+                f"loop body stage {node.stage.name!r} is a {node.stage.kind}: "
+                f"a loop body is made of transforms only"
+            )
     if len(flow.inlets) != 1:
-        raise GraphError(f"a loop body needs exactly one input stage, got "
-                         f"{[n.stage.name for n in flow.inlets]}")
+        raise GraphError(
+            f"a loop body needs exactly one input stage, got {[n.stage.name for n in flow.inlets]}"
+        )
     if len(flow.outlets) != 1:
-        raise GraphError("a loop body needs exactly one output (use merge(...) to "
-                         "join several)")
+        raise GraphError("a loop body needs exactly one output (use merge(...) to join several)")
     (head,) = flow.inlets
     gate_stage = LoopGate(until, max_iterations, seed, name)
     _type_loop(gate_stage, head.stage, [n.stage for n, _ in flow.outlets[0]])
     gate = Node(gate_stage, loop=frozenset(flow.nodes))
     edges = [Edge(gate, 0, head, 0)]
     edges += [Edge(n, p, gate, 1, back=True) for n, p in flow.outlets[0]]
-    return Flow.union([Flow((gate,), (), (gate,), ()), flow], (gate,), (((gate, 1),),),
-                      tuple(edges))
+    return Flow.union(
+        [Flow((gate,), (), (gate,), ()), flow], (gate,), (((gate, 1),),), tuple(edges)
+    )

@@ -24,8 +24,13 @@ from .executors import Execution, resolve_executor
 __all__ = ["PipeLine", "PipeSystem", "Sentinel", "Stream"]
 
 log = logging.getLogger("flowdsl")
-_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
-           "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
+_LEVELS = {
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+    "CRITICAL": logging.CRITICAL,
+}
 
 
 class _SeedQueue:
@@ -59,8 +64,13 @@ class _SeedQueue:
 class Stream:
     """A named, bounded queue between pipes (``buffer_size`` items)."""
 
-    def __init__(self, name: str = "stream", buffer_size: int = 3, timeout: float | None = None,
-                 monitor: bool = False) -> None:
+    def __init__(
+        self,
+        name: str = "stream",
+        buffer_size: int = 3,
+        timeout: float | None = None,
+        monitor: bool = False,
+    ) -> None:
         if not isinstance(buffer_size, int) or buffer_size < 1:
             raise ValueError(f"stream {name!r}: buffer_size must be an integer >= 1")
         self.name = name
@@ -85,8 +95,12 @@ class PipeSystem:
         self._execution: Execution | None = None
         self._closed = False
 
-    def build(self, log_lvl: str = "INFO", monitor: bool = False,
-              ignore_exceptions: list[type[BaseException]] | None = None) -> None:
+    def build(
+        self,
+        log_lvl: str = "INFO",
+        monitor: bool = False,
+        ignore_exceptions: list[type[BaseException]] | None = None,
+    ) -> None:
         """Check and connect the pipes; show flowdsl's log records at ``log_lvl``.
 
         Returns ``None``, as minipipe's does (a notebook cell ending in
@@ -162,8 +176,10 @@ class PipeLine(PipeSystem):
     def add(self, pipe: Stage, n_processes: int = 1, buffer_size: int = 3) -> PipeLine:
         """Append ``pipe``, run by ``n_processes`` competing workers."""
         if isinstance(pipe, Source) and n_processes > 1:
-            raise GraphError("a Source runs in one process: use a PipeSystem with several "
-                             "Sources to read in parallel")
+            raise GraphError(
+                "a Source runs in one process: use a PipeSystem with several "
+                "Sources to read in parallel"
+            )
         if n_processes > 1:
             pipe = pipe.options(workers=n_processes, ordered=False)
         if self.segments:
@@ -224,7 +240,8 @@ def _show_logs(level: int) -> None:
     has configured logging itself."""
     log.setLevel(level)
     configured = logging.getLogger().handlers or any(
-        not isinstance(h, logging.NullHandler) for h in log.handlers)
+        not isinstance(h, logging.NullHandler) for h in log.handlers
+    )
     if configured:
         return
     handler = logging.StreamHandler()

@@ -85,26 +85,37 @@ class Plan:
         return sum(self.nodes[n].workers for n, _ in self.channels[channel].producers)
 
     def consumer_workers(self, channel: int) -> int:
-        return sum(1 if n == DRIVER else self.nodes[n].workers
-                   for n, _ in self.channels[channel].consumers)
+        return sum(
+            1 if n == DRIVER else self.nodes[n].workers for n, _ in self.channels[channel].consumers
+        )
 
     def one_at_a_time(self, ch: int) -> bool:
         """True when a reader of channel ``ch`` is supervised (timeout, restarts,
         max_items_per_worker): its batches then hold one item each."""
-        return any(n != DRIVER and self.nodes[n].stage.supervised
-                   for n, _ in self.channels[ch].consumers)
+        return any(
+            n != DRIVER and self.nodes[n].stage.supervised for n, _ in self.channels[ch].consumers
+        )
 
     def calls_per_batch(self, ch: int) -> int:
         """How many items a batch on channel ``ch`` may hold whatever they cost:
         the calls its concurrent readers keep in flight at once (1 if none is)."""
-        return max((self.nodes[n].stage.concurrency for n, _ in self.channels[ch].consumers
-                    if n != DRIVER), default=1)
+        return max(
+            (
+                self.nodes[n].stage.concurrency
+                for n, _ in self.channels[ch].consumers
+                if n != DRIVER
+            ),
+            default=1,
+        )
 
     def readers(self, channel: int) -> list[tuple[int, int]]:
         """``(node, input index)`` of every stage that reads ``channel`` (the
         driver, which reads the result channel, is not a stage)."""
-        return [(n, self.nodes[n].inputs.index(channel))
-                for n, _ in self.channels[channel].consumers if n != DRIVER]
+        return [
+            (n, self.nodes[n].inputs.index(channel))
+            for n, _ in self.channels[channel].consumers
+            if n != DRIVER
+        ]
 
     def downstream(self, node: int) -> set[int] | None:
         """The stages that read an output of ``node``; None when the driver does,
@@ -135,8 +146,9 @@ def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
 
     linked: set[tuple[int, tuple[int, int], int]] = set()  # (channel, producer, mention)
 
-    def link(src: tuple[int, int] | None, dst: tuple[int, int], ch: ChannelSpec,
-             mention: int = 0) -> None:
+    def link(
+        src: tuple[int, int] | None, dst: tuple[int, int], ch: ChannelSpec, mention: int = 0
+    ) -> None:
         # a producer feeds a channel once per mention: merge(p, p) sends every item
         # of p twice; the edges of one stream from one producer share one link
         if src is not None and (ch.id, src, mention) not in linked:
@@ -146,8 +158,10 @@ def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
         if dst not in ch.consumers:
             ch.consumers.append(dst)
         if dst[0] != DRIVER and inputs[dst[0]].setdefault(dst[1], ch.id) != ch.id:
-            raise GraphError(f"input {dst[1]} of stage {names[dst[0]]!r} is fed by two "
-                             f"different streams; share one stream to merge them")
+            raise GraphError(
+                f"input {dst[1]} of stage {names[dst[0]]!r} is fed by two "
+                f"different streams; share one stream to merge them"
+            )
 
     for e in flow.edges:
         d = index[e.dst]
@@ -182,8 +196,13 @@ def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
             missing = sorted(set(range(n_in)) - set(inputs[i]))
             raise GraphError(f"stage {names[i]!r} has no upstream for input {missing[0]}")
         n_out = max(max(outputs[i], default=-1) + 1, len(node.stage.downstreams))
-        spec = NodeSpec(i, names[i], node.stage, [inputs[i][k] for k in range(n_in)],
-                        [outputs[i].get(k, []) for k in range(n_out)])
+        spec = NodeSpec(
+            i,
+            names[i],
+            node.stage,
+            [inputs[i][k] for k in range(n_in)],
+            [outputs[i].get(k, []) for k in range(n_out)],
+        )
         if DEAD_LETTER in outputs[i]:  # failures get the last port
             spec.dead_letter = n_out
             spec.outputs.append(outputs[i][DEAD_LETTER])
@@ -195,8 +214,9 @@ def compile_flow(flow: Flow, want_results: bool = True) -> Plan:
         spec.arity = _arity(spec, plan)
     _check_reachable(plan)
     for spec in list(specs):
-        if len(spec.inputs) > 1 and (spec.workers > 1 or spec.stage.supervised
-                                     or spec.stage.batch is not None):
+        if len(spec.inputs) > 1 and (
+            spec.workers > 1 or spec.stage.supervised or spec.stage.batch is not None
+        ):
             _lower_zip(plan, spec)
         if spec.stage.batch is not None:
             if _fusable(spec):
@@ -211,16 +231,28 @@ def _fusable(spec: NodeSpec) -> bool:
     hop: one input of single items, taken as they come (a supervised stage's
     worker must hold one item at a time, and a loop's items may not wait in a list)."""
     stage = spec.stage
-    return (len(spec.inputs) == 1 and spec.arity == 1 and not stage.supervised
-            and not spec.regions and spec.workers == 1 and not stage.is_async)
+    return (
+        len(spec.inputs) == 1
+        and spec.arity == 1
+        and not stage.supervised
+        and not spec.regions
+        and spec.workers == 1
+        and not stage.is_async
+    )
 
 
-def _gate_spec(i: int, name: str, node: Node, inputs: dict[int, int],
-               outputs: dict[int, list[int]]) -> NodeSpec:
+def _gate_spec(
+    i: int, name: str, node: Node, inputs: dict[int, int], outputs: dict[int, list[int]]
+) -> NodeSpec:
     if 1 not in inputs:
         raise GraphError(f"loop {name!r} has no body output feeding back into it")
-    spec = NodeSpec(i, name, node.stage, [c for c in (inputs.get(0), inputs[1]) if c is not None],
-                    [outputs.get(0, []), outputs.get(1, [])])
+    spec = NodeSpec(
+        i,
+        name,
+        node.stage,
+        [c for c in (inputs.get(0), inputs[1]) if c is not None],
+        [outputs.get(0, []), outputs.get(1, [])],
+    )
     spec.loop = LoopSpec(inputs.get(0), inputs[1])
     return spec
 
@@ -236,8 +268,10 @@ def _mark_regions(plan: Plan, nodes: list[Node], index: dict[Node, int]) -> None
             spec.regions += (g,)
             if isinstance(gate.stage, LoopGate) and gate.stage.enveloped:
                 if spec.envelope or spec.kind == "loop" or len(spec.inputs) > 1:
-                    raise GraphError(f"loop {plan.nodes[g].name!r}: max_iterations is not "
-                                     f"supported around a nested loop or a zip")
+                    raise GraphError(
+                        f"loop {plan.nodes[g].name!r}: max_iterations is not "
+                        f"supported around a nested loop or a zip"
+                    )
                 spec.envelope = True
 
 
@@ -264,15 +298,28 @@ def _lower_batch(plan: Plan, spec: NodeSpec) -> None:
     from ._batching import Batch
 
     if spec.regions:
-        raise GraphError(f"stage {spec.name!r}: batch=n is not supported inside a loop "
-                         f"(a list being filled would hold items the loop counts as gone)")
+        raise GraphError(
+            f"stage {spec.name!r}: batch=n is not supported inside a loop "
+            f"(a list being filled would hold items the loop counts as gone)"
+        )
     bid, cid = len(plan.nodes), len(plan.channels)
     (feed,) = spec.inputs
-    ch = ChannelSpec(cid, f"{spec.name}:batch", spec.stage.buffer or DEFAULT_BUFFER,
-                     producers=[(bid, 0)], consumers=[(spec.id, 0)])
-    batcher = NodeSpec(bid, f"{spec.name}:batch",
-                       Batch(spec.stage.batch, name=f"{spec.name}:batch"),  # type: ignore[arg-type]
-                       [feed], [[cid]], hidden=True, serves=spec.id)
+    ch = ChannelSpec(
+        cid,
+        f"{spec.name}:batch",
+        spec.stage.buffer or DEFAULT_BUFFER,
+        producers=[(bid, 0)],
+        consumers=[(spec.id, 0)],
+    )
+    batcher = NodeSpec(
+        bid,
+        f"{spec.name}:batch",
+        Batch(spec.stage.batch, name=f"{spec.name}:batch"),  # type: ignore[arg-type]
+        [feed],
+        [[cid]],
+        hidden=True,
+        serves=spec.id,
+    )
     consumers = plan.channels[feed].consumers
     consumers[consumers.index((spec.id, 0))] = (bid, 0)
     spec.inputs, spec.arity = [cid], 1  # (a zip's tuples arrive in lists)
@@ -286,12 +333,24 @@ def _lower_zip(plan: Plan, spec: NodeSpec) -> None:
     from ._stages import Transform
 
     zid, cid = len(plan.nodes), len(plan.channels)
-    ch = ChannelSpec(cid, f"{spec.name}:zip", spec.stage.buffer or DEFAULT_BUFFER,
-                     producers=[(zid, 0)], consumers=[(spec.id, 0)])
-    zipper = NodeSpec(zid, f"{spec.name}:zip", Transform(_pack, name=f"{spec.name}:zip"),
-                      spec.inputs, [[cid]], arity=spec.arity, hidden=True,
-                      regions=spec.regions,  # inside a loop, it counts in-flight items too
-                      serves=spec.id)
+    ch = ChannelSpec(
+        cid,
+        f"{spec.name}:zip",
+        spec.stage.buffer or DEFAULT_BUFFER,
+        producers=[(zid, 0)],
+        consumers=[(spec.id, 0)],
+    )
+    zipper = NodeSpec(
+        zid,
+        f"{spec.name}:zip",
+        Transform(_pack, name=f"{spec.name}:zip"),
+        spec.inputs,
+        [[cid]],
+        arity=spec.arity,
+        hidden=True,
+        regions=spec.regions,  # inside a loop, it counts in-flight items too
+        serves=spec.id,
+    )
     for port, c in enumerate(spec.inputs):
         consumers = plan.channels[c].consumers
         consumers[consumers.index((spec.id, port))] = (zid, port)
@@ -315,29 +374,35 @@ def _check_node(spec: NodeSpec, plan: Plan) -> None:
         hints_of(stage)  # evaluated here, in the driver, to go with the stage
         problem = hint_error(stage)
         if problem:
-            raise GraphError(f"{stage.kind} {name!r}: check_types=True needs its "
-                             f"annotations, which cannot be evaluated ({problem})")
+            raise GraphError(
+                f"{stage.kind} {name!r}: check_types=True needs its "
+                f"annotations, which cannot be evaluated ({problem})"
+            )
     if stage.kind == "source":
         if n_in:
             raise GraphError(f"source {name!r} cannot have an upstream")
         if not (callable(stage.callable) or isinstance(stage.functor_obj, Iterable)):
-            raise GraphError(f"source {name!r}: {stage.functor_obj!r} is neither callable "
-                             f"nor iterable")
+            raise GraphError(
+                f"source {name!r}: {stage.functor_obj!r} is neither callable nor iterable"
+            )
     else:
         if not n_in:
-            raise GraphError(f"{stage.kind} {name!r} has no upstream: connect a source to "
-                             f"it, e.g. my_source >> {name}")
+            raise GraphError(
+                f"{stage.kind} {name!r} has no upstream: connect a source to "
+                f"it, e.g. my_source >> {name}"
+            )
         if not callable(stage.callable):
             raise GraphError(f"{stage.kind} {name!r}: {stage.functor_obj!r} is not callable")
-    regular = spec.outputs[:spec.dead_letter] if spec.dead_letter is not None else spec.outputs
+    regular = spec.outputs[: spec.dead_letter] if spec.dead_letter is not None else spec.outputs
     if stage.kind == "sink" and any(regular):
         raise GraphError(f"sink {name!r} cannot have a downstream")
     if isinstance(stage, Regulator):
         return
     if spec.regions and n_in == 1 and _arity(spec, plan) > 1:
         return  # a loop body fed tuples: checked by _arity
-    problem = stage.bind_error(None if stage.kind == "source" else
-                               1 if stage.batch is not None else n_in)  # (one list)
+    problem = stage.bind_error(
+        None if stage.kind == "source" else 1 if stage.batch is not None else n_in
+    )  # (one list)
     if problem:
         hint = ""
         if n_in > 1:
@@ -349,10 +414,16 @@ def _check_reachable(plan: Plan) -> None:
     """Every stage must be able to receive an item: from a source, a seeded stream
     or a loop's seed.  A stage fed only by a cycle with nothing in it would wait
     forever."""
-    starts = [n.id for n in plan.nodes if n.kind == "source"
-              or (n.loop is not None and n.gate.seed)]
-    starts += [cid for c in plan.channels if c.seeds or c.seeded or not c.producers
-               for cid, _ in c.consumers if cid != DRIVER]
+    starts = [
+        n.id for n in plan.nodes if n.kind == "source" or (n.loop is not None and n.gate.seed)
+    ]
+    starts += [
+        cid
+        for c in plan.channels
+        if c.seeds or c.seeded or not c.producers
+        for cid, _ in c.consumers
+        if cid != DRIVER
+    ]
     seen, todo = set(starts), list(starts)
     while todo:
         for port in plan.nodes[todo.pop()].outputs:
@@ -363,8 +434,10 @@ def _check_reachable(plan: Plan) -> None:
                         todo.append(cid)
     for node in plan.nodes:
         if node.id not in seen:
-            raise GraphError(f"stage {node.name!r} can never receive an item: no source, "
-                             f"seeded stream or loop seed reaches it")
+            raise GraphError(
+                f"stage {node.name!r} can never receive an item: no source, "
+                f"seeded stream or loop seed reaches it"
+            )
 
 
 def _unique_names(names: Iterable[str]) -> list[str]:
@@ -402,9 +475,10 @@ def _check_cycles(nodes: list[Node], edges: tuple[Edge, ...]) -> None:
                 stack.pop()
                 path.pop()
             elif state.get(nxt) == 1:
-                cycle = [*path[path.index(nxt):], nxt]
-                raise GraphError("cycle not made with loop(): "
-                                 + " >> ".join(repr(n.stage.name) for n in cycle))
+                cycle = [*path[path.index(nxt) :], nxt]
+                raise GraphError(
+                    "cycle not made with loop(): " + " >> ".join(repr(n.stage.name) for n in cycle)
+                )
             elif nxt not in state:
                 state[nxt] = 1
                 stack.append((nxt, iter(succ[nxt])))

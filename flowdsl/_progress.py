@@ -57,8 +57,11 @@ class _Row:
             parts.append(f"errors {s.errors:,}")
         if s.max_in_flight:  # a concurrent stage
             parts.append(f"in flight {s.in_flight:,}")
-        for count, what in ((s.timeouts, "timeouts"), (s.restarts, "restarts"),
-                            (s.replaced, "replaced")):
+        for count, what in (
+            (s.timeouts, "timeouts"),
+            (s.restarts, "restarts"),
+            (s.replaced, "replaced"),
+        ):
             if count:
                 parts.append(f"{what} {count:,}")
         if self.fill is not None:
@@ -70,8 +73,9 @@ class Progress:
     """Draws ``execution``'s live figures until :meth:`close`, which draws the
     final ones."""
 
-    def __init__(self, execution: Any, view: _View | None = None,
-                 interval: float | None = None) -> None:
+    def __init__(
+        self, execution: Any, view: _View | None = None, interval: float | None = None
+    ) -> None:
         self.execution = execution
         self.view = view or (_NotebookView() if _in_notebook() else _terminal_view())
         self.interval = interval or self.view.interval
@@ -79,8 +83,7 @@ class Progress:
         self._last: dict[str, tuple[float, int]] = {}  # when each stage was drawn, at what count
         self._rates: dict[str, float] = {}  # smoothed, so batches do not make it jump
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="flowdsl-progress",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="flowdsl-progress", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
@@ -103,8 +106,7 @@ class Progress:
 
     def _rate(self, name: str, done: int, now: float, final: bool) -> float:
         """Items per second since the last draw (smoothed), or since the start."""
-        then, before = ((self._started, 0) if final
-                        else self._last.get(name, (self._started, 0)))
+        then, before = (self._started, 0) if final else self._last.get(name, (self._started, 0))
         rate = (done - before) / (now - then) if now > then else 0.0
         if not final and name in self._rates:
             rate = _SMOOTHING * rate + (1 - _SMOOTHING) * self._rates[name]
@@ -168,10 +170,14 @@ class _TerminalView:
             bar = self.bars.get(row.stats.name)
             if bar is None:
                 bar = self.bars[row.stats.name] = tqdm(
-                    position=i, file=self.file, ncols=shutil.get_terminal_size().columns,
-                    leave=True, mininterval=0, bar_format="{desc}")
-            bar.set_description_str(f"{row.stats.name:<{width}}  {row.summary()}",
-                                    refresh=False)
+                    position=i,
+                    file=self.file,
+                    ncols=shutil.get_terminal_size().columns,
+                    leave=True,
+                    mininterval=0,
+                    bar_format="{desc}",
+                )
+            bar.set_description_str(f"{row.stats.name:<{width}}  {row.summary()}", refresh=False)
             bar.refresh()
 
     def close(self) -> None:
@@ -235,15 +241,26 @@ def _plain_block(rows: list[_Row]) -> str:
 
 
 def _html_table(rows: list[_Row]) -> str:
-    head = "".join(f"<th>{h}</th>" for h in
-                   ("stage", "in", "out", "items/s", "errors", "in flight", "queue"))
+    head = "".join(
+        f"<th>{h}</th>" for h in ("stage", "in", "out", "items/s", "errors", "in flight", "queue")
+    )
     body = "".join(
-        "<tr>" + "".join(f"<td>{c}</td>" for c in (
-            html.escape(r.stats.name), f"{r.stats.items_in:,}", f"{r.stats.items_out:,}",
-            _rate(r.rate), f"{r.stats.errors:,}",
-            f"{r.stats.in_flight:,}" if r.stats.max_in_flight else "",
-            "" if r.fill is None else f"{r.fill:.0%}")) + "</tr>"
-        for r in rows)
+        "<tr>"
+        + "".join(
+            f"<td>{c}</td>"
+            for c in (
+                html.escape(r.stats.name),
+                f"{r.stats.items_in:,}",
+                f"{r.stats.items_out:,}",
+                _rate(r.rate),
+                f"{r.stats.errors:,}",
+                f"{r.stats.in_flight:,}" if r.stats.max_in_flight else "",
+                "" if r.fill is None else f"{r.fill:.0%}",
+            )
+        )
+        + "</tr>"
+        for r in rows
+    )
     return f'<table class="flowdsl-progress"><tr>{head}</tr>{body}</table>'
 
 

@@ -8,13 +8,31 @@ from typing import Any
 
 __all__ = ["FIGURES", "RunReport", "StageStats", "stage_figures"]
 
-COLUMNS: tuple[str, ...] = ("stage", "in", "out", "errors", "busy s", "busy %", "wait in s",
-                            "wait out s")
+COLUMNS: tuple[str, ...] = (
+    "stage",
+    "in",
+    "out",
+    "errors",
+    "busy s",
+    "busy %",
+    "wait in s",
+    "wait out s",
+)
 
 # The per-worker figures, in the order workers publish them (see executors/_worker.py).
-FIGURES = ("items_in", "items_out", "errors", "busy_seconds",
-           "blocked_in_seconds", "blocked_out_seconds", "left_over", "dropped",
-           "in_flight", "max_in_flight", "timeouts")
+FIGURES = (
+    "items_in",
+    "items_out",
+    "errors",
+    "busy_seconds",
+    "blocked_in_seconds",
+    "blocked_out_seconds",
+    "left_over",
+    "dropped",
+    "in_flight",
+    "max_in_flight",
+    "timeouts",
+)
 
 
 @dataclass
@@ -60,8 +78,7 @@ def stage_figures(plan: Any, rows: Any) -> dict[str, StageStats]:
     order)`` rows, one per worker.  A stage the planner added for another (the
     pairing stage of a zip with workers) adds only what it left over or dropped, to
     that one."""
-    stages = {n.name: StageStats(n.name, n.kind, n.workers)
-              for n in plan.nodes if not n.hidden}
+    stages = {n.name: StageStats(n.name, n.kind, n.workers) for n in plan.nodes if not n.hidden}
     for node_id, figures in rows:
         node = plan.nodes[node_id]
         if not node.hidden:
@@ -91,8 +108,9 @@ class RunReport:
         try:
             return self.stages[name]
         except KeyError:
-            raise KeyError(f"no stage named {name!r} in this report; stages: "
-                           f"{', '.join(self.stages)}") from None
+            raise KeyError(
+                f"no stage named {name!r} in this report; stages: {', '.join(self.stages)}"
+            ) from None
 
     @property
     def bottleneck(self) -> str | None:
@@ -105,9 +123,13 @@ class RunReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-ready): the figures, the bottleneck, no objects."""
-        return {"seconds": self.seconds, "executor": self.executor, "stopped": self.stopped,
-                "bottleneck": self.bottleneck,
-                "stages": {k: asdict(v) for k, v in self.stages.items()}}
+        return {
+            "seconds": self.seconds,
+            "executor": self.executor,
+            "stopped": self.stopped,
+            "bottleneck": self.bottleneck,
+            "stages": {k: asdict(v) for k, v in self.stages.items()},
+        }
 
     def diagram(self) -> Any:
         """A ``graphviz.Digraph`` of the flow, each stage labelled with its figures
@@ -116,24 +138,39 @@ class RunReport:
             raise ValueError("this report has no flow to draw (it was built by hand)")
         from ._diagram import annotated
 
-        return annotated(self.plan, {s.name: _note(s, self.seconds) for s in
-                                     self.stages.values()}, self.bottleneck)
+        return annotated(
+            self.plan,
+            {s.name: _note(s, self.seconds) for s in self.stages.values()},
+            self.bottleneck,
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "plan": None}  # figures travel, the stages' code does not
 
     def _title(self) -> str:
-        return (f"RunReport({self.executor}, {self.seconds:.3f} s"
-                + (", stopped by StopFlow" if self.stopped else "") + ")")
+        return (
+            f"RunReport({self.executor}, {self.seconds:.3f} s"
+            + (", stopped by StopFlow" if self.stopped else "")
+            + ")"
+        )
 
     def _rows(self) -> list[tuple[str, ...]]:
         """The table: a header, then one row of text cells per stage."""
         rows: list[tuple[str, ...]] = [COLUMNS]
         for s in self.stages.values():
             mark = " *" if s.name == self.bottleneck and len(self.stages) > 1 else ""
-            rows.append((s.name + mark, str(s.items_in), str(s.items_out), str(s.errors),
-                         f"{s.busy_seconds:.3f}", f"{100 * s.busy_share(self.seconds):.0f}",
-                         f"{s.blocked_in_seconds:.3f}", f"{s.blocked_out_seconds:.3f}"))
+            rows.append(
+                (
+                    s.name + mark,
+                    str(s.items_in),
+                    str(s.items_out),
+                    str(s.errors),
+                    f"{s.busy_seconds:.3f}",
+                    f"{100 * s.busy_share(self.seconds):.0f}",
+                    f"{s.blocked_in_seconds:.3f}",
+                    f"{s.blocked_out_seconds:.3f}",
+                )
+            )
         return rows
 
     def __repr__(self) -> str:
@@ -141,8 +178,10 @@ class RunReport:
         width = max(len(row[0]) for row in table) + 2
         lines = [self._title()]
         for row in table:
-            lines.append(f"  {row[0]:<{width}} {row[1]:>9} {row[2]:>9} {row[3]:>6} "
-                         f"{row[4]:>8} {row[5]:>6} {row[6]:>9} {row[7]:>10}")
+            lines.append(
+                f"  {row[0]:<{width}} {row[1]:>9} {row[2]:>9} {row[3]:>6} "
+                f"{row[4]:>8} {row[5]:>6} {row[6]:>9} {row[7]:>10}"
+            )
         if self.bottleneck is not None and len(self.stages) > 1:
             lines.append("  * bottleneck")
         lines.extend(f"  {note}" for note in self._notes())
@@ -153,14 +192,18 @@ class RunReport:
         concurrent stage), items it never used."""
         lines = []
         for s in self.stages.values():
-            said = ([f"at most {s.max_in_flight} calls in flight"] if s.max_in_flight > 1
-                    else []) \
-                + ([f"{s.timeouts} timed out"] if s.timeouts else []) \
-                + ([f"{s.restarts} worker(s) restarted"] if s.restarts else []) \
-                + ([f"{s.replaced} worker(s) replaced after max_items_per_worker"]
-                   if s.replaced else []) \
-                + ([f"{s.left_over} left over (never paired)"] if s.left_over else []) \
+            said = (
+                ([f"at most {s.max_in_flight} calls in flight"] if s.max_in_flight > 1 else [])
+                + ([f"{s.timeouts} timed out"] if s.timeouts else [])
+                + ([f"{s.restarts} worker(s) restarted"] if s.restarts else [])
+                + (
+                    [f"{s.replaced} worker(s) replaced after max_items_per_worker"]
+                    if s.replaced
+                    else []
+                )
+                + ([f"{s.left_over} left over (never paired)"] if s.left_over else [])
                 + ([f"{s.dropped} dropped (arrived after it stopped)"] if s.dropped else [])
+            )
             if said:
                 lines.append(f"{s.name}: " + ", ".join(said))
         return lines
@@ -169,24 +212,27 @@ class RunReport:
         """The same table, as HTML (a notebook shows this)."""
         head, *body = self._rows()
         cells = "".join(f"<th>{html.escape(c)}</th>" for c in head)
-        rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
-                       for row in body)
-        note = "<p>* bottleneck</p>" if self.bottleneck is not None and len(self.stages) > 1 \
-            else ""
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body
+        )
+        note = "<p>* bottleneck</p>" if self.bottleneck is not None and len(self.stages) > 1 else ""
         note += "".join(f"<p>{html.escape(line)}</p>" for line in self._notes())
-        return (f'<div class="flowdsl-report"><p>{html.escape(self._title())}</p>'
-                f"<table><tr>{cells}</tr>{rows}</table>{note}</div>")
+        return (
+            f'<div class="flowdsl-report"><p>{html.escape(self._title())}</p>'
+            f"<table><tr>{cells}</tr>{rows}</table>{note}</div>"
+        )
 
 
 def _note(s: StageStats, seconds: float) -> str:
-    lines = [f"in {s.items_in}  out {s.items_out}"
-             + (f"  errors {s.errors}" if s.errors else "")
-             + (f"  left over {s.left_over}" if s.left_over else "")
-             + (f"  dropped {s.dropped}" if s.dropped else ""),
-             f"busy {s.busy_seconds:.2f} s ({100 * s.busy_share(seconds):.0f}%)"]
+    lines = [
+        f"in {s.items_in}  out {s.items_out}"
+        + (f"  errors {s.errors}" if s.errors else "")
+        + (f"  left over {s.left_over}" if s.left_over else "")
+        + (f"  dropped {s.dropped}" if s.dropped else ""),
+        f"busy {s.busy_seconds:.2f} s ({100 * s.busy_share(seconds):.0f}%)",
+    ]
     if s.blocked_in_seconds or s.blocked_out_seconds:
         lines.append(f"waits: in {s.blocked_in_seconds:.2f} s, out {s.blocked_out_seconds:.2f} s")
     if s.timeouts or s.restarts or s.replaced:
         lines.append(f"timeouts {s.timeouts}  restarts {s.restarts}  replaced {s.replaced}")
     return "\n".join(lines)
-

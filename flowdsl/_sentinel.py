@@ -22,5 +22,4 @@ class Sentinel(Exception):
 def is_sentinel(x: Any) -> bool:
     if x is Sentinel or isinstance(x, Sentinel):
         return True
-    return isinstance(x, (tuple, list)) and any(
-        y is Sentinel or isinstance(y, Sentinel) for y in x)
+    return isinstance(x, (tuple, list)) and any(y is Sentinel or isinstance(y, Sentinel) for y in x)

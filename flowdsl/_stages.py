@@ -69,7 +69,6 @@ __all__ = [
 ]
 
 
-
 class Stage(Composable[In, Out]):
     """A node of a flow: user code plus how to run it.
 
@@ -144,14 +143,18 @@ class Stage(Composable[In, Out]):
         _check_resilience(self)
         _check_batch(self)
         if not isinstance(self.ordered, bool):
-            raise ValueError(f"stage {self.name!r}: ordered must be True or False, "
-                             f"got {self.ordered!r}")
+            raise ValueError(
+                f"stage {self.name!r}: ordered must be True or False, got {self.ordered!r}"
+            )
         if not isinstance(self.check_types, bool):
-            raise GraphError(f"stage {self.name!r}: check_types must be True or False, "
-                             f"got {self.check_types!r}")
+            raise GraphError(
+                f"stage {self.name!r}: check_types must be True or False, got {self.check_types!r}"
+            )
         if self.check_types and self.kind == "source":
-            raise GraphError(f"source {self.name!r}: check_types applies to what a stage "
-                             f"takes and makes: set it on the stages that read the source")
+            raise GraphError(
+                f"source {self.name!r}: check_types applies to what a stage "
+                f"takes and makes: set it on the stages that read the source"
+            )
         if self.check_types:
             hints_of(self)  # evaluated here, in the driver, and sent with the stage
 
@@ -181,8 +184,9 @@ class Stage(Composable[In, Out]):
         (``timeout``, ``restarts`` or ``max_items_per_worker``): its items then
         reach it one at a time, so a worker never holds more than the one item it
         runs."""
-        return (self.timeout is not None or self.restarts > 0
-                or self.max_items_per_worker is not None)
+        return (
+            self.timeout is not None or self.restarts > 0 or self.max_items_per_worker is not None
+        )
 
     @property
     def is_async_generator(self) -> bool:
@@ -206,7 +210,8 @@ class Stage(Composable[In, Out]):
         node = Node(self)
         inlets = () if self.kind == "source" else (node,)
         outlets: tuple[tuple[tuple[Node, int], ...], ...] = (
-            () if self.kind == "sink" else (((node, 0),),))
+            () if self.kind == "sink" else (((node, 0),),)
+        )
         flow = Flow((node,), (), inlets, outlets)
         if isinstance(self.on_error, Stage):  # failed items go to a dead-letter stage
             letters = self.on_error._as_flow()
@@ -252,8 +257,11 @@ class Stage(Composable[In, Out]):
         sig = self.signature()
         if sig is None:
             return None
-        counts = [0] if self.kind == "source" else (
-            [n_items] if n_items is not None else range(1, _max_positional(sig) + 1))
+        counts = (
+            [0]
+            if self.kind == "source"
+            else ([n_items] if n_items is not None else range(1, _max_positional(sig) + 1))
+        )
         last = ""
         for n in counts:
             try:
@@ -261,8 +269,11 @@ class Stage(Composable[In, Out]):
                 return None
             except TypeError as exc:
                 last = str(exc)
-        what = "" if self.kind == "source" else (
-            f" with {n_items} item argument(s)" if n_items is not None else " with an item")
+        what = (
+            ""
+            if self.kind == "source"
+            else (f" with {n_items} item argument(s)" if n_items is not None else " with an item")
+        )
         return f"{self.kind} {self.name!r} cannot be called{what}: {last}"
 
     # -- data model ----------------------------------------------------------------
@@ -340,8 +351,9 @@ class Sink(Stage[In, Nothing]):
         init_kwargs: dict[str, Any] | None = None,
         **options: Any,
     ) -> None:
-        super().__init__(functor_obj, name, upstreams, None, ignore_exceptions, init_kwargs,
-                         **options)
+        super().__init__(
+            functor_obj, name, upstreams, None, ignore_exceptions, init_kwargs, **options
+        )
 
 
 class Regulator(Transform[Any, Any]):
@@ -362,9 +374,22 @@ class Regulator(Transform[Any, Any]):
         return False
 
 
-_OPTIONS = {"name", "workers", "buffer", "ordered", "ignore_exceptions", "init_kwargs",
-            "on_error", "retries", "concurrency", "timeout", "restarts",
-            "max_items_per_worker", "batch", "check_types"}
+_OPTIONS = {
+    "name",
+    "workers",
+    "buffer",
+    "ordered",
+    "ignore_exceptions",
+    "init_kwargs",
+    "on_error",
+    "retries",
+    "concurrency",
+    "timeout",
+    "restarts",
+    "max_items_per_worker",
+    "batch",
+    "check_types",
+}
 
 
 class StageClass:
@@ -416,15 +441,18 @@ def source(obj: None = None, /, **options: Unpack[SourceOptions]) -> SourceDecor
 @overload
 def source(obj: type[_P], /, **options: Unpack[SourceOptions]) -> type[_P]: ...
 @overload
-def source(obj: Callable[P, AsyncIterator[B]], /, **options: Unpack[SourceOptions]
-           ) -> SourceFunction[P, B]: ...
+def source(
+    obj: Callable[P, AsyncIterator[B]], /, **options: Unpack[SourceOptions]
+) -> SourceFunction[P, B]: ...
 @overload
-def source(obj: Callable[P, Iterable[B]], /, **options: Unpack[SourceOptions]
-           ) -> SourceFunction[P, B]: ...
+def source(
+    obj: Callable[P, Iterable[B]], /, **options: Unpack[SourceOptions]
+) -> SourceFunction[P, B]: ...
 
 
-def source(obj: Any = None, *, name: str | None = None, workers: int = 1,
-           buffer: int | None = None) -> Any:
+def source(
+    obj: Any = None, *, name: str | None = None, workers: int = 1, buffer: int | None = None
+) -> Any:
     """Make a source from a generator function (or an async generator function,
     run on an event loop in its worker), a function returning an iterable, or a
     class whose ``run()`` returns one.  Usable bare (``@source``) or with options
@@ -435,39 +463,65 @@ def source(obj: Any = None, *, name: str | None = None, workers: int = 1,
 @overload
 def transform(obj: None = None, /, **options: Unpack[TransformOptions]) -> TransformDecorator: ...
 @overload
-def transform(obj: None = None, /, **options: Unpack[BatchedTransformOptions]
-              ) -> BatchedTransformDecorator: ...
+def transform(
+    obj: None = None, /, **options: Unpack[BatchedTransformOptions]
+) -> BatchedTransformDecorator: ...
 @overload
 def transform(obj: type[_R], /, **options: Unpack[TransformOptions]) -> type[_R]: ...  # type: ignore[overload-overlap]
 @overload
-def transform(obj: Callable[Concatenate[A, P], Iterator[B]], /,
-              **options: Unpack[TransformOptions]) -> TransformFunction[A, B, P]: ...
+def transform(
+    obj: Callable[Concatenate[A, P], Iterator[B]], /, **options: Unpack[TransformOptions]
+) -> TransformFunction[A, B, P]: ...
 @overload
-def transform(obj: Callable[Concatenate[A, P], AsyncIterator[B]], /,
-              **options: Unpack[TransformOptions]) -> TransformFunction[A, B, P]: ...
+def transform(
+    obj: Callable[Concatenate[A, P], AsyncIterator[B]], /, **options: Unpack[TransformOptions]
+) -> TransformFunction[A, B, P]: ...
 @overload
-def transform(obj: Callable[Concatenate[A, P], Coroutine[Any, Any, B | None]], /,
-              **options: Unpack[TransformOptions]) -> TransformFunction[A, B, P]: ...
+def transform(
+    obj: Callable[Concatenate[A, P], Coroutine[Any, Any, B | None]],
+    /,
+    **options: Unpack[TransformOptions],
+) -> TransformFunction[A, B, P]: ...
 @overload
-def transform(obj: Callable[Concatenate[A, P], None], /,  # type: ignore[overload-overlap]
-              **options: Unpack[TransformOptions]) -> TransformFunction[A, Nothing, P]: ...
+def transform(
+    obj: Callable[Concatenate[A, P], None],
+    /,  # type: ignore[overload-overlap]
+    **options: Unpack[TransformOptions],
+) -> TransformFunction[A, Nothing, P]: ...
 @overload
-def transform(obj: Callable[Concatenate[A, P], B | None], /,
-              **options: Unpack[TransformOptions]) -> TransformFunction[A, B, P]: ...
+def transform(
+    obj: Callable[Concatenate[A, P], B | None], /, **options: Unpack[TransformOptions]
+) -> TransformFunction[A, B, P]: ...
 @overload
-def transform(obj: Callable[P, Runs[list[A], Iterable[B]]], /,  # type: ignore[overload-overlap]
-              **options: Unpack[BatchedTransformOptions]) -> Callable[P, Transform[A, B]]: ...
+def transform(
+    obj: Callable[P, Runs[list[A], Iterable[B]]],
+    /,  # type: ignore[overload-overlap]
+    **options: Unpack[BatchedTransformOptions],
+) -> Callable[P, Transform[A, B]]: ...
 @overload
-def transform(obj: Callable[Concatenate[list[A], P], Iterable[B]], /,
-              **options: Unpack[BatchedTransformOptions]) -> TransformFunction[A, B, P]: ...
+def transform(
+    obj: Callable[Concatenate[list[A], P], Iterable[B]],
+    /,
+    **options: Unpack[BatchedTransformOptions],
+) -> TransformFunction[A, B, P]: ...
 
 
-def transform(obj: Any = None, *, name: str | None = None, workers: int = 1,
-              buffer: int | None = None, ordered: bool = True, on_error: Any = "raise",
-              retries: int = 0, concurrency: int | None = None,
-              timeout: float | None = None, restarts: int = 0,
-              max_items_per_worker: int | None = None, batch: int | None = None,
-              check_types: bool = False) -> Any:
+def transform(
+    obj: Any = None,
+    *,
+    name: str | None = None,
+    workers: int = 1,
+    buffer: int | None = None,
+    ordered: bool = True,
+    on_error: Any = "raise",
+    retries: int = 0,
+    concurrency: int | None = None,
+    timeout: float | None = None,
+    restarts: int = 0,
+    max_items_per_worker: int | None = None,
+    batch: int | None = None,
+    check_types: bool = False,
+) -> Any:
     """Make a transform: one item in, one result out (``None``: no output; a
     generator function emits everything it yields).  ``workers`` processes run it;
     with ``ordered`` (the default) outputs keep the input order; ``buffer`` bounds
@@ -499,12 +553,24 @@ def transform(obj: Any = None, *, name: str | None = None, workers: int = 1,
     item that does not fit fails its call with a ``TypeError`` (through
     ``retries`` and ``on_error``).  Edges whose two ends are annotated are
     checked when the flow is built, whatever this option says."""
-    return _decorate(Transform, obj, {"name": name, "workers": workers, "buffer": buffer,
-                                      "ordered": ordered, "on_error": on_error,
-                                      "retries": retries, "concurrency": concurrency,
-                                      "timeout": timeout, "restarts": restarts,
-                                      "max_items_per_worker": max_items_per_worker,
-                                      "batch": batch, "check_types": check_types})
+    return _decorate(
+        Transform,
+        obj,
+        {
+            "name": name,
+            "workers": workers,
+            "buffer": buffer,
+            "ordered": ordered,
+            "on_error": on_error,
+            "retries": retries,
+            "concurrency": concurrency,
+            "timeout": timeout,
+            "restarts": restarts,
+            "max_items_per_worker": max_items_per_worker,
+            "batch": batch,
+            "check_types": check_types,
+        },
+    )
 
 
 @overload
@@ -514,30 +580,56 @@ def sink(obj: None = None, /, **options: Unpack[BatchedSinkOptions]) -> BatchedS
 @overload
 def sink(obj: type[_R], /, **options: Unpack[SinkOptions]) -> type[_R]: ...  # type: ignore[overload-overlap]
 @overload
-def sink(obj: Callable[Concatenate[A, P], object], /, **options: Unpack[SinkOptions]
-         ) -> SinkFunction[A, P]: ...
+def sink(
+    obj: Callable[Concatenate[A, P], object], /, **options: Unpack[SinkOptions]
+) -> SinkFunction[A, P]: ...
 @overload
-def sink(obj: Callable[P, Runs[list[A], object]], /,  # type: ignore[overload-overlap]
-         **options: Unpack[BatchedSinkOptions]) -> Callable[P, Sink[A]]: ...
+def sink(
+    obj: Callable[P, Runs[list[A], object]],
+    /,  # type: ignore[overload-overlap]
+    **options: Unpack[BatchedSinkOptions],
+) -> Callable[P, Sink[A]]: ...
 @overload
-def sink(obj: Callable[Concatenate[list[A], P], object], /,
-         **options: Unpack[BatchedSinkOptions]) -> SinkFunction[A, P]: ...
+def sink(
+    obj: Callable[Concatenate[list[A], P], object], /, **options: Unpack[BatchedSinkOptions]
+) -> SinkFunction[A, P]: ...
 
 
-def sink(obj: Any = None, *, name: str | None = None, workers: int = 1,
-         buffer: int | None = None, on_error: Any = "raise", retries: int = 0,
-         concurrency: int | None = None, timeout: float | None = None, restarts: int = 0,
-         max_items_per_worker: int | None = None, batch: int | None = None,
-         check_types: bool = False) -> Any:
+def sink(
+    obj: Any = None,
+    *,
+    name: str | None = None,
+    workers: int = 1,
+    buffer: int | None = None,
+    on_error: Any = "raise",
+    retries: int = 0,
+    concurrency: int | None = None,
+    timeout: float | None = None,
+    restarts: int = 0,
+    max_items_per_worker: int | None = None,
+    batch: int | None = None,
+    check_types: bool = False,
+) -> Any:
     """Make a sink: it consumes items; its return value is ignored.  The other
     options as for :func:`transform` (``batch=n``: the sink gets lists of up to
     n items, for bulk writes)."""
-    return _decorate(Sink, obj, {"name": name, "workers": workers, "buffer": buffer,
-                                 "on_error": on_error, "retries": retries,
-                                 "concurrency": concurrency, "timeout": timeout,
-                                 "restarts": restarts,
-                                 "max_items_per_worker": max_items_per_worker,
-                                 "batch": batch, "check_types": check_types})
+    return _decorate(
+        Sink,
+        obj,
+        {
+            "name": name,
+            "workers": workers,
+            "buffer": buffer,
+            "on_error": on_error,
+            "retries": retries,
+            "concurrency": concurrency,
+            "timeout": timeout,
+            "restarts": restarts,
+            "max_items_per_worker": max_items_per_worker,
+            "batch": batch,
+            "check_types": check_types,
+        },
+    )
 
 
 def as_stage(obj: Any) -> Stage:
@@ -549,21 +641,25 @@ def as_stage(obj: Any) -> Stage:
     if isinstance(obj, StageClass):
         raise TypeError(
             f"{obj.name!r} is a stage class, not a stage: call it to build one, "
-            f"e.g. {obj.name}(...)")
+            f"e.g. {obj.name}(...)"
+        )
     if inspect.isclass(obj):
         raise TypeError(
             f"class {obj.__name__!r} was given where a stage is needed: pass an instance "
-            f"({obj.__name__}(...)) or decorate the class")
+            f"({obj.__name__}(...)) or decorate the class"
+        )
     if inspect.isgenerator(obj):
         raise TypeError(
             f"generator object {obj.__name__!r} was given where a stage is needed: pass the "
-            f"generator function and decorate it with @source")
+            f"generator function and decorate it with @source"
+        )
     if callable(getattr(obj, "run", None)) or callable(obj):
         return Transform(obj)
     raise TypeError(f"{obj!r} is not a stage, a function or an object with a run() method")
 
 
 # -- helpers -------------------------------------------------------------------------
+
 
 def callable_of(functor: Any) -> Any:
     """What is called per item: ``run`` of an object, else the object itself."""
@@ -600,8 +696,13 @@ def _max_positional(sig: inspect.Signature) -> int:
     kinds = [p.kind for p in sig.parameters.values()]
     if inspect.Parameter.VAR_POSITIONAL in kinds:
         return max(1, len(kinds))
-    return max(1, sum(k in (inspect.Parameter.POSITIONAL_ONLY,
-                            inspect.Parameter.POSITIONAL_OR_KEYWORD) for k in kinds))
+    return max(
+        1,
+        sum(
+            k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            for k in kinds
+        ),
+    )
 
 
 def _check_workers(name: str, workers: Any) -> int:
@@ -614,26 +715,35 @@ def _check_on_error(name: str, kind: str, on_error: Any) -> Any:
     refuse_stop_flow(on_error, f"on_error of stage {name!r}")
     if on_error in ("raise", "skip"):
         if on_error == "skip" and kind == "source":
-            raise ValueError(f"source {name!r}: a generator that raised cannot go on, so "
-                             f"on_error='skip' is for transforms and sinks")
+            raise ValueError(
+                f"source {name!r}: a generator that raised cannot go on, so "
+                f"on_error='skip' is for transforms and sinks"
+            )
         return on_error
     if isinstance(on_error, Stage) and on_error.kind == "transform" and kind == "sink":
-        raise ValueError(f"sink {name!r}: what a dead-letter transform makes would rejoin "
-                         f"the sink's output, and a sink has none; use a sink for on_error")
+        raise ValueError(
+            f"sink {name!r}: what a dead-letter transform makes would rejoin "
+            f"the sink's output, and a sink has none; use a sink for on_error"
+        )
     if isinstance(on_error, Stage) and on_error.kind in ("transform", "sink"):
         return on_error
-    raise ValueError(f"stage {name!r}: on_error must be 'raise', 'skip' or a sink or "
-                     f"transform stage to receive the failures, got {on_error!r}")
+    raise ValueError(
+        f"stage {name!r}: on_error must be 'raise', 'skip' or a sink or "
+        f"transform stage to receive the failures, got {on_error!r}"
+    )
 
 
-def _rejoin(stage: Stage, outlets: tuple[tuple[Any, ...], ...],
-            letters: tuple[tuple[Any, ...], ...]) -> tuple[tuple[Any, ...], ...]:
+def _rejoin(
+    stage: Stage, outlets: tuple[tuple[Any, ...], ...], letters: tuple[tuple[Any, ...], ...]
+) -> tuple[tuple[Any, ...], ...]:
     """The outputs of ``stage`` merged with those of its dead-letter transform, so a
     replacement made for a failed item goes on downstream like a result."""
     if len(outlets) != 1 or len(letters) != 1:
-        raise GraphError(f"stage {stage.name!r} has {len(outlets)} outputs: the results of "
-                         f"its dead-letter transform cannot rejoin them; use a sink for "
-                         f"on_error")
+        raise GraphError(
+            f"stage {stage.name!r} has {len(outlets)} outputs: the results of "
+            f"its dead-letter transform cannot rejoin them; use a sink for "
+            f"on_error"
+        )
     return ((*outlets[0], *letters[0]),)
 
 
@@ -646,23 +756,34 @@ def _check_concurrency(stage: Stage) -> int:
         raise GraphError(f"{kind} {name!r}: concurrency must be an integer >= 1, got {n!r}")
     is_async = stage.is_async
     if n > 1 and kind == "source":
-        raise GraphError(f"source {name!r}: a source is one generator, which yields one item "
-                         f"at a time; concurrency is for transforms and sinks"
-                         + ("" if is_async else " (an async generator source runs on its "
-                            "worker's event loop without it)"))
+        raise GraphError(
+            f"source {name!r}: a source is one generator, which yields one item "
+            f"at a time; concurrency is for transforms and sinks"
+            + (
+                ""
+                if is_async
+                else " (an async generator source runs on its worker's event loop without it)"
+            )
+        )
     if n > 1 and stage.is_generator:
-        raise GraphError(f"transform {name!r}: concurrency runs calls on threads, and a "
-                         f"generator's items are made as it is iterated; make it an async "
-                         f"generator (async def ... yield) to keep several in flight")
+        raise GraphError(
+            f"transform {name!r}: concurrency runs calls on threads, and a "
+            f"generator's items are made as it is iterated; make it an async "
+            f"generator (async def ... yield) to keep several in flight"
+        )
     if n > 1 and isinstance(stage, Regulator):
-        raise GraphError(f"Regulator {name!r}: one coroutine sees every item in turn; "
-                         f"it cannot have calls in flight at once")
+        raise GraphError(
+            f"Regulator {name!r}: one coroutine sees every item in turn; "
+            f"it cannot have calls in flight at once"
+        )
     if not is_async:
         for hook in ("local_init", "local_term"):
             if inspect.iscoroutinefunction(stage.hook(hook)):
-                raise GraphError(f"{kind} {name!r}: {hook} is a coroutine function but run "
-                                 f"is not; make run async too (both run on the worker's "
-                                 f"event loop)")
+                raise GraphError(
+                    f"{kind} {name!r}: {hook} is a coroutine function but run "
+                    f"is not; make run async too (both run on the worker's "
+                    f"event loop)"
+                )
     return n
 
 
@@ -674,11 +795,15 @@ def _check_batch(stage: Stage) -> None:
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise GraphError(f"{kind} {name!r}: batch must be an integer >= 1, got {n!r}")
     if kind == "source" or isinstance(stage, Regulator):
-        raise GraphError(f"{kind} {name!r}: batch=n is for transforms and sinks (a source "
-                         f"can yield lists itself)")
+        raise GraphError(
+            f"{kind} {name!r}: batch=n is for transforms and sinks (a source "
+            f"can yield lists itself)"
+        )
     if stage.concurrency > 1:
-        raise GraphError(f"{kind} {name!r}: batch and concurrency cannot be combined yet; "
-                         f"put batch(n) before a concurrent stage that takes lists")
+        raise GraphError(
+            f"{kind} {name!r}: batch and concurrency cannot be combined yet; "
+            f"put batch(n) before a concurrent stage that takes lists"
+        )
 
 
 def _check_resilience(stage: Stage) -> None:
@@ -687,28 +812,34 @@ def _check_resilience(stage: Stage) -> None:
     name, kind = stage.name, stage.kind
     t = stage.timeout
     if t is not None and (not isinstance(t, (int, float)) or isinstance(t, bool) or t <= 0):
-        raise GraphError(f"{kind} {name!r}: timeout must be a number of seconds > 0, "
-                         f"got {t!r}")
+        raise GraphError(f"{kind} {name!r}: timeout must be a number of seconds > 0, got {t!r}")
     r = stage.restarts
     if not isinstance(r, int) or isinstance(r, bool) or r < 0:
         raise GraphError(f"{kind} {name!r}: restarts must be an integer >= 0, got {r!r}")
     m = stage.max_items_per_worker
     if m is not None and (not isinstance(m, int) or isinstance(m, bool) or m < 1):
-        raise GraphError(f"{kind} {name!r}: max_items_per_worker must be an integer >= 1, "
-                         f"got {m!r}")
+        raise GraphError(
+            f"{kind} {name!r}: max_items_per_worker must be an integer >= 1, got {m!r}"
+        )
     if not stage.supervised:
         return
     if kind == "source":
-        raise GraphError(f"source {name!r}: a source's generator cannot be resumed in a new "
-                         f"process, so timeout, restarts and max_items_per_worker are for "
-                         f"transforms and sinks")
+        raise GraphError(
+            f"source {name!r}: a source's generator cannot be resumed in a new "
+            f"process, so timeout, restarts and max_items_per_worker are for "
+            f"transforms and sinks"
+        )
     if stage.concurrency > 1 or stage.is_async:
-        raise GraphError(f"{kind} {name!r}: a concurrent stage has many calls in flight, "
-                         f"not one item in hand, so it cannot be given timeout, restarts or "
-                         f"max_items_per_worker yet")
+        raise GraphError(
+            f"{kind} {name!r}: a concurrent stage has many calls in flight, "
+            f"not one item in hand, so it cannot be given timeout, restarts or "
+            f"max_items_per_worker yet"
+        )
     if isinstance(stage, Regulator):
-        raise GraphError(f"Regulator {name!r}: its coroutine holds items between calls, "
-                         f"which a replaced worker would lose")
+        raise GraphError(
+            f"Regulator {name!r}: its coroutine holds items between calls, "
+            f"which a replaced worker would lose"
+        )
 
 
 def _check_retries(name: str, retries: Any) -> int:
@@ -732,8 +863,12 @@ def _reroute(obj: Any, attr: str) -> tuple[str, str] | None:
     stage itself lives, or None when it is not at module level.
     """
     module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
-    if (not module or module == "__main__" or "<locals>" in qualname
-            or _lookup(module, qualname) is obj):
+    if (
+        not module
+        or module == "__main__"
+        or "<locals>" in qualname
+        or _lookup(module, qualname) is obj
+    ):
         return None  # nested, or still reachable by its name: pickle finds it as it is
     try:
         obj.__qualname__ = f"{qualname}.{attr}"
@@ -750,4 +885,3 @@ def _lookup(module: str, qualname: str) -> Any:
     for part in qualname.split("."):
         obj = getattr(obj, part, None)
     return obj
-

@@ -29,15 +29,41 @@ from typing import Any
 
 from .errors import GraphError
 
-__all__ = ["UNKNOWN", "_item_parameters", "check_edge", "fits", "hint_error", "hints_of",
-           "is_instance", "makes", "show", "takes"]
+__all__ = [
+    "UNKNOWN",
+    "_item_parameters",
+    "check_edge",
+    "fits",
+    "hint_error",
+    "hints_of",
+    "is_instance",
+    "makes",
+    "show",
+    "takes",
+]
 
 UNKNOWN: Any = None  # a type the annotations do not say
 
-_ITERABLES = {abc.Iterator, abc.Iterable, abc.Generator, abc.AsyncIterator, abc.AsyncIterable,
-              abc.AsyncGenerator, abc.Collection, abc.Sequence, list, tuple, set, frozenset,
-              typing.Iterator, typing.Iterable, typing.Generator, typing.AsyncIterator,
-              typing.AsyncIterable, typing.AsyncGenerator}
+_ITERABLES = {
+    abc.Iterator,
+    abc.Iterable,
+    abc.Generator,
+    abc.AsyncIterator,
+    abc.AsyncIterable,
+    abc.AsyncGenerator,
+    abc.Collection,
+    abc.Sequence,
+    list,
+    tuple,
+    set,
+    frozenset,
+    typing.Iterator,
+    typing.Iterable,
+    typing.Generator,
+    typing.AsyncIterator,
+    typing.AsyncIterable,
+    typing.AsyncGenerator,
+}
 
 
 _TOWER = {float: (int, bool), complex: (float, int, bool)}  # PEP 484's promotions
@@ -90,8 +116,11 @@ def _item_parameters(f: Any) -> list[str]:
         sig = inspect.signature(f)
     except (TypeError, ValueError):
         return []
-    return [p.name for p in sig.parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [
+        p.name
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
 
 
 def _element(hint: Any) -> Any:
@@ -106,8 +135,12 @@ def _element(hint: Any) -> Any:
 
 
 def _known(hint: Any) -> bool:
-    return hint is not UNKNOWN and hint is not Any and hint is not object \
+    return (
+        hint is not UNKNOWN
+        and hint is not Any
+        and hint is not object
         and not isinstance(hint, typing.TypeVar)
+    )
 
 
 def _without_none(hint: Any) -> Any:
@@ -150,8 +183,12 @@ def makes(stage: Any) -> Any:
     hint = hints_of(stage).get("return", UNKNOWN)
     if hint is UNKNOWN:
         return UNKNOWN
-    if stage.kind == "source" or stage.is_generator or stage.is_async_generator \
-            or stage.batch is not None:
+    if (
+        stage.kind == "source"
+        or stage.is_generator
+        or stage.is_async_generator
+        or stage.batch is not None
+    ):
         hint = _element(hint)
     else:
         hint = _without_none(hint)
@@ -173,7 +210,8 @@ def fits(made: Any, taken: Any) -> bool:
     if _TOWER.get(taken, ()) and made in _TOWER[taken]:
         return True
     if typing.get_origin(taken) in (typing.Union, types.UnionType) and any(
-            made in _TOWER.get(t, ()) for t in typing.get_args(taken)):
+        made in _TOWER.get(t, ()) for t in typing.get_args(taken)
+    ):
         return True
     if isinstance(made, type) and isinstance(taken, type) and not typing.get_args(taken):
         try:
@@ -264,4 +302,5 @@ def check_edge(src: Any, dst: Any, port: int, where: str) -> None:
     raise GraphError(
         f"{where}: stage {src.name!r} makes {show(made)}, but stage {dst.name!r}{body} "
         f"takes {show(taken)} on input {port}{param}. Fix the annotations, convert the "
-        f"items in a stage between, or leave one end unannotated to skip the check")
+        f"items in a stage between, or leave one end unannotated to skip the check"
+    )

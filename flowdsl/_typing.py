@@ -110,21 +110,25 @@ class TransformDecorator(Protocol):
     @overload
     def __call__(self, obj: type[_R], /) -> type[_R]: ...  # type: ignore[overload-overlap]
     @overload
-    def __call__(self, obj: Callable[Concatenate[A, P], Iterator[B]], /
-                 ) -> TransformFunction[A, B, P]: ...
+    def __call__(
+        self, obj: Callable[Concatenate[A, P], Iterator[B]], /
+    ) -> TransformFunction[A, B, P]: ...
     @overload
-    def __call__(self, obj: Callable[Concatenate[A, P], AsyncIterator[B]], /
-                 ) -> TransformFunction[A, B, P]: ...
+    def __call__(
+        self, obj: Callable[Concatenate[A, P], AsyncIterator[B]], /
+    ) -> TransformFunction[A, B, P]: ...
     @overload
-    def __call__(self, obj: Callable[Concatenate[A, P], Coroutine[Any, Any, B | None]], /
-                 ) -> TransformFunction[A, B, P]: ...
+    def __call__(
+        self, obj: Callable[Concatenate[A, P], Coroutine[Any, Any, B | None]], /
+    ) -> TransformFunction[A, B, P]: ...
     @overload
     def __call__(  # type: ignore[overload-overlap]
-            self, obj: Callable[Concatenate[A, P], None], /
+        self, obj: Callable[Concatenate[A, P], None], /
     ) -> TransformFunction[A, Nothing, P]: ...
     @overload
-    def __call__(self, obj: Callable[Concatenate[A, P], B | None], /
-                 ) -> TransformFunction[A, B, P]: ...
+    def __call__(
+        self, obj: Callable[Concatenate[A, P], B | None], /
+    ) -> TransformFunction[A, B, P]: ...
 
 
 class BatchedTransformDecorator(Protocol):
@@ -132,15 +136,17 @@ class BatchedTransformDecorator(Protocol):
 
     @overload
     def __call__(  # type: ignore[overload-overlap]
-            self, obj: Callable[P, Runs[list[A], Iterable[B]]], /
+        self, obj: Callable[P, Runs[list[A], Iterable[B]]], /
     ) -> Callable[P, Transform[A, B]]: ...
 
     @overload
-    def __call__(self, obj: Callable[Concatenate[list[A], P], Iterable[B]], /
-                 ) -> TransformFunction[A, B, P]: ...
+    def __call__(
+        self, obj: Callable[Concatenate[list[A], P], Iterable[B]], /
+    ) -> TransformFunction[A, B, P]: ...
     @overload
-    def __call__(self, obj: Callable[Concatenate[list[A], P], Coroutine[Any, Any, Iterable[B]]],
-                 /) -> TransformFunction[A, B, P]: ...
+    def __call__(
+        self, obj: Callable[Concatenate[list[A], P], Coroutine[Any, Any, Iterable[B]]], /
+    ) -> TransformFunction[A, B, P]: ...
     @overload
     def __call__(self, obj: Callable[..., Any], /) -> TransformFunction[Any, Any, ...]: ...
 
@@ -159,10 +165,10 @@ class BatchedSinkDecorator(Protocol):
 
     @overload
     def __call__(  # type: ignore[overload-overlap]
-            self, obj: Callable[P, Runs[list[A], object]], /) -> Callable[P, Sink[A]]: ...
+        self, obj: Callable[P, Runs[list[A], object]], /
+    ) -> Callable[P, Sink[A]]: ...
     @overload
-    def __call__(self, obj: Callable[Concatenate[list[A], P], object], /
-                 ) -> SinkFunction[A, P]: ...
+    def __call__(self, obj: Callable[Concatenate[list[A], P], object], /) -> SinkFunction[A, P]: ...
 
 
 class SourceDecorator(Protocol):

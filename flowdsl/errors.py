@@ -11,8 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Failure", "FlowError", "FlowTimeout", "GraphError", "StageError", "StopFlow",
-           "WorkerDied"]
+__all__ = [
+    "Failure",
+    "FlowError",
+    "FlowTimeout",
+    "GraphError",
+    "StageError",
+    "StopFlow",
+    "WorkerDied",
+]
 
 
 class FlowError(Exception):

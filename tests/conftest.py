@@ -17,21 +17,26 @@ settings.register_profile(
 )
 # Without fork every worker is a fresh interpreter (a few hundred ms to start):
 # fewer examples keep a pass under another start method within minutes.
-settings.register_profile("flowdsl-fresh-interpreters", parent=settings.get_profile("flowdsl"),
-                          max_examples=5)
+settings.register_profile(
+    "flowdsl-fresh-interpreters", parent=settings.get_profile("flowdsl"), max_examples=5
+)
 # ``make soak`` (FLOWDSL_SOAK=1): twenty times the examples everywhere, for hours-long
 # hunts that CI has no time for.
 SOAK = bool(os.environ.get("FLOWDSL_SOAK"))
 SOAK_FACTOR = 20
-settings.register_profile("flowdsl-soak", parent=settings.get_profile("flowdsl"),
-                          max_examples=50 * SOAK_FACTOR)
+settings.register_profile(
+    "flowdsl-soak", parent=settings.get_profile("flowdsl"), max_examples=50 * SOAK_FACTOR
+)
 
 
 def pytest_addoption(parser):
     parser.addoption(
-        "--start-method", choices=START_METHODS, default=None,
+        "--start-method",
+        choices=START_METHODS,
+        default=None,
         help="start method of the process executor for the whole run (sets "
-             "FLOWDSL_START_METHOD; default: the platform's)")
+        "FLOWDSL_START_METHOD; default: the platform's)",
+    )
 
 
 def pytest_configure(config):
@@ -41,8 +46,9 @@ def pytest_configure(config):
     if SOAK:
         settings.load_profile("flowdsl-soak")
     else:
-        settings.load_profile("flowdsl" if start_method() == "fork"
-                              else "flowdsl-fresh-interpreters")
+        settings.load_profile(
+            "flowdsl" if start_method() == "fork" else "flowdsl-fresh-interpreters"
+        )
 
 
 def start_method():

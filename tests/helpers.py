@@ -146,6 +146,7 @@ def interrupts(x):
 @transform
 def closure_of(x):
     """Items only dill can serialise: a lambda, and an object of a local class."""
+
     class Local:
         def __init__(self, value):
             self.value = value
@@ -250,6 +251,7 @@ class Get:
 
 # -- faults for the resilience tests ---------------------------------------------------
 
+
 class Marked:
     """Notes each local_init and each item (with the worker's pid) in files
     under ``root``; ``hang``, ``die`` and ``once`` pick what item 5 does."""
@@ -287,8 +289,7 @@ def inits(root):
 
 def items(root):
     path = root / "items"
-    return [int(line.split()[0]) for line in path.read_text().splitlines()] \
-        if path.exists() else []
+    return [int(line.split()[0]) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def marked(tmp_path, **options):
@@ -299,6 +300,7 @@ def marked(tmp_path, **options):
 def letters_to(path):
     """A dead-letter sink that notes what it receives in ``path`` (it runs in a
     worker process)."""
+
     @sink
     def dead(failure):
         assert isinstance(failure, Failure)

@@ -96,8 +96,14 @@ def times(x, k=1):
     return x * k
 
 
-_DECORATED = {"add": add_k, "mul": mul_k, "keep": multiples_of, "repeat": repeat,
-              "minus": minus_k, "split": split_down}
+_DECORATED = {
+    "add": add_k,
+    "mul": mul_k,
+    "keep": multiples_of,
+    "repeat": repeat,
+    "minus": minus_k,
+    "split": split_down,
+}
 _PLAIN = {"add": plus, "mul": times}
 _PARAM = {"add": "k", "mul": "k", "keep": "m", "repeat": "r", "minus": "k", "split": "d"}
 
@@ -143,8 +149,11 @@ class Step:
             base = transform(_PLAIN[self.op])
         else:
             base = _DECORATED[self.op]
-        options: dict[str, Any] = {"workers": self.workers, "ordered": self.ordered,
-                                   "buffer": self.buffer}
+        options: dict[str, Any] = {
+            "workers": self.workers,
+            "ordered": self.ordered,
+            "buffer": self.buffer,
+        }
         if name is not None:
             options["name"] = name
         return base(**{_PARAM[self.op]: self.arg}).options(**options)
@@ -173,8 +182,9 @@ class Chain:
         return all(s.keeps_order for s in self.steps)
 
     def stages(self, prefix: str | None = None) -> list[Any]:
-        return [s.stage(None if prefix is None else f"{prefix}{i}")
-                for i, s in enumerate(self.steps)]
+        return [
+            s.stage(None if prefix is None else f"{prefix}{i}") for i, s in enumerate(self.steps)
+        ]
 
     def attach(self, upstream: Any, prefix: str | None = None) -> Any:
         """``upstream >> s0 >> s1 >> ...`` (stages named ``{prefix}{i}`` if given)."""
@@ -215,8 +225,14 @@ buffers = st.one_of(st.none(), st.sampled_from([1, 2, 3, 16, 300]))
 def steps(draw: Any, *, ordered: bool | None = True, workers: Any = None) -> Step:
     """One step; ``ordered=None`` draws the flag, ``workers`` a strategy for it."""
     op = draw(st.sampled_from(["add", "mul", "keep", "repeat"]))
-    arg = draw({"add": st.integers(-5, 5), "mul": st.integers(-3, 3),
-                "keep": st.integers(1, 4), "repeat": st.integers(0, 2)}[op])
+    arg = draw(
+        {
+            "add": st.integers(-5, 5),
+            "mul": st.integers(-3, 3),
+            "keep": st.integers(1, 4),
+            "repeat": st.integers(0, 2),
+        }[op]
+    )
     return Step(
         op=op,
         arg=arg,
@@ -229,8 +245,9 @@ def steps(draw: Any, *, ordered: bool | None = True, workers: Any = None) -> Ste
 
 def chains(*, min_size: int = 1, max_size: int = 5, ordered: bool | None = True) -> Any:
     """Chains of steps; ``ordered=True`` makes every step ordered, ``None`` draws it."""
-    return st.lists(steps(ordered=ordered), min_size=min_size,
-                    max_size=max_size).map(lambda s: Chain(tuple(s)))
+    return st.lists(steps(ordered=ordered), min_size=min_size, max_size=max_size).map(
+        lambda s: Chain(tuple(s))
+    )
 
 
 @st.composite
@@ -259,8 +276,11 @@ class Loop:
     def flow(self) -> Any:
         body = _part(self.body[0])
         for b in self.body[1:]:
-            body = merge(body >> [_part(c) for c in b.branches]) if isinstance(b, Fan) \
+            body = (
+                merge(body >> [_part(c) for c in b.branches])
+                if isinstance(b, Fan)
                 else body >> _part(b)
+            )
         return loop(body, until=_UNTIL[self.until], seed=list(self.seed))
 
     def pass_once(self, x: int) -> list[int]:
@@ -307,22 +327,44 @@ def loops(draw: Any, depth: int = 2, seeded: bool = False) -> Loop:
     workers = st.integers(1, 3)
     parts: list[Any] = []
     for _ in range(draw(st.integers(0, 2))):
-        kind = draw(st.sampled_from(["keep", "split", "minus", "fan", "loop"] if depth > 1
-                                    else ["keep", "split", "minus", "fan"]))
+        kind = draw(
+            st.sampled_from(
+                ["keep", "split", "minus", "fan", "loop"]
+                if depth > 1
+                else ["keep", "split", "minus", "fan"]
+            )
+        )
         if kind == "loop":
             parts.append(draw(loops(depth=depth - 1)))
         elif kind == "fan":
             if not parts:
                 parts.append(Step("keep", 1, workers=draw(workers)))
-            parts.append(Fan((Step("minus", 1, workers=draw(workers)),
-                              Step("keep", draw(st.integers(2, 3)), workers=draw(workers)))))
+            parts.append(
+                Fan(
+                    (
+                        Step("minus", 1, workers=draw(workers)),
+                        Step("keep", draw(st.integers(2, 3)), workers=draw(workers)),
+                    )
+                )
+            )
         else:
-            arg = draw({"keep": st.integers(1, 3), "split": st.integers(2, 3),
-                        "minus": st.integers(0, 2)}[kind])
-            parts.append(Step(kind, arg, workers=draw(workers), ordered=draw(st.booleans()),
-                              buffer=draw(buffers)))
-    parts.append(Step("minus", draw(st.integers(1, 2)), workers=draw(workers),
-                      buffer=draw(buffers)))  # every pass makes an item smaller
+            arg = draw(
+                {"keep": st.integers(1, 3), "split": st.integers(2, 3), "minus": st.integers(0, 2)}[
+                    kind
+                ]
+            )
+            parts.append(
+                Step(
+                    kind,
+                    arg,
+                    workers=draw(workers),
+                    ordered=draw(st.booleans()),
+                    buffer=draw(buffers),
+                )
+            )
+    parts.append(
+        Step("minus", draw(st.integers(1, 2)), workers=draw(workers), buffer=draw(buffers))
+    )  # every pass makes an item smaller
     seed = tuple(draw(st.lists(st.integers(0, 6), max_size=3))) if seeded else ()
     return Loop(tuple(parts), draw(st.sampled_from(sorted(_UNTIL))), seed)
 
@@ -363,8 +405,11 @@ class Dag:
             fn = add2 if len(self.parts) == 2 else add3
             return [p.flow() for p in self.parts] >> fn.options(workers=self.workers)
         if k == "diamond":
-            return (self.parts[0].flow() >> [c.flow() for c in self.chains]
-                    >> add2.options(workers=self.workers))
+            return (
+                self.parts[0].flow()
+                >> [c.flow() for c in self.chains]
+                >> add2.options(workers=self.workers)
+            )
         if k == "fan":
             return merge(self.parts[0].flow() >> [c.flow() for c in self.chains])
         if k == "loop":
@@ -434,14 +479,15 @@ class Dag:
 
 short_lists = st.lists(st.integers(-100, 100), max_size=15)
 # long enough to fill the bounded queues between stages (256 items by default)
-long_lists = st.builds(lambda a, n: range(a, a + n),
-                       st.integers(-50, 50), st.integers(100, 2000))
+long_lists = st.builds(lambda a, n: range(a, a + n), st.integers(-50, 50), st.integers(100, 2000))
 
 
 def _leaves(ordered: bool | None) -> Any:
-    return st.builds(lambda xs, c: Dag("leaf", chains=(c,), items=_frozen(xs)),
-                     short_lists | long_lists,
-                     chains(min_size=0, max_size=2, ordered=ordered))
+    return st.builds(
+        lambda xs, c: Dag("leaf", chains=(c,), items=_frozen(xs)),
+        short_lists | long_lists,
+        chains(min_size=0, max_size=2, ordered=ordered),
+    )
 
 
 def _frozen(xs: Any) -> Any:
@@ -466,8 +512,11 @@ def _extend(draw: Any, children: Any) -> Dag:
     kind = draw(st.sampled_from(["then", "merge", "zip", "diamond", "fan"]))
     workers = draw(st.integers(1, 3))
     if kind == "then":
-        return Dag("then", parts=(draw(children),),
-                   chains=(draw(chains(min_size=1, max_size=2, ordered=None)),))
+        return Dag(
+            "then",
+            parts=(draw(children),),
+            chains=(draw(chains(min_size=1, max_size=2, ordered=None)),),
+        )
     if kind == "merge":
         return Dag("merge", parts=tuple(draw(st.lists(children, min_size=1, max_size=3))))
     if kind == "zip":
@@ -476,8 +525,7 @@ def _extend(draw: Any, children: Any) -> Dag:
         return Dag("zip", parts=parts, workers=workers)
     if kind == "diamond":
         branches = tuple(draw(chains(min_size=1, max_size=2)) for _ in range(2))
-        return Dag("diamond", parts=(_ordered(draw, children),), chains=branches,
-                   workers=workers)
+        return Dag("diamond", parts=(_ordered(draw, children),), chains=branches, workers=workers)
     branches = tuple(draw(chains(min_size=1, max_size=2, ordered=None)) for _ in range(2))
     return Dag("fan", parts=(draw(children),), chains=branches)
 
@@ -497,8 +545,9 @@ def _with_loop(draw: Any, children: Any) -> Dag:
 def looped_dags(max_leaves: int = 4) -> Any:
     """Random DAGs as :func:`dags` draws, with loops (nested, seeded, with
     flat-map and filter bodies, several workers) among their parts."""
-    leaves = _leaves(ordered=None) | st.builds(lambda lp: Dag("seeded", loop=lp),
-                                               loops(seeded=True).filter(lambda lp: lp.seed))
+    leaves = _leaves(ordered=None) | st.builds(
+        lambda lp: Dag("seeded", loop=lp), loops(seeded=True).filter(lambda lp: lp.seed)
+    )
     return st.recursive(leaves, _with_loop, max_leaves=max_leaves)
 
 

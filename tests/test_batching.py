@@ -16,8 +16,11 @@ def executor(request):
 
 
 def test_batch_groups_items_into_lists_the_last_one_partial(executor):
-    assert (numbers(10) >> batch(4)).collect(executor=executor) == \
-        [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert (numbers(10) >> batch(4)).collect(executor=executor) == [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+        [8, 9],
+    ]
     assert (numbers(8) >> batch(4)).collect(executor=executor) == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert (numbers(0) >> batch(4)).collect(executor=executor) == []
 
@@ -98,15 +101,21 @@ def test_unbatch_undoes_batch_on_processes(items, n):
     assert flow.collect(executor="process", timeout=30) == items
 
 
-@pytest.mark.parametrize("make, error, message", [
-    (lambda: batch(0), ValueError, "n must be an integer >= 1"),
-    (lambda: batch(2, wait=0), ValueError, "wait must be a number of seconds > 0"),
-    (lambda: batch(2).options(workers=2), ValueError, "exactly one worker"),
-    (lambda: transform(batch=0)(lambda xs: xs), GraphError, "batch must be an integer"),
-    (lambda: source(batch=2), TypeError, "batch"),
-    (lambda: transform(batch=2, concurrency=4)(lambda xs: xs), GraphError,
-     "batch and concurrency"),
-])
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (lambda: batch(0), ValueError, "n must be an integer >= 1"),
+        (lambda: batch(2, wait=0), ValueError, "wait must be a number of seconds > 0"),
+        (lambda: batch(2).options(workers=2), ValueError, "exactly one worker"),
+        (lambda: transform(batch=0)(lambda xs: xs), GraphError, "batch must be an integer"),
+        (lambda: source(batch=2), TypeError, "batch"),
+        (
+            lambda: transform(batch=2, concurrency=4)(lambda xs: xs),
+            GraphError,
+            "batch and concurrency",
+        ),
+    ],
+)
 def test_batch_options_are_checked_when_the_stage_is_made(make, error, message):
     with pytest.raises(error, match=message):
         make()
@@ -124,10 +133,10 @@ def test_a_batcher_fills_the_same_lists_whatever_the_chunks(items, n, cuts):
 
     batcher, lists, start = Batcher(n), [], 0
     for cut in [*cuts, len(items)]:
-        lists += batcher.take(items[start:start + cut])
+        lists += batcher.take(items[start : start + cut])
         start += cut
     lists += [batcher.held] if batcher.held else []
-    assert lists == [items[i:i + n] for i in range(0, len(items), n)]
+    assert lists == [items[i : i + n] for i in range(0, len(items), n)]
 
 
 def test_a_batch_stage_fills_its_lists_in_its_own_worker_where_it_can():

@@ -17,7 +17,7 @@ import flowdsl
 from flowdsl import _cli
 from flowdsl._diagram import find_renderer
 
-FLOWS = '''
+FLOWS = """
 import itertools
 import os
 import threading
@@ -83,12 +83,12 @@ def not_a_factory():
 
 class Holder:
     flow = numbers(2) >> square
-'''
+"""
 
-BROKEN = '''
+BROKEN = """
 x = 1
 raise RuntimeError("cannot build")
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -103,13 +103,23 @@ def work(tmp_path_factory):
 
 def cli(cwd, *args, timeout=30):
     """Run ``python -m flowdsl *args`` in ``cwd``; return the completed process."""
-    return subprocess.run([sys.executable, "-m", "flowdsl", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "flowdsl", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def start(cwd, *args):
-    return subprocess.Popen([sys.executable, "-m", "flowdsl", *args], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "flowdsl", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 # -- running -------------------------------------------------------------------------
@@ -209,8 +219,20 @@ def test_options_reach_the_run(work, monkeypatch):
     monkeypatch.chdir(work)
     monkeypatch.setattr(sys, "path", list(sys.path))
     try:
-        assert _cli.main(["run", "flows:squares", "--progress", "--timeout", "2.5",
-                          "--start-method", "spawn"]) == 0
+        assert (
+            _cli.main(
+                [
+                    "run",
+                    "flows:squares",
+                    "--progress",
+                    "--timeout",
+                    "2.5",
+                    "--start-method",
+                    "spawn",
+                ]
+            )
+            == 0
+        )
     finally:
         sys.modules.pop("flows", None)
     assert seen["progress"] is True and seen["timeout"] == 2.5
@@ -224,8 +246,9 @@ def test_a_failing_stage_exits_1_with_a_one_paragraph_message(work):
     done = cli(work, "run", "flows:failing")
     assert done.returncode == 1
     (message,) = done.stderr.splitlines()
-    assert message.startswith("flowdsl: error: stage 'boom' failed in worker 0 on item 3: "
-                              "ValueError: bad item 3")
+    assert message.startswith(
+        "flowdsl: error: stage 'boom' failed in worker 0 on item 3: ValueError: bad item 3"
+    )
     assert "--traceback" in message
 
 
@@ -238,37 +261,57 @@ def test_traceback_shows_the_workers_traceback(work):
 def test_a_dead_worker_exits_1(work):
     done = cli(work, "run", "flows:dying")
     assert done.returncode == 1
-    assert ("worker 0 of stage 'die' died without reporting: it exited with code 3"
-            in done.stderr)
+    assert "worker 0 of stage 'die' died without reporting: it exited with code 3" in done.stderr
 
 
 def test_user_code_raising_on_import_exits_1(work):
     done = cli(work, "run", "broken:flow")
     assert done.returncode == 1
-    assert (f"importing module 'broken' raised RuntimeError: cannot build at "
-            f"{work / 'broken.py'}:3") in done.stderr
+    assert (
+        f"importing module 'broken' raised RuntimeError: cannot build at {work / 'broken.py'}:3"
+    ) in done.stderr
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["run", "flows"], "TARGET must be MODULE:ATTR or FILE.py:ATTR, got 'flows'"),
-    (["run", "nosuchmodule:flow"], "cannot find module 'nosuchmodule'"),
-    (["run", "missing.py:flow"], "no file 'missing.py'"),
-    (["run", "flows:nope"], "has no attribute 'nope'; flows defined at its top level: "
-                            "blocked, dying, endless, failing, mixture, pipeline, squares"),
-    (["run", "flows:Holder.nope"], "flows:Holder has no attribute 'nope'"),
-    (["run", "flows:answer"], "'flows:answer' is 42 (of type int), not a flow"),
-    (["run", "flows:needs"], "'flows:needs' cannot be called without arguments"),
-    (["run", "flows:not_a_factory"], "'flows:not_a_factory' returned 42"),
-    (["run", "flows:squares", "--executor", "serial", "--start-method", "spawn"],
-     "--start-method applies to the process executor only"),
-    (["run", "flows:squares", "--executor", "threads"], "invalid choice: 'threads'"),
-    (["run", "flows:squares", "--timeout", "0"], "expected a positive number of seconds"),
-    (["diagram", "flows:pipeline", "-o", "flow.txt"], "cannot tell the format of 'flow.txt'"),
-    ([], "the following arguments are required: COMMAND"),
-], ids=["no-colon", "no-module", "no-file", "no-attribute", "no-nested-attribute",
-        "not-a-flow", "factory-needs-arguments", "factory-returns-no-flow",
-        "start-method-with-serial", "bad-executor", "bad-timeout", "diagram-extension",
-        "no-command"])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "flows"], "TARGET must be MODULE:ATTR or FILE.py:ATTR, got 'flows'"),
+        (["run", "nosuchmodule:flow"], "cannot find module 'nosuchmodule'"),
+        (["run", "missing.py:flow"], "no file 'missing.py'"),
+        (
+            ["run", "flows:nope"],
+            "has no attribute 'nope'; flows defined at its top level: "
+            "blocked, dying, endless, failing, mixture, pipeline, squares",
+        ),
+        (["run", "flows:Holder.nope"], "flows:Holder has no attribute 'nope'"),
+        (["run", "flows:answer"], "'flows:answer' is 42 (of type int), not a flow"),
+        (["run", "flows:needs"], "'flows:needs' cannot be called without arguments"),
+        (["run", "flows:not_a_factory"], "'flows:not_a_factory' returned 42"),
+        (
+            ["run", "flows:squares", "--executor", "serial", "--start-method", "spawn"],
+            "--start-method applies to the process executor only",
+        ),
+        (["run", "flows:squares", "--executor", "threads"], "invalid choice: 'threads'"),
+        (["run", "flows:squares", "--timeout", "0"], "expected a positive number of seconds"),
+        (["diagram", "flows:pipeline", "-o", "flow.txt"], "cannot tell the format of 'flow.txt'"),
+        ([], "the following arguments are required: COMMAND"),
+    ],
+    ids=[
+        "no-colon",
+        "no-module",
+        "no-file",
+        "no-attribute",
+        "no-nested-attribute",
+        "not-a-flow",
+        "factory-needs-arguments",
+        "factory-returns-no-flow",
+        "start-method-with-serial",
+        "bad-executor",
+        "bad-timeout",
+        "diagram-extension",
+        "no-command",
+    ],
+)
 def test_usage_errors_exit_2(work, args, message):
     done = cli(work, *args)
     assert done.returncode == 2
@@ -315,8 +358,9 @@ def test_closing_stdout_early_exits_141_quietly(work):
 
 
 def test_version():
-    done = subprocess.run([sys.executable, "-m", "flowdsl", "--version"],
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "flowdsl", "--version"], capture_output=True, text=True, timeout=30
+    )
     assert (done.returncode, done.stdout) == (0, f"flowdsl {flowdsl.__version__}\n")
 
 
@@ -343,8 +387,7 @@ def test_diagram_writes_dot_source(work, name):
     assert (work / name).read_text() == cli(work, "diagram", "flows:pipeline").stdout
 
 
-@pytest.mark.skipif(find_renderer() is None and shutil.which("dot") is None,
-                    reason="no renderer")
+@pytest.mark.skipif(find_renderer() is None and shutil.which("dot") is None, reason="no renderer")
 def test_diagram_writes_svg(work):
     done = cli(work, "diagram", "flows:make", "-o", "flow.svg")
     assert done.returncode == 0, done.stderr
@@ -358,5 +401,3 @@ def test_diagram_that_cannot_be_rendered_exits_1(work):
     assert done.returncode == 1
     assert "cannot render 'flow.pdf'" in done.stderr and "-o flow.dot" in done.stderr
     assert not (work / "flow.pdf").exists()
-
-

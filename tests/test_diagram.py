@@ -113,8 +113,9 @@ def test_loop_gate_is_a_diamond_with_a_dashed_back_edge():
     by_label = {v: k for k, v in labels(nodes).items()}
     assert nodes[by_label["loop"]]["shape"] == "diamond"
     back = [(t, h, a) for t, h, a in edges if a.get("style") == "dashed"]
-    assert back == [(by_label["double"], by_label["loop"],
-                     {"constraint": "false", "style": "dashed"})]
+    assert back == [
+        (by_label["double"], by_label["loop"], {"constraint": "false", "style": "dashed"})
+    ]
     assert all("label" not in a for _, _, a in edges)  # the gate's inputs are not a zip
     nodes, edges = parse(flow.diagram(draw_streams=True))
     (feedback,) = [h for t, h, _ in edges if t == by_label["double"]]
@@ -139,8 +140,9 @@ def test_same_flow_gives_identical_source_in_every_build_and_process():
     first, second = _build_source(), _build_source()
     assert first == second
     code = BUILD.format(tests=str(Path(__file__).parent))
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
+    )
     assert done.stdout.strip() == repr(first)
     source = graphviz.Source(first[0])
     assert sorted(parse(source)[0]) == ["n0", "n1", "n2", "n3", "n4", "n5"]
@@ -150,8 +152,10 @@ def test_text_follows_chains():
     flow = numbers >> inc.options(workers=2) >> ignore
     assert to_text(compile_flow(flow, want_results=False)) == f"numbers -> inc ({TIMES}2) -> ignore"
     zipped = compile_flow([numbers, numbers] >> add, want_results=False)
-    assert to_text(zipped).splitlines() == ["numbers_0 -> add [input 0]",
-                                            "numbers_1 -> add [input 1]"]
+    assert to_text(zipped).splitlines() == [
+        "numbers_0 -> add [input 0]",
+        "numbers_1 -> add [input 1]",
+    ]
     looped = numbers >> loop(inc, until=lambda x: x > 3)
     assert "inc -> loop [back edge]" in to_text(compile_flow(looped, want_results=False))
     assert to_text(compile_flow(numbers._as_flow(), want_results=False)) == "numbers"
@@ -178,8 +182,9 @@ def _no_renderer(monkeypatch, tmp_path, exe=None):
 def test_mimebundle_falls_back_to_text_without_renderer(monkeypatch, tmp_path):
     _no_renderer(monkeypatch, tmp_path)
     bundle = (numbers >> inc >> ignore)._repr_mimebundle_()
-    assert bundle == {"text/plain": "<Flow of 3 stages: numbers, inc, ignore>\n"
-                                    "numbers -> inc -> ignore"}
+    assert bundle == {
+        "text/plain": "<Flow of 3 stages: numbers, inc, ignore>\nnumbers -> inc -> ignore"
+    }
     assert render_svg("digraph { a -> b }") is None
 
 
@@ -192,10 +197,13 @@ def test_mimebundle_falls_back_to_text_when_the_renderer_fails(monkeypatch, tmp_
     assert list(bundle) == ["text/plain"]
 
 
-@pytest.mark.parametrize("broken", [
-    pytest.param(lambda: numbers >> add, id="wrong-arity"),
-    pytest.param(lambda: inc, id="no-upstream"),
-])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param(lambda: numbers >> add, id="wrong-arity"),
+        pytest.param(lambda: inc, id="no-upstream"),
+    ],
+)
 def test_mimebundle_of_an_invalid_flow_describes_the_error(broken):
     bundle = broken()._repr_mimebundle_()
     assert list(bundle) == ["text/plain"]
@@ -212,7 +220,8 @@ def test_mimebundle_never_raises_even_if_drawing_fails(monkeypatch):
     assert list(bundle) == ["text/plain"]
     monkeypatch.setattr(diagram_module, "to_text", explode)
     assert (numbers >> inc)._repr_mimebundle_() == {
-        "text/plain": "<Flow of 2 stages: numbers, inc>"}
+        "text/plain": "<Flow of 2 stages: numbers, inc>"
+    }
 
 
 class _Stream:
@@ -228,18 +237,27 @@ def test_cycle_through_explicit_streams_is_drawn_as_a_back_edge():
     nodes = tuple(s._as_flow().nodes[0] for s in (numbers, inc, double))
     a, b = _Stream("a"), _Stream("b")
     src, body, back = nodes
-    edges = (Edge(src, 0, body, 0, stream=a), Edge(body, 0, back, 0, stream=b),
-             Edge(back, 0, body, 0, stream=a))
+    edges = (
+        Edge(src, 0, body, 0, stream=a),
+        Edge(body, 0, back, 0, stream=b),
+        Edge(back, 0, body, 0, stream=a),
+    )
     flow = Flow(nodes, edges, (), ())
     _, edges_drawn = parse(flow.diagram())
-    assert edges_drawn == [("n0", "n1", {}), ("n1", "n2", {}),
-                           ("n2", "n1", {"constraint": "false", "style": "dashed"})]
+    assert edges_drawn == [
+        ("n0", "n1", {}),
+        ("n1", "n2", {}),
+        ("n2", "n1", {"constraint": "false", "style": "dashed"}),
+    ]
     nodes_s, edges_s = parse(flow.diagram(draw_streams=True))
     assert [nodes_s[s]["label"] for s in ("s0", "s1")] == ["a", "b"]
     assert sorted(edges_s) == [  # stream a carries both fresh and fed-back items
-        ("n0", "s0", {}), ("n1", "s1", {}),
+        ("n0", "s0", {}),
+        ("n1", "s1", {}),
         ("n2", "s0", {"constraint": "false", "style": "dashed"}),
-        ("s0", "n1", {}), ("s1", "n2", {})]
+        ("s0", "n1", {}),
+        ("s1", "n2", {}),
+    ]
 
 
 def test_diagram_object_displays_without_dot(monkeypatch):

@@ -50,7 +50,8 @@ from flowdsl.executors import execute
 
 def test_map_chain(executor):
     assert (numbers(50) >> inc >> double).collect(executor=executor) == [
-        2 * (x + 1) for x in range(50)]
+        2 * (x + 1) for x in range(50)
+    ]
 
 
 def test_none_filters(executor):
@@ -80,8 +81,11 @@ def test_zip_leftovers_are_reported(executor, caplog):
     flow = [numbers(3), numbers(7) >> twice] >> add
     assert flow.collect(executor=executor) == [0, 1, 3]
     # the longer input stops once the zip has ended; what it had sent is reported
-    counts = [int(m.group(1)) for r in caplog.records
-              if (m := re.search(r"(\d+) item\(s\) left over", r.getMessage()))]
+    counts = [
+        int(m.group(1))
+        for r in caplog.records
+        if (m := re.search(r"(\d+) item\(s\) left over", r.getMessage()))
+    ]
     assert len(counts) == 1 and 1 <= counts[0] <= 11
 
 
@@ -90,31 +94,41 @@ def test_the_report_carries_each_zips_left_over_items(executor, caplog, workers)
     caplog.set_level(logging.WARNING, logger="flowdsl")
     flow = [numbers(3), numbers(7) >> twice] >> add.options(workers=workers)
     report = flow.run(executor=executor)
-    logged = sum(int(m.group(1)) for r in caplog.records
-                 if (m := re.search(r"(\d+) item\(s\) left over", r.getMessage())))
+    logged = sum(
+        int(m.group(1))
+        for r in caplog.records
+        if (m := re.search(r"(\d+) item\(s\) left over", r.getMessage()))
+    )
     assert report["add"].left_over == logged >= 1
     assert report.to_dict()["stages"]["add"]["left_over"] == logged
     if executor == "serial" and workers == 1:  # a fixed order: an exact count
         assert logged == 5
 
 
-@pytest.mark.parametrize("sizes, workers", [((1000, 10), 1), ((50, 0), 1), ((1000, 10), 2),
-                                             ((10, 1000), 2), ((100_000, 10), 1)])
+@pytest.mark.parametrize(
+    "sizes, workers",
+    [((1000, 10), 1), ((50, 0), 1), ((1000, 10), 2), ((10, 1000), 2), ((100_000, 10), 1)],
+)
 def test_every_item_an_upstream_of_a_zip_made_is_paired_left_over_or_dropped(
-        executor, tmp_path, sizes, workers):
+    executor, tmp_path, sizes, workers
+):
     # the longer upstream is stopped once the zip ends.  Whatever it had made by
     # then, sent or still in hand, is counted: left over where it reached the zip,
     # dropped where a stage between them had stopped first
     paths = [tmp_path / "a", tmp_path / "b"]
-    flow = [counted(sizes[0], str(paths[0])),
-            counted(sizes[1], str(paths[1])) >> identity.options(workers=workers)
-            ] >> add.options(workers=workers)
+    flow = [
+        counted(sizes[0], str(paths[0])),
+        counted(sizes[1], str(paths[1])) >> identity.options(workers=workers),
+    ] >> add.options(workers=workers)
     report = flow.run(executor=executor, timeout=30)
     made = [int(p.read_text()) for p in paths]  # the generators' own counts
     pairs = min(sizes)
     assert report["add"].items_in == pairs
-    lost = {name: (s.left_over, s.dropped) for name, s in report.stages.items()
-            if s.left_over or s.dropped}
+    lost = {
+        name: (s.left_over, s.dropped)
+        for name, s in report.stages.items()
+        if s.left_over or s.dropped
+    }
     assert sum(made) - 2 * pairs == sum(map(sum, lost.values())) > 0, lost
     if sizes[0] > sizes[1]:  # straight from the source: all of it left over
         assert lost == {"add": (made[0] - pairs, 0)}
@@ -129,15 +143,15 @@ def test_a_sources_generator_is_closed_when_the_flow_stops_it_early(executor, tm
     def three(x):
         return Sentinel if x == 3 else x
 
-    assert (counted(10**9, str(path)) >> three).collect(executor=executor, timeout=30) \
-        == [0, 1, 2]
+    assert (counted(10**9, str(path)) >> three).collect(executor=executor, timeout=30) == [0, 1, 2]
     assert 3 <= int(path.read_text()) < 10**9  # its finally block ran
 
 
 def test_merge_interleaves_every_item(executor):
     flow = merge(numbers(5), numbers(7) >> double) >> inc
     assert sorted(flow.collect(executor=executor)) == sorted(
-        [x + 1 for x in range(5)] + [2 * x + 1 for x in range(7)])
+        [x + 1 for x in range(5)] + [2 * x + 1 for x in range(7)]
+    )
 
 
 def test_broadcast_sends_every_item_to_every_branch(executor):
@@ -147,7 +161,8 @@ def test_broadcast_sends_every_item_to_every_branch(executor):
 
 def test_diamond(executor):
     assert (numbers(30) >> [inc, double] >> add).collect(executor=executor) == [
-        3 * x + 1 for x in range(30)]
+        3 * x + 1 for x in range(30)
+    ]
 
 
 @pytest.mark.parametrize("workers", [2, 3])
@@ -188,6 +203,7 @@ def test_workers_really_run_in_parallel_processes(mp_context):
 def test_slow_items_are_shared_among_all_workers(ordered):
     """A source makes its items faster than one worker takes them: they are
     spread over every worker, none of which gets more than about its share."""
+
     @transform(workers=8, ordered=ordered)
     def slow(x):
         time.sleep(0.03)
@@ -213,14 +229,14 @@ def test_run_discards_results_of_open_flows(executor):
 
 
 def test_iteration_streams_results(executor):
-    it = iter((numbers(10 ** 9) >> inc).iterate(executor=executor))
+    it = iter((numbers(10**9) >> inc).iterate(executor=executor))
     assert [next(it) for _ in range(5)] == [1, 2, 3, 4, 5]
     it.close()  # leaving early stops the workers (checked by the fixture)
 
 
 def test_breaking_out_of_for_loop_stops_flow(executor):
     seen = []
-    for x in (numbers(10 ** 9) >> inc).iterate(executor=executor):
+    for x in (numbers(10**9) >> inc).iterate(executor=executor):
         seen.append(x)
         if len(seen) == 3:
             break
@@ -332,7 +348,7 @@ def test_stop_flow_ends_cleanly(executor):
             raise StopFlow
         return x
 
-    report = (numbers(10 ** 9) >> until_five >> ignore).run(executor=executor)
+    report = (numbers(10**9) >> until_five >> ignore).run(executor=executor)
     assert report.stopped
 
 
@@ -344,7 +360,7 @@ def test_timeout(executor):
 
     start = time.monotonic()
     with pytest.raises(FlowTimeout):
-        (numbers(10 ** 6) >> slow >> ignore).run(executor=executor, timeout=0.3)
+        (numbers(10**6) >> slow >> ignore).run(executor=executor, timeout=0.3)
     assert time.monotonic() - start < 3
 
 
@@ -364,8 +380,7 @@ def test_user_logging_in_workers_reaches_driver(executor, caplog):
 
     caplog.set_level(logging.WARNING)
     (numbers(2) >> chatty >> ignore).run(executor=executor)
-    assert sorted(r.getMessage() for r in caplog.records if r.name == "myapp") == [
-        "saw 0", "saw 1"]
+    assert sorted(r.getMessage() for r in caplog.records if r.name == "myapp") == ["saw 0", "saw 1"]
 
 
 def test_unknown_executor():
@@ -472,7 +487,7 @@ def test_stop_flow_keeps_what_was_already_emitted(executor):
             raise StopFlow
         return x
 
-    assert (numbers(10 ** 4) >> upto).collect(executor=executor) == list(range(500))
+    assert (numbers(10**4) >> upto).collect(executor=executor) == list(range(500))
 
 
 def test_source_returning_a_non_iterable_says_so(executor):
@@ -535,8 +550,12 @@ def test_functions_of_an_unimportable_main_work_without_fork(method):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-c", NOTEBOOK_LIKE.replace("METHOD", method)],
-                            capture_output=True, text=True, timeout=50)
+    result = subprocess.run(
+        [sys.executable, "-c", NOTEBOOK_LIKE.replace("METHOD", method)],
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str([f'{{"x": {i}}}' for i in range(3)])
 
@@ -601,8 +620,9 @@ def test_a_slow_sink_holds_a_fast_source_back():
     yet taken stay within the buffers and batches between them, however fast the
     source (without it, the source would be thousands of items ahead)."""
     ahead = []
-    with execute(numbers(4000) >> slow_sink, executor="process", timeout=30,
-                 want_results=False) as run:
+    with execute(
+        numbers(4000) >> slow_sink, executor="process", timeout=30, want_results=False
+    ) as run:
         done = threading.Event()
 
         def watch():

@@ -36,7 +36,7 @@ def kill_self_at_five(x):
 def test_vanished_worker_raises_worker_died(stage, code):
     start = time.monotonic()
     with pytest.raises(WorkerDied) as info:
-        (numbers(10 ** 6) >> stage >> inc >> ignore).run()
+        (numbers(10**6) >> stage >> inc >> ignore).run()
     assert info.value.stage == stage.name and info.value.exitcode == code
     assert time.monotonic() - start < 2
 
@@ -50,7 +50,7 @@ def test_error_in_one_worker_stops_a_long_flow_promptly():
 
     start = time.monotonic()
     with pytest.raises(StageError):
-        (numbers(10 ** 9) >> fail_late >> inc >> ignore).run()
+        (numbers(10**9) >> fail_late >> inc >> ignore).run()
     assert time.monotonic() - start < 2
 
 
@@ -74,7 +74,7 @@ def test_local_term_runs_on_every_worker_on_error(tmp_path, mp_context):
             open(os.path.join(self.folder, str(os.getpid())), "w").close()
 
     with pytest.raises(StageError):
-        (numbers(10 ** 9) >> Marked(str(tmp_path)) >> ignore).run()
+        (numbers(10**9) >> Marked(str(tmp_path)) >> ignore).run()
     assert len(os.listdir(tmp_path)) == 2
 
 
@@ -102,8 +102,9 @@ CTRL_C = textwrap.dedent("""
 
 def test_ctrl_c_to_process_group_ends_run_with_keyboard_interrupt():
     code = CTRL_C.format(tests=os.path.dirname(__file__))
-    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                          text=True, start_new_session=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
+    ) as proc:
         try:
             assert [proc.stdout.readline().strip() for _ in range(2)] == ["running"] * 2
             helpers = _helpers_in_group(proc.pid)
@@ -163,7 +164,7 @@ def test_a_stuck_local_term_cannot_hang_shutdown():
 
     start = time.monotonic()
     with pytest.raises(StageError):
-        (numbers(10 ** 9) >> Stuck() >> fail_at_100 >> ignore).run()
+        (numbers(10**9) >> Stuck() >> fail_at_100 >> ignore).run()
     assert time.monotonic() - start < 3
 
 
@@ -182,7 +183,7 @@ def pid_of_worker(x):
 def test_sigterm_to_one_worker_is_worker_died():
     """The driver never stops workers by a signal, so a SIGTERM from outside (a
     user's kill, a container runtime) is that worker's death, not a cancel."""
-    items = (numbers(10 ** 9) >> pid_of_worker).iterate(timeout=20)
+    items = (numbers(10**9) >> pid_of_worker).iterate(timeout=20)
     os.kill(next(items), signal.SIGTERM)
     start = time.monotonic()
     with pytest.raises(WorkerDied) as info:
@@ -228,10 +229,10 @@ def test_cancelling_a_run_lets_the_call_in_progress_finish(tmp_path, mp_context)
 
 
 @pytest.mark.parametrize("shared_memory", [True, False], ids=["shm", "pipe-only"])
-@pytest.mark.parametrize("downstream, where", [(False, "the driver"),
-                                               (True, "stage 'ignore'")])
-def test_an_output_that_cannot_be_read_is_the_producing_stages_error(downstream, where,
-                                                                      shared_memory):
+@pytest.mark.parametrize("downstream, where", [(False, "the driver"), (True, "stage 'ignore'")])
+def test_an_output_that_cannot_be_read_is_the_producing_stages_error(
+    downstream, where, shared_memory
+):
     flow = numbers(3) >> fragile
     executor = ProcessExecutor(shared_memory=shared_memory)
     with pytest.raises(StageError) as info:
@@ -312,8 +313,9 @@ def announce(x):
 
 def test_workers_die_with_a_driver_killed_outright():
     code = DRIVER.format(tests=os.path.dirname(__file__))
-    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                          text=True, start_new_session=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
+    ) as proc:
         try:
             assert proc.stdout.readline().strip() == "running"
             # items flow before the driver has started every worker: wait for all
@@ -364,8 +366,9 @@ def test_ctrl_c_to_the_group_lets_every_local_term_finish(tmp_path):
     only the driver, whose cancel lets every local_term run to its end."""
     path = tmp_path / "terms"
     code = SLOW_TERM.format(tests=os.path.dirname(__file__), path=str(path))
-    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                          text=True, start_new_session=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
+    ) as proc:
         try:
             assert [proc.stdout.readline().strip() for _ in range(2)] == ["running"] * 2
             os.killpg(proc.pid, signal.SIGINT)
@@ -398,7 +401,8 @@ def test_a_worker_waiting_for_room_downstream_sees_the_cancel(tmp_path):
     start = time.monotonic()
     with pytest.raises(StageError):
         (Endless(str(marker)) >> fail_on(bad=1000) >> ignore).run(
-            executor=ProcessExecutor(grace=10), timeout=20)
+            executor=ProcessExecutor(grace=10), timeout=20
+        )
     assert time.monotonic() - start < 2
     assert marker.read_text() == "local_term"
 
@@ -437,8 +441,7 @@ def test_a_stage_that_sends_nothing_sees_the_cancel_while_it_works(tmp_path, mp_
     input does, or the check between two chunks of a batch (a long grace period
     would hide a miss)."""
     path, begun = tmp_path / "log", mp_context.Event()
-    flow = merge(numbers(300) >> Slow(str(path), begun),
-                 numbers(1) >> FailWhenSet(begun)) >> ignore
+    flow = merge(numbers(300) >> Slow(str(path), begun), numbers(1) >> FailWhenSet(begun)) >> ignore
     start = time.monotonic()
     with pytest.raises(StageError, match="the other branch has begun"):
         flow.run(executor=ProcessExecutor(grace=10), timeout=20)

@@ -66,8 +66,12 @@ def test_a_fault_anywhere_raises_the_right_error_promptly(dag, kind, data):
 
 
 @settings(max_examples=examples(15))
-@given(n=st.integers(0, 300), at=st.integers(0, 50), workers=st.integers(1, 3),
-       executor=st.sampled_from(["serial", "process"]))
+@given(
+    n=st.integers(0, 300),
+    at=st.integers(0, 50),
+    workers=st.integers(1, 3),
+    executor=st.sampled_from(["serial", "process"]),
+)
 def test_skipped_failures_are_counted_exactly(n, at, workers, executor):
     stage = inc.options(on_error="skip", workers=workers)
     flow = inject_fault(numbers(n) >> stage >> ignore, "inc", at=at, worker=None)

@@ -21,8 +21,11 @@ def _shm():
     """Shared-memory files this process has mapped (all of /dev/shm would also see
     other programs on the machine)."""
     with open(f"/proc/{os.getpid()}/maps") as maps:  # the path is the sixth field
-        return {line.split(None, 5)[5].strip().removesuffix(" (deleted)")
-                for line in maps if "/dev/shm/" in line}
+        return {
+            line.split(None, 5)[5].strip().removesuffix(" (deleted)")
+            for line in maps
+            if "/dev/shm/" in line
+        }
 
 
 def _segments():
@@ -59,7 +62,7 @@ def test_runs_of_every_kind_leave_nothing_behind():
             with pytest.raises(StageError):
                 (numbers(50) >> fail_on(bad=7) >> ignore).run()
         elif kind == 2:
-            for x in (numbers(10 ** 9) >> inc).iterate():
+            for x in (numbers(10**9) >> inc).iterate():
                 if x > 20:
                     break
         else:  # big items through shared memory, some kept past the run

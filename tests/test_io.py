@@ -55,6 +55,7 @@ def get(http, n=16, **options):
 
 # -- what runs, and how many at once -------------------------------------------------
 
+
 @pytest.mark.parametrize("client", [fetch, get], ids=["async", "threads"])
 def test_n_calls_are_in_flight_at_once_and_never_more(http, executor, client):
     n = 64 if executor == "process" else 8
@@ -74,12 +75,14 @@ def test_workers_each_keep_n_calls_in_flight(http, ordered):
     assert 8 < http.peak <= 24
 
 
-@given(delays=st.lists(st.sampled_from([0, 0.001, 0.005, 0.02]), min_size=1, max_size=40),
-       ordered=st.booleans(), workers=st.sampled_from([1, 2]))
+@given(
+    delays=st.lists(st.sampled_from([0, 0.001, 0.005, 0.02]), min_size=1, max_size=40),
+    ordered=st.booleans(),
+    workers=st.sampled_from([1, 2]),
+)
 def test_results_keep_input_order_whatever_each_call_takes(server, delays, ordered, workers):
     items = list(enumerate(delays))
-    stage = Transform(Fetch(server.url)).options(concurrency=8, ordered=ordered,
-                                                 workers=workers)
+    stage = Transform(Fetch(server.url)).options(concurrency=8, ordered=ordered, workers=workers)
     got = (listed(items) >> stage).collect()
     assert got == list(range(len(items))) if ordered else sorted(got) == list(range(len(items)))
 
@@ -91,7 +94,8 @@ def test_a_class_with_async_hooks_opens_one_session_per_worker(http, tmp_path):
     lines = log.read_text().splitlines()
     assert lines.count("local_term") == 2  # each worker closed its own session
     assert sorted(x for x in lines if x.startswith("start")) == sorted(
-        f"start {i}" for i in range(20))
+        f"start {i}" for i in range(20)
+    )
 
 
 def test_async_functions_generators_and_sources_run_on_every_executor(executor):
@@ -115,8 +119,7 @@ def test_async_functions_generators_and_sources_run_on_every_executor(executor):
     async def keep(x):
         await asyncio.sleep(0)
 
-    assert (ticks(5) >> twice >> inc).collect(executor=executor) == [1, 1, 2, 2, 3, 3, 4, 4,
-                                                                     5, 5]
+    assert (ticks(5) >> twice >> inc).collect(executor=executor) == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     report = (ticks(5) >> inc >> keep).run(executor=executor)
     assert report["keep"].items_in == 5
 
@@ -138,11 +141,11 @@ def test_an_async_loop_body_loses_no_item(executor):
         return x + 1
 
     flow = numbers(30) >> loop(step, until=lambda x: x >= 12)
-    assert sorted(flow.collect(executor=executor)) == sorted(max(12, x + 1)
-                                                              for x in range(30))
+    assert sorted(flow.collect(executor=executor)) == sorted(max(12, x + 1) for x in range(30))
 
 
 # -- errors, stops and policies ------------------------------------------------------
+
 
 @pytest.mark.parametrize("client", [Fetch, Get], ids=["async", "threads"])
 def test_an_error_cancels_and_awaits_the_other_calls(http, tmp_path, client):
@@ -173,10 +176,12 @@ def test_a_failing_call_is_the_stages_error_with_its_item(http, executor):
 def test_policies_apply_per_call(http, executor, client):
     # every item fails once: a retry makes each good, in its place
     assert (numbers(12) >> client(http, 4, kind="flaky").options(retries=1)).collect(
-        executor=executor) == list(range(12))
+        executor=executor
+    ) == list(range(12))
     http.reset()
     report = (numbers(6) >> client(http, 4, kind="fail").options(on_error="skip")).run(
-        executor=executor)
+        executor=executor
+    )
     assert report["Fetch" if client is fetch else "Get"].errors == 6
     failures = []
 
@@ -186,7 +191,8 @@ def test_policies_apply_per_call(http, executor, client):
         failures.append(f.item)
 
     kept = (numbers(5) >> client(http, 4, kind="fail").options(on_error=letters)).collect(
-        executor="serial")
+        executor="serial"
+    )
     assert kept == [] and sorted(failures) == list(range(5))
 
 
@@ -213,6 +219,7 @@ def test_the_report_shows_how_many_calls_were_in_flight(http):
 
 # -- backpressure --------------------------------------------------------------------
 
+
 def test_a_slow_consumer_holds_back_the_calls(http, tmp_path):
     """Behind a slow sink, the stage starts calls only as room frees downstream:
     what it has fetched and the sink has not seen stays bounded."""
@@ -236,6 +243,7 @@ def test_a_slow_consumer_holds_back_the_calls(http, tmp_path):
 
 
 # -- validation ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, "4", True])
 def test_concurrency_must_be_a_positive_integer(bad):
@@ -291,8 +299,9 @@ CTRL_C = textwrap.dedent("""
 def test_ctrl_c_cancels_the_calls_in_flight_and_runs_local_term(tmp_path):
     log = tmp_path / "log"
     code = CTRL_C.format(tests=os.path.dirname(__file__), log=str(log))
-    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                          start_new_session=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
+    ) as proc:
         try:
             assert proc.stdout.readline().strip() == "running"  # 8 calls in flight
             os.killpg(proc.pid, signal.SIGINT)

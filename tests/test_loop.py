@@ -45,15 +45,15 @@ def test_spec_fibonacci_prints_until_stop_flow(executor, capfd):
 
     report = loop(fib_print, seed=[(0, 1)]).run(executor=executor)
     printed = capfd.readouterr().out.split()
-    assert printed == [str(x) for x in (0, 1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233,
-                                        377, 610, 987)]
+    assert printed == [
+        str(x) for x in (0, 1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 987)
+    ]
     assert report.stopped
 
 
 def test_until_sends_items_downstream(executor):
     flow = numbers(20) >> loop(halve, until=lambda x: x < 2)
-    assert sorted(flow.collect(executor=executor)) == sorted(
-        _halve_until(x) for x in range(20))
+    assert sorted(flow.collect(executor=executor)) == sorted(_halve_until(x) for x in range(20))
 
 
 def _halve_until(x):
@@ -140,8 +140,10 @@ def test_every_item_leaves_exactly_once(executor, counts, workers):
     assert sorted(got) == sorted((i, -1 if n == 0 else 0) for i, n in items)
 
 
-@given(counts=st.lists(st.integers(min_value=0, max_value=5), max_size=20),
-       limit=st.integers(min_value=1, max_value=4))
+@given(
+    counts=st.lists(st.integers(min_value=0, max_value=5), max_size=20),
+    limit=st.integers(min_value=1, max_value=4),
+)
 def test_max_iterations_property(executor, counts, limit):
     items = [(i, n) for i, n in enumerate(counts)]
     flow = listed(items) >> loop(countdown, until=lambda x: x[1] <= 0, max_iterations=limit)
@@ -162,11 +164,11 @@ def pair_sum(a, b):
 def test_zip_with_workers_inside_a_loop_body(executor):
     """The planner's pairing stage in front of a parallel zip counts items in flight."""
     # x -> h = x // 2 -> (h + 1) + (h - 1) = 2h -> h: one halving per pass
-    body = (halve >> [inc, transform(lambda x: x - 1)] >> pair_sum.options(workers=2)
-            >> halve)
+    body = halve >> [inc, transform(lambda x: x - 1)] >> pair_sum.options(workers=2) >> halve
     flow = numbers(40) >> loop(body, until=lambda x: x < 4)
     assert sorted(flow.collect(executor=executor, timeout=20)) == sorted(
-        _halve_until_below(x, 4) for x in range(40))
+        _halve_until_below(x, 4) for x in range(40)
+    )
 
 
 def _halve_until_below(x, limit):
@@ -194,7 +196,8 @@ def test_broadcast_inside_a_loop_body_counts_every_copy(executor):
     body = merge(halve >> [evens, odds])  # exactly one branch keeps each item
     flow = numbers(60) >> loop(body, until=lambda x: x < 3)
     assert sorted(flow.collect(executor=executor, timeout=20)) == sorted(
-        _halve_until_below(x, 3) for x in range(60))
+        _halve_until_below(x, 3) for x in range(60)
+    )
 
 
 def test_a_dead_letter_sink_inside_a_loop_body_is_refused_clearly():
@@ -202,10 +205,15 @@ def test_a_dead_letter_sink_inside_a_loop_body_is_refused_clearly():
     def letters(failure):
         pass
 
-    with pytest.raises(GraphError, match=r"'halve' in a loop body sends its failures to "
-                                         r"the sink 'letters'.*on_error='skip'"):
-        loop(transform(lambda x: x // 2, name="halve").options(on_error=letters),
-             until=lambda x: x < 1)
+    with pytest.raises(
+        GraphError,
+        match=r"'halve' in a loop body sends its failures to "
+        r"the sink 'letters'.*on_error='skip'",
+    ):
+        loop(
+            transform(lambda x: x // 2, name="halve").options(on_error=letters),
+            until=lambda x: x < 1,
+        )
 
 
 # -- loop bodies that send some outputs out and others round again -------------------
@@ -261,8 +269,10 @@ LOOP_SHAPES = {
     "slow body": (slow_split, [7]),
     "two workers": (one_out_one_round.options(workers=2), list(range(9))),
     "filtering body": (split_or_drop, list(range(10))),
-    "body flow": (one_out_one_round >> inc.options(workers=2) >> transform(
-        lambda x: x - 1), list(range(8))),
+    "body flow": (
+        one_out_one_round >> inc.options(workers=2) >> transform(lambda x: x - 1),
+        list(range(8)),
+    ),
 }
 
 
@@ -273,8 +283,11 @@ def test_loop_bodies_lose_nothing_on_the_process_executor(shape):
     want = _reference(first, starts, _at_most_zero)
     flow = listed(starts) >> loop(body, until=_at_most_zero)
     assert sorted(flow.collect(executor="serial")) == want
-    lost = [run for run in range(LOOP_RUNS)
-            if sorted(flow.collect(executor="process", timeout=20)) != want]
+    lost = [
+        run
+        for run in range(LOOP_RUNS)
+        if sorted(flow.collect(executor="process", timeout=20)) != want
+    ]
     assert not lost, f"{len(lost)} of {LOOP_RUNS} runs lost items"
 
 
@@ -288,7 +301,6 @@ def keep_evens_until_3(x):
 def test_a_loop_ends_when_a_branch_inside_it_stops_early(executor):
     """What a stopped branch drops leaves the loop's count: the loop still ends."""
     body = merge(halve >> [keep_evens_until_3, odds])
-    got = (numbers(60) >> loop(body, until=lambda x: x < 3)).collect(executor=executor,
-                                                                     timeout=10)
+    got = (numbers(60) >> loop(body, until=lambda x: x < 3)).collect(executor=executor, timeout=10)
     assert all(x < 3 for x in got)
     assert 1 in got  # 2 // 2 goes the odd way, which never stops

@@ -35,7 +35,7 @@ class RandomSchedule(Schedule):
         batches, i = [], 0
         while i < len(items):
             k = self.rnd.randint(1, 4)
-            batches.append((self.rnd.randrange(consumers), items[i:i + k]))
+            batches.append((self.rnd.randrange(consumers), items[i : i + k]))
             i += k
         return batches
 
@@ -71,10 +71,20 @@ def test_loops_lose_nothing_in_any_schedule(items, body: Loop, rnd):
 
 
 @settings(max_examples=examples(100))
-@given(items=item_lists, rnd=st.randoms(use_true_random=False),
-       steps=st.lists(st.builds(Step, st.sampled_from(["add", "repeat", "keep"]),
-                                st.integers(1, 2), workers=st.integers(2, 3)),
-                      min_size=1, max_size=4))
+@given(
+    items=item_lists,
+    rnd=st.randoms(use_true_random=False),
+    steps=st.lists(
+        st.builds(
+            Step,
+            st.sampled_from(["add", "repeat", "keep"]),
+            st.integers(1, 2),
+            workers=st.integers(2, 3),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
 def test_ordered_workers_keep_order_in_any_schedule(items, rnd, steps):
     chain = Chain(tuple(steps))
     assert _run(chain.attach(items_of(items)), rnd) == chain.apply(items)

@@ -167,7 +167,7 @@ def split_in_two(batch_size=2):
     """minipipe's documented Regulator: break one item into batches of 2."""
     x = yield
     for i in range(len(x) // batch_size):
-        yield x[i * batch_size:(i + 1) * batch_size]
+        yield x[i * batch_size : (i + 1) * batch_size]
 
 
 def test_regulator_splitting_coroutine_is_restarted(tmp_path):
@@ -269,8 +269,10 @@ def test_reset_reruns_a_bound_source(tmp_path):
 
 def test_diagram_needs_build_and_draws_streams():
     s = mp.Stream(name="numbers")
-    pipes = [mp.Source(iter(range(2)), "src", downstreams=[s]),
-             mp.Sink(print, "show", upstreams=[s])]
+    pipes = [
+        mp.Source(iter(range(2)), "src", downstreams=[s]),
+        mp.Sink(print, "show", upstreams=[s]),
+    ]
     psys = mp.PipeSystem(pipes)
     with pytest.raises(GraphError, match="build"):
         psys.diagram()
@@ -289,8 +291,9 @@ def test_build_shows_records_on_stderr_when_logging_is_unconfigured():
         pline.run()
         pline.close()
     """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert "INFO - load - End of stream" in result.stderr
     assert "INFO - save - Local termination" in result.stderr
@@ -311,9 +314,11 @@ def test_source_with_several_downstreams_splits_by_position(tmp_path):
         for i in range(4):
             yield i, (None if i % 2 else -i)
 
-    pipes = [mp.Source(pairs, "src", downstreams=[a, b]),
-             mp.Sink(Collect(str(out_a)), "a", upstreams=[a]),
-             mp.Sink(Collect(str(out_b)), "b", upstreams=[b])]
+    pipes = [
+        mp.Source(pairs, "src", downstreams=[a, b]),
+        mp.Sink(Collect(str(out_a)), "a", upstreams=[a]),
+        mp.Sink(Collect(str(out_b)), "b", upstreams=[b]),
+    ]
     psys = mp.PipeSystem(pipes)
     psys.build()
     psys.run()

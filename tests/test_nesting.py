@@ -82,8 +82,7 @@ def test_a_failure_elsewhere_stops_a_busy_pool_promptly(mp_context, tmp_path):
     """The stage waiting on its pool cannot be interrupted: it is killed after the
     grace period, and its pool's processes with it (spawned or forked alike)."""
     busy, path = mp_context.Event(), tmp_path / "pool"
-    flow = numbers(1) >> [pool_then_wait(busy=busy, path=str(path)),
-                          fail_once_busy(busy=busy)]
+    flow = numbers(1) >> [pool_then_wait(busy=busy, path=str(path)), fail_once_busy(busy=busy)]
     start = time.monotonic()
     with pytest.raises(StageError, match="boom"):
         flow.run(timeout=60)
@@ -106,7 +105,7 @@ def _descendants_then_die(what, path):
         keep = concurrent.futures.ProcessPoolExecutor(2)
         list(keep.map(abs, range(4)))
     else:  # a nested flow, still streaming
-        keep = (numbers(10 ** 9) >> pid_of).iterate(timeout=60)
+        keep = (numbers(10**9) >> pid_of).iterate(timeout=60)
         next(keep)
     with open(path, "w") as f:
         f.write(" ".join(str(p.pid) for p in psutil.Process().children(recursive=True)))

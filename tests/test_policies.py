@@ -53,8 +53,10 @@ class Letters:
     def run(self, failure):
         assert isinstance(failure, Failure)
         with open(self.path, "a") as f:
-            f.write(f"{failure.stage}|{failure.item}|{failure.error}|"
-                    f"{type(failure.exception).__name__}\n")
+            f.write(
+                f"{failure.stage}|{failure.item}|{failure.error}|"
+                f"{type(failure.exception).__name__}\n"
+            )
 
 
 def test_dead_letter_stage_receives_failures(executor, tmp_path):
@@ -83,8 +85,11 @@ def test_a_dead_letter_transform_replaces_failed_items_downstream(executor):
     got = (numbers(6) >> stage >> transform(lambda x: x * 10)).collect(executor=executor)
     assert sorted(got) == [-30, 0, 10, 20, 40, 50]
     report = (numbers(6) >> stage >> ignore).run(executor=executor)
-    assert (report["fail_on"].errors, report["replacement"].items_out,
-            report["ignore"].items_in) == (1, 1, 6)
+    assert (
+        report["fail_on"].errors,
+        report["replacement"].items_out,
+        report["ignore"].items_in,
+    ) == (1, 1, 6)
 
 
 def test_a_sink_cannot_send_failures_to_a_transform():
@@ -92,11 +97,14 @@ def test_a_sink_cannot_send_failures_to_a_transform():
         ignore.options(on_error=replacement)
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"on_error": "ignore"}, "on_error must be"),
-    ({"on_error": numbers}, "on_error must be"),
-    ({"retries": -1}, "retries must be"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"on_error": "ignore"}, "on_error must be"),
+        ({"on_error": numbers}, "on_error must be"),
+        ({"retries": -1}, "retries must be"),
+    ],
+)
 def test_invalid_policies(bad, message):
     with pytest.raises(ValueError, match=message):
         transform(lambda x: x).options(**bad)

@@ -64,12 +64,14 @@ def drop(x):
 
 # -- the display, in a terminal and in logs ----------------------------------------------
 
+
 def run_in_pty(script, timeout=30):
     """Run ``script`` with stderr on a 100x30 pseudo-terminal; return what it drew."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
-    proc = subprocess.Popen([sys.executable, str(script)], stdin=slave, stdout=slave,
-                            stderr=slave, close_fds=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdin=slave, stdout=slave, stderr=slave, close_fds=True
+    )
     os.close(slave)
     chunks, deadline = [], time.monotonic() + timeout
     try:
@@ -110,8 +112,9 @@ def test_terminal_shows_live_counters_redrawn_in_place(executor, tmp_path):
 def test_without_a_terminal_only_the_final_figures_are_written(tmp_path):
     script = tmp_path / "progress_demo.py"
     script.write_text(SCRIPT.replace("{executor}", "process"))
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                            timeout=50)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=50
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
     assert "\x1b" not in result.stderr
@@ -146,6 +149,7 @@ def test_progress_stops_when_the_run_fails(capsys):
 
 
 # -- the parts ---------------------------------------------------------------------------
+
 
 class FakeExecution:
     closed = False
@@ -271,16 +275,17 @@ def test_html_table_escapes_names():
 
 # -- in Jupyter --------------------------------------------------------------------------
 
+
 @pytest.mark.timeout(120)
 def test_notebook_shows_one_table_updated_in_place_without_warnings(tmp_path):
     import nbclient
     import nbformat
 
-    code = SCRIPT.replace('if __name__ == "__main__":\n    ', "").replace("{executor}",
-                                                                          "process")
+    code = SCRIPT.replace('if __name__ == "__main__":\n    ', "").replace("{executor}", "process")
     book = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
-    client = nbclient.NotebookClient(book, kernel_name="python3", timeout=90,
-                                     resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(
+        book, kernel_name="python3", timeout=90, resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()
     outputs = book.cells[0].outputs
     kinds = [o.output_type for o in outputs]
@@ -295,8 +300,11 @@ def test_notebook_shows_one_table_updated_in_place_without_warnings(tmp_path):
 
 
 def test_a_concurrent_stage_shows_its_calls_in_flight():
-    row = _Row(StageStats("fetch", "transform", items_in=40, items_out=30, in_flight=10,
-                          max_in_flight=16), 100.0, 0.5)
+    row = _Row(
+        StageStats("fetch", "transform", items_in=40, items_out=30, in_flight=10, max_in_flight=16),
+        100.0,
+        0.5,
+    )
     assert row.summary() == "      100 items/s, in 40, out 30, in flight 10, queue 50%"
     page = _html_table([row])
     assert "<th>in flight</th>" in page and "<td>10</td>" in page
@@ -305,7 +313,20 @@ def test_a_concurrent_stage_shows_its_calls_in_flight():
 
 
 def test_a_supervised_stage_shows_its_timeouts_and_replaced_workers():
-    row = _Row(StageStats("parse", "transform", items_in=9, items_out=7, errors=2, timeouts=1,
-                          restarts=1, replaced=3), 10.0, None)
-    assert row.summary() == ("       10 items/s, in 9, out 7, errors 2, timeouts 1, restarts 1, "
-                             "replaced 3")
+    row = _Row(
+        StageStats(
+            "parse",
+            "transform",
+            items_in=9,
+            items_out=7,
+            errors=2,
+            timeouts=1,
+            restarts=1,
+            replaced=3,
+        ),
+        10.0,
+        None,
+    )
+    assert row.summary() == (
+        "       10 items/s, in 9, out 7, errors 2, timeouts 1, restarts 1, replaced 3"
+    )

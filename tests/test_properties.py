@@ -36,9 +36,16 @@ def _collect_all(flow):
 
 
 @given(items=item_lists, chain=chains(ordered=True))
-@example(items=list(range(40)), chain=Chain((Step("repeat", 2, workers=3),
-                                             Step("keep", 3, workers=2),
-                                             Step("mul", -2, workers=3, buffer=1))))
+@example(
+    items=list(range(40)),
+    chain=Chain(
+        (
+            Step("repeat", 2, workers=3),
+            Step("keep", 3, workers=2),
+            Step("mul", -2, workers=3, buffer=1),
+        )
+    ),
+)
 def test_ordered_chain_gives_the_same_list_everywhere(items, chain):
     flow = chain.attach(items_of(items))
     expected = chain.apply(items)
@@ -57,12 +64,14 @@ def test_unordered_chain_gives_the_same_multiset_everywhere(items, chain):
 
 
 @settings(max_examples=5)
-@given(items=item_lists, chain=chains(max_size=3, ordered=None),
-       method=st.sampled_from(["spawn", "forkserver"]))
+@given(
+    items=item_lists,
+    chain=chains(max_size=3, ordered=None),
+    method=st.sampled_from(["spawn", "forkserver"]),
+)
 def test_chains_under_other_start_methods(items, chain, method):
     # every stage is a module-level function with bound arguments: nothing needs fork
-    got = chain.attach(items_of(items)).collect(executor=ProcessExecutor(method),
-                                                timeout=HANG)
+    got = chain.attach(items_of(items)).collect(executor=ProcessExecutor(method), timeout=HANG)
     expected = chain.apply(items)
     if chain.keeps_order:
         assert got == expected
@@ -75,8 +84,11 @@ def test_chains_under_other_start_methods(items, chain, method):
 
 def _diamond(items, left, right):
     """``items >> [left, right] >> add2``, one worker everywhere."""
-    return Dag("diamond", parts=(Dag("leaf", chains=(Chain(()),), items=items),),
-               chains=(Chain(left), Chain(right)))
+    return Dag(
+        "diamond",
+        parts=(Dag("leaf", chains=(Chain(()),), items=items),),
+        chains=(Chain(left), Chain(right)),
+    )
 
 
 @given(dag=dags())
@@ -97,15 +109,18 @@ def _stopped_diamond() -> Dag:
     workers: the diamond's zip stops and must read both its inputs to their end
     at once (read one after the other, they blocked their common upstream: a
     hang hypothesis found, in about one run of seven)."""
+
     def leaf(items, steps=()):
         return Dag("leaf", chains=(Chain(tuple(steps)),), items=items)
 
     def branch():
-        return (Step("repeat", 2, workers=3, wrapped=True),
-                Step("mul", -1, workers=2, buffer=16))
+        return (Step("repeat", 2, workers=3, wrapped=True), Step("mul", -1, workers=2, buffer=16))
 
-    diamond = Dag("diamond", parts=(leaf(range(18, 971)),),
-                  chains=(Chain(branch()), Chain((Step("keep", 1, workers=3, buffer=3),))))
+    diamond = Dag(
+        "diamond",
+        parts=(leaf(range(18, 971)),),
+        chains=(Chain(branch()), Chain((Step("keep", 1, workers=3, buffer=3),))),
+    )
     return Dag("zip", parts=(leaf(range(7, 406)), leaf(range(-24, 111), branch()), diamond))
 
 
@@ -127,8 +142,12 @@ def test_graphs_with_loops_give_the_same_results_everywhere(dag):
         assert Counter(got) == expected, name
 
 
-@given(items=item_lists, up=chains(min_size=0, max_size=2, ordered=None),
-       left=chains(max_size=2, ordered=None), right=chains(max_size=2, ordered=None))
+@given(
+    items=item_lists,
+    up=chains(min_size=0, max_size=2, ordered=None),
+    left=chains(max_size=2, ordered=None),
+    right=chains(max_size=2, ordered=None),
+)
 def test_broadcast_collects_every_branch(items, up, left, right):
     flow = up.attach(items_of(items)) >> [left.flow(), right.flow()]
     mid = up.apply(items)
@@ -173,9 +192,12 @@ def _check_chain(report, chain, items, upstream, prefix):
     return prev
 
 
-@given(items=item_lists, up=chains(min_size=0, max_size=3, ordered=None),
-       branches=st.lists(chains(max_size=2, ordered=None), min_size=1, max_size=2),
-       merged=st.booleans())
+@given(
+    items=item_lists,
+    up=chains(min_size=0, max_size=3, ordered=None),
+    branches=st.lists(chains(max_size=2, ordered=None), min_size=1, max_size=2),
+    merged=st.booleans(),
+)
 def test_report_counts_match_upstream_counts(items, up, branches, merged):
     """``src >> u0 >> ... >> [b0_0 >> ..., b1_0 >> ...]``, each branch into its own
     sink or both merged into one: every stage takes in what its upstream let out."""
@@ -184,8 +206,7 @@ def test_report_counts_match_upstream_counts(items, up, branches, merged):
     if merged:
         flow = merge(flow >> branch_flows) >> discard.options(name="end")
     else:
-        flow = flow >> [b >> discard.options(name=f"end{j}")
-                        for j, b in enumerate(branch_flows)]
+        flow = flow >> [b >> discard.options(name=f"end{j}") for j, b in enumerate(branch_flows)]
     mid = up.apply(items)
 
     for executor in EXECUTORS:
@@ -194,8 +215,9 @@ def test_report_counts_match_upstream_counts(items, up, branches, merged):
         assert report["src"].items_out == len(items), report
         try:
             last_up = _check_chain(report, up, items, "src", "u")
-            lasts = [_check_chain(report, b, mid, last_up, f"b{j}_")
-                     for j, b in enumerate(branches)]
+            lasts = [
+                _check_chain(report, b, mid, last_up, f"b{j}_") for j, b in enumerate(branches)
+            ]
             if merged:
                 assert report["end"].items_in == sum(report[s].items_out for s in lasts)
             else:
@@ -210,10 +232,16 @@ def test_report_counts_match_upstream_counts(items, up, branches, merged):
 SIZES = [0, 1, 2, 255, 256, 257, 1023, 1024, 1025]
 
 CHAINS = {
-    "maps": Chain((Step("add", 1, workers=2), Step("mul", 3, workers=2),
-                   Step("add", -1, workers=2))),
-    "flat": Chain((Step("repeat", 2, workers=2), Step("keep", 3, workers=2),
-                   Step("mul", -1, workers=2, wrapped=True))),
+    "maps": Chain(
+        (Step("add", 1, workers=2), Step("mul", 3, workers=2), Step("add", -1, workers=2))
+    ),
+    "flat": Chain(
+        (
+            Step("repeat", 2, workers=2),
+            Step("keep", 3, workers=2),
+            Step("mul", -1, workers=2, wrapped=True),
+        )
+    ),
 }
 
 

@@ -76,8 +76,13 @@ def ray_session():
     starts once per session), shut down before other modules fork workers."""
     printer = builtins.print  # Ray may swap it for its tqdm-aware one: put it back after
     if not ray.is_initialized():  # "local": never join a cluster running on this machine
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
     yield
     ray.shutdown()
     builtins.print = printer
@@ -97,16 +102,25 @@ def same(flow, ordered=True):
 # -- the same results as the serial executor ------------------------------------------
 # (each run starts an actor per worker, which costs about a second: the flows are
 # few and each covers several features)
-@pytest.mark.parametrize("make, ordered", [
-    # one-worker stages over many batches: map, filter, flat-map, bound arguments
-    (lambda: listed(range(2000)) >> inc >> evens >> twice >> scale(factor=3), True),
-    # a diamond (broadcast, then a zip) whose zip has workers; ordered workers
-    (lambda: numbers(300) >> [inc.options(workers=3), double] >> add.options(workers=2),
-     True),
-    # merge, unordered workers, a broadcast to two open ends
-    (lambda: merge(numbers(50), numbers(70) >> double)
-     >> twice.options(workers=2, ordered=False) >> [inc, double], False),
-], ids=["chain", "diamond-workers", "merge-broadcast"])
+@pytest.mark.parametrize(
+    "make, ordered",
+    [
+        # one-worker stages over many batches: map, filter, flat-map, bound arguments
+        (lambda: listed(range(2000)) >> inc >> evens >> twice >> scale(factor=3), True),
+        # a diamond (broadcast, then a zip) whose zip has workers; ordered workers
+        (lambda: numbers(300) >> [inc.options(workers=3), double] >> add.options(workers=2), True),
+        # merge, unordered workers, a broadcast to two open ends
+        (
+            lambda: (
+                merge(numbers(50), numbers(70) >> double)
+                >> twice.options(workers=2, ordered=False)
+                >> [inc, double]
+            ),
+            False,
+        ),
+    ],
+    ids=["chain", "diamond-workers", "merge-broadcast"],
+)
 def test_same_results_as_serial(make, ordered):
     same(make(), ordered)
 
@@ -153,8 +167,7 @@ def test_run_returns_report():
     report = flow.run(executor="ray", timeout=30)
     assert report.executor == "ray" and report.seconds > 0
     assert report["numbers"].items_out == 200
-    assert (report["inc"].workers, report["inc"].items_in, report["inc"].items_out) == (
-        2, 200, 200)
+    assert (report["inc"].workers, report["inc"].items_in, report["inc"].items_out) == (2, 200, 200)
     assert (report["evens"].items_in, report["evens"].items_out) == (200, 100)
     assert report["ignore"].items_in == 100
 
@@ -198,9 +211,10 @@ def test_local_term_runs_in_every_worker(tmp_path):
 @pytest.mark.parametrize("sizes", [(1000, 10), (10, 1000)])
 def test_every_item_an_upstream_of_a_zip_made_is_paired_left_over_or_dropped(tmp_path, sizes):
     paths = [tmp_path / "a", tmp_path / "b"]
-    flow = [counted(sizes[0], str(paths[0])),
-            counted(sizes[1], str(paths[1])) >> identity.options(workers=2)
-            ] >> add.options(workers=2)
+    flow = [
+        counted(sizes[0], str(paths[0])),
+        counted(sizes[1], str(paths[1])) >> identity.options(workers=2),
+    ] >> add.options(workers=2)
     report = flow.run(executor="ray", timeout=30)
     made = [int(p.read_text()) for p in paths]  # the generators' own counts
     lost = sum(s.left_over + s.dropped for s in report.stages.values())
@@ -214,8 +228,11 @@ def test_zip_leftovers_are_reported(caplog):
     flow = [numbers(3), numbers(7) >> twice] >> add
     with execute(flow, executor="ray", timeout=30) as run:
         assert list(run) == [0, 1, 3]
-    counts = [int(m.group(1)) for r in caplog.records
-              if (m := re.search(r"(\d+) item\(s\) left over", r.getMessage()))]
+    counts = [
+        int(m.group(1))
+        for r in caplog.records
+        if (m := re.search(r"(\d+) item\(s\) left over", r.getMessage()))
+    ]
     assert len(counts) == 1 and 1 <= counts[0] <= 11
     assert run.report["add"].left_over == counts[0]  # in the report too
 
@@ -228,8 +245,7 @@ def test_records_made_in_actors_reach_driver_handlers(caplog):
 
     caplog.set_level(logging.INFO)
     (numbers(2) >> chatty >> ignore).run(executor="ray", timeout=30)
-    assert sorted(r.getMessage() for r in caplog.records if r.name == "myapp") == [
-        "saw 0", "saw 1"]
+    assert sorted(r.getMessage() for r in caplog.records if r.name == "myapp") == ["saw 0", "saw 1"]
     messages = [(r.getMessage(), getattr(r, "stage", None)) for r in caplog.records]
     assert ("End of stream", "numbers") in messages
     assert ("Local termination", "ignore") in messages
@@ -256,7 +272,7 @@ def test_stop_flow_ends_cleanly():
             raise StopFlow
         return x
 
-    report = (numbers(10 ** 9) >> until_five >> ignore).run(executor="ray", timeout=30)
+    report = (numbers(10**9) >> until_five >> ignore).run(executor="ray", timeout=30)
     assert report.stopped and report["ignore"].items_in == 5
 
 
@@ -267,7 +283,7 @@ def test_term_flag_set_in_the_driver_stops_the_stage():
     stage = inc.options()
     stage.set_term_flag(flag)
     got = []
-    for x in (numbers(10 ** 9) >> stage).iterate(executor="ray", timeout=30):
+    for x in (numbers(10**9) >> stage).iterate(executor="ray", timeout=30):
         got.append(x)
         if len(got) == 10:
             flag.set()
@@ -277,7 +293,7 @@ def test_term_flag_set_in_the_driver_stops_the_stage():
 # -- streaming and backpressure ----------------------------------------------------------
 def test_iteration_streams_and_leaving_early_stops_the_run():
     seen = []
-    for x in (numbers(10 ** 9) >> inc).iterate(executor="ray", timeout=30):
+    for x in (numbers(10**9) >> inc).iterate(executor="ray", timeout=30):
         seen.append(x)
         if len(seen) == 3:
             break
@@ -290,7 +306,7 @@ def test_a_slow_stage_holds_a_fast_source_back():
         time.sleep(0.002)
         return x
 
-    with execute(numbers(10 ** 9) >> slow, executor="ray", timeout=30) as run:
+    with execute(numbers(10**9) >> slow, executor="ray", timeout=30) as run:
         it = iter(run)
         for _ in range(200):
             next(it)
@@ -304,7 +320,7 @@ def test_a_slow_stage_holds_a_fast_source_back():
 def test_a_slow_reader_holds_the_flow_back():
     from flowdsl.executors.ray import MAX_BATCH
 
-    with execute(numbers(10 ** 9) >> inc >> double, executor="ray", timeout=30) as run:
+    with execute(numbers(10**9) >> inc >> double, executor="ray", timeout=30) as run:
         it = iter(run)
         for _ in range(3000):
             next(it)
@@ -317,7 +333,7 @@ def test_a_slow_reader_holds_the_flow_back():
 def test_stage_error_names_stage_item_and_cause():
     start = time.monotonic()
     with pytest.raises(StageError) as info:
-        (numbers(10 ** 9) >> fail_on(bad=4) >> inc >> ignore).run(executor="ray", timeout=30)
+        (numbers(10**9) >> fail_on(bad=4) >> inc >> ignore).run(executor="ray", timeout=30)
     err = info.value
     assert err.stage == "fail_on" and err.item == "4" and err.worker == 0
     assert isinstance(err.__cause__, ValueError) and "bad item 4" in str(err.__cause__)
@@ -357,12 +373,13 @@ def exit_at_five(x):
 
 def test_vanished_actor_raises_worker_died():
     with pytest.raises(WorkerDied) as info:
-        (numbers(10 ** 6) >> exit_at_five >> inc >> ignore).run(executor="ray", timeout=30)
+        (numbers(10**6) >> exit_at_five >> inc >> ignore).run(executor="ray", timeout=30)
     assert info.value.stage == "exit_at_five"
 
 
 def dies_once(marker):
     """A stateless transform whose actor is killed at item 5, the first time only."""
+
     @transform
     def once(x):
         if x == 5 and not os.path.exists(marker):
@@ -385,8 +402,7 @@ def test_a_restarted_stateless_stage_redoes_the_dead_actors_batches(tmp_path):
 
 def test_without_restarts_the_same_death_is_worker_died(tmp_path):
     with pytest.raises(WorkerDied, match="once"):
-        (numbers(40) >> dies_once(str(tmp_path / "died"))).collect(executor="ray",
-                                                                   timeout=60)
+        (numbers(40) >> dies_once(str(tmp_path / "died"))).collect(executor="ray", timeout=60)
 
 
 def test_restarts_are_refused_for_stateful_stages_and_sources():
@@ -411,7 +427,7 @@ def test_timeout():
 
     start = time.monotonic()
     with pytest.raises(FlowTimeout):
-        (numbers(10 ** 6) >> slow >> ignore).run(executor="ray", timeout=1)
+        (numbers(10**6) >> slow >> ignore).run(executor="ray", timeout=1)
     assert time.monotonic() - start < 5
 
 
@@ -420,8 +436,7 @@ def test_stream_cycles_are_rejected_before_anything_starts():
 
     s = mp.Stream()
     s.q.put(3)
-    stage = mp.Transform(lambda x: x - 1 if x else None, "down", upstreams=[s],
-                         downstreams=[s])
+    stage = mp.Transform(lambda x: x - 1 if x else None, "down", upstreams=[s], downstreams=[s])
     psys = mp.PipeSystem([stage])
     psys.build()
     with pytest.raises(NotImplementedError, match="'down' feeds itself"):
@@ -473,7 +488,16 @@ def test_items_only_dill_can_serialise_cross_every_hop():
 def test_an_upstream_named_twice_counts_once_per_mention():
     p = listed([1, 2, 3]) >> inc
     assert sorted((merge(merge(p, p), p) >> inc).collect(executor="ray", timeout=30)) == [
-        3, 3, 3, 4, 4, 4, 5, 5, 5]
+        3,
+        3,
+        3,
+        4,
+        4,
+        4,
+        5,
+        5,
+        5,
+    ]
 
 
 def test_executor_by_object():
@@ -510,30 +534,41 @@ def split(x):
         yield x - 1
 
 
-@pytest.mark.parametrize("make", [
-    lambda: merge(
-        # until, then more stages; max_iterations; a body that filters everything out
-        numbers(20) >> [loop(halve, until=lambda x: x < 2) >> inc,
-                        loop(halve, max_iterations=2), loop(drop_at_zero)],
-        # the seed and upstream both enter a body with two workers
-        listed([(i, i % 7) for i in range(30)]) >> loop(
-            countdown.options(workers=2), seed=[(-1, 3)], until=lambda x: x[1] <= 0)),
-    lambda: merge(
-        # a broadcast and a zip with workers inside the body: every copy is counted
-        numbers(40) >> loop(halve >> [inc, dec] >> add.options(workers=2) >> halve,
-                            until=lambda x: x < 4),
-        # thousands of items inside at once, far more than the queues hold
-        listed([11, 10, 11]) >> loop(split, until=lambda x: x == 0),
-        # a loop inside a loop's body
-        numbers(20) >> loop(loop(halve, until=lambda x: x % 3 == 0) >> dec,
-                            until=lambda x: x <= 0)),
-], ids=["until-max-iterations-seed", "broadcast-zip-many-nested"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: merge(
+            # until, then more stages; max_iterations; a body that filters everything out
+            numbers(20)
+            >> [
+                loop(halve, until=lambda x: x < 2) >> inc,
+                loop(halve, max_iterations=2),
+                loop(drop_at_zero),
+            ],
+            # the seed and upstream both enter a body with two workers
+            listed([(i, i % 7) for i in range(30)])
+            >> loop(countdown.options(workers=2), seed=[(-1, 3)], until=lambda x: x[1] <= 0),
+        ),
+        lambda: merge(
+            # a broadcast and a zip with workers inside the body: every copy is counted
+            numbers(40)
+            >> loop(halve >> [inc, dec] >> add.options(workers=2) >> halve, until=lambda x: x < 4),
+            # thousands of items inside at once, far more than the queues hold
+            listed([11, 10, 11]) >> loop(split, until=lambda x: x == 0),
+            # a loop inside a loop's body
+            numbers(20)
+            >> loop(loop(halve, until=lambda x: x % 3 == 0) >> dec, until=lambda x: x <= 0),
+        ),
+    ],
+    ids=["until-max-iterations-seed", "broadcast-zip-many-nested"],
+)
 def test_loops_give_the_serial_results(make):
     same(make(), ordered=False)
 
 
 def test_stop_flow_in_a_loop_ends_the_flow(caplog):
     """The spec's example: a loop fed by its seed alone, ended by StopFlow."""
+
     @transform
     def fib(a, b):
         logging.getLogger("fib").warning("%d", a)
@@ -545,7 +580,24 @@ def test_stop_flow_in_a_loop_ends_the_flow(caplog):
     report = loop(fib, seed=[(0, 1)]).run(executor="ray", timeout=30)
     assert report.stopped
     assert [int(r.getMessage()) for r in caplog.records if r.name == "fib"] == [
-        0, 1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 987]
+        0,
+        1,
+        1,
+        2,
+        3,
+        5,
+        8,
+        13,
+        21,
+        34,
+        55,
+        89,
+        144,
+        233,
+        377,
+        610,
+        987,
+    ]
 
 
 def test_stop_flow_in_a_loop_stops_an_endless_upstream():
@@ -555,7 +607,7 @@ def test_stop_flow_in_a_loop_stops_an_endless_upstream():
             raise StopFlow
         return x // 2
 
-    flow = numbers(10 ** 9) >> loop(halve_until_500, until=lambda x: x < 2) >> ignore
+    flow = numbers(10**9) >> loop(halve_until_500, until=lambda x: x < 2) >> ignore
     report = flow.run(executor="ray", timeout=30)
     assert report.stopped and 0 < report["ignore"].items_in < 1000
 
@@ -565,8 +617,7 @@ def test_error_in_until_names_the_loop():
         raise ValueError("no")
 
     with pytest.raises(StageError, match="until") as info:
-        (numbers(3) >> loop(halve, until=until, name="halver")).collect(executor="ray",
-                                                                        timeout=30)
+        (numbers(3) >> loop(halve, until=until, name="halver")).collect(executor="ray", timeout=30)
     assert info.value.stage == "halver" and isinstance(info.value.__cause__, ValueError)
 
 
@@ -604,14 +655,18 @@ def test_ctrl_c_ends_a_ray_run_with_keyboard_interrupt():
     import psutil
 
     code = CTRL_C.format(tests=os.path.dirname(__file__))
-    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as proc:
         started: list[psutil.Process] = []
         try:
             actors = [psutil.Process(int(proc.stdout.readline())) for _ in range(2)]
             started = psutil.Process(proc.pid).children(recursive=True)  # its Ray instance
-            assert all(a in started and a.name().startswith("ray::StageActor")
-                       for a in actors)
+            assert all(a in started and a.name().startswith("ray::StageActor") for a in actors)
             start = time.monotonic()
             os.killpg(proc.pid, signal.SIGINT)
             assert proc.stdout.readline().strip() == "interrupted"
@@ -670,14 +725,31 @@ def second_node(resources):
     if ray._raylet.get_authentication_mode() == ray._raylet.AuthenticationMode.TOKEN:
         env["RAY_AUTH_MODE"] = "token"
         env["RAY_AUTH_TOKEN"] = subprocess.run(
-            [*cli, "get-auth-token"], env=env, check=True, capture_output=True,
-            text=True).stdout.strip()
+            [*cli, "get-auth-token"], env=env, check=True, capture_output=True, text=True
+        ).stdout.strip()
     before = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-    cmd = [*cli, "start", "--address", ray.get_runtime_context().gcs_address,
-           "--num-cpus", "0", "--resources", json.dumps(resources), "--block",
-           "--disable-usage-stats", "--dashboard-agent-listen-port", str(_free_port())]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    cmd = [
+        *cli,
+        "start",
+        "--address",
+        ray.get_runtime_context().gcs_address,
+        "--num-cpus",
+        "0",
+        "--resources",
+        json.dumps(resources),
+        "--block",
+        "--disable-usage-stats",
+        "--dashboard-agent-listen-port",
+        str(_free_port()),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     node = SecondNode()
     started: list[psutil.Process] = []
     try:
@@ -727,10 +799,12 @@ def node_too(pair):
 def test_stages_run_on_the_nodes_their_options_ask_for():
     head = ray.get_runtime_context().get_node_id()
     with second_node({"second": 4}) as second:
-        executor = RayExecutor(stage_options={
-            "node_too": {"num_cpus": 0, "resources": {"second": 1}}})
+        executor = RayExecutor(
+            stage_options={"node_too": {"num_cpus": 0, "resources": {"second": 1}}}
+        )
         got = (numbers(500) >> node_of >> node_too.options(workers=2)).collect(
-            executor=executor, timeout=30)
+            executor=executor, timeout=30
+        )
     assert [x for x, _, _ in got] == list(range(500))
     assert {(a, b) for _, a, b in got} == {(head, second.id)}
     assert not second.left
@@ -768,6 +842,7 @@ def test_io_bound_stages_keep_calls_in_flight_on_ray():
 
 # -- resilience: the stage options mean what they mean on the process executor -----------
 
+
 def test_a_timed_out_item_goes_to_the_dead_letters_and_its_actor_is_replaced(tmp_path):
     letters = tmp_path / "letters"
     stage = marked(tmp_path, hang={5}, timeout=0.5, on_error=letters_to(str(letters)))
@@ -784,15 +859,15 @@ def test_a_timed_out_item_goes_to_the_dead_letters_and_its_actor_is_replaced(tmp
 
 def test_a_timeout_raises_stage_timeout_by_default(tmp_path):
     with pytest.raises(StageTimeout) as info:
-        (numbers(10) >> marked(tmp_path, hang={5}, timeout=0.5)).collect(executor="ray",
-                                                                          timeout=30)
+        (numbers(10) >> marked(tmp_path, hang={5}, timeout=0.5)).collect(executor="ray", timeout=30)
     assert (info.value.stage, info.value.item) == ("Marked", "5")
 
 
 @pytest.mark.parametrize("workers, ordered", [(1, True), (2, True), (2, False)])
 def test_an_actor_that_dies_is_replaced_and_only_its_item_fails(tmp_path, workers, ordered):
-    stage = marked(tmp_path, die={5, 13}, restarts=3, on_error="skip", workers=workers,
-                   ordered=ordered)
+    stage = marked(
+        tmp_path, die={5, 13}, restarts=3, on_error="skip", workers=workers, ordered=ordered
+    )
     with execute(numbers(20) >> stage, executor="ray", timeout=60) as run:
         got = list(run)
     expected = [x for x in range(20) if x not in (5, 13)]
@@ -819,7 +894,8 @@ def test_a_death_that_happens_once_loses_nothing_with_a_retry(tmp_path):
 def test_when_restarts_run_out_the_ray_run_fails_with_worker_died(tmp_path):
     with pytest.raises(WorkerDied, match="'Marked'"):
         (numbers(10) >> marked(tmp_path, die={1, 2}, restarts=1, on_error="skip")).collect(
-            executor="ray", timeout=60)
+            executor="ray", timeout=60
+        )
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -835,5 +911,4 @@ def test_an_actor_is_replaced_after_max_items_without_loss_or_reordering(tmp_pat
 
 def test_stage_restarts_and_executor_restarts_do_not_mix():
     with pytest.raises(GraphError, match="'inc' has timeout, restarts or max_items"):
-        (numbers(3) >> inc.options(restarts=1)).collect(
-            executor=RayExecutor(restarts={"inc": 1}))
+        (numbers(3) >> inc.options(restarts=1)).collect(executor=RayExecutor(restarts={"inc": 1}))

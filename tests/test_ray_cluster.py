@@ -23,8 +23,12 @@ cluster_utils = pytest.importorskip("ray.cluster_utils")
 
 pytestmark = pytest.mark.timeout(90)
 
-FAST_CHECKS = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 200,
-               "health_check_timeout_ms": 200, "health_check_failure_threshold": 3}
+FAST_CHECKS = {
+    "health_check_initial_delay_ms": 0,
+    "health_check_period_ms": 200,
+    "health_check_timeout_ms": 200,
+    "health_check_failure_threshold": 3,
+}
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +37,10 @@ def cluster():
     printer = builtins.print
     if ray.is_initialized():  # another module's local instance
         ray.shutdown()
-    made = cluster_utils.Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "include_dashboard": False, "_system_config": FAST_CHECKS})
+    made = cluster_utils.Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 2, "include_dashboard": False, "_system_config": FAST_CHECKS},
+    )
     ray.init(address=made.address, log_to_driver=False, configure_logging=False)
     yield made
     ray.shutdown()

@@ -40,14 +40,17 @@ def drop(x):
 
 def test_figures_are_the_stats_fields_workers_publish_in_order():
     names = [f.name for f in dataclasses.fields(StageStats)]
-    assert tuple(names[3:3 + len(FIGURES)]) == FIGURES
-    assert names[3 + len(FIGURES):] == ["restarts", "replaced"]  # counted by the driver
+    assert tuple(names[3 : 3 + len(FIGURES)]) == FIGURES
+    assert names[3 + len(FIGURES) :] == ["restarts", "replaced"]  # counted by the driver
     stats = StageStats("s", "transform")
     stats.add(1, 2, 3, 0.5, 0.25, 0.125)
     stats.add(1, 2, 3, 0.5, 0.25, 0.125)
     assert (stats.items_in, stats.items_out, stats.errors) == (2, 4, 6)
-    assert (stats.busy_seconds, stats.blocked_in_seconds,
-            stats.blocked_out_seconds) == (1.0, 0.5, 0.25)
+    assert (stats.busy_seconds, stats.blocked_in_seconds, stats.blocked_out_seconds) == (
+        1.0,
+        0.5,
+        0.25,
+    )
 
 
 @pytest.mark.timeout(30)
@@ -70,16 +73,18 @@ def test_behind_a_slow_source_the_consumers_wait_for_input():
 
 def test_serial_runs_never_wait():
     report = (numbers(50) >> double >> drop).run(executor="serial")
-    assert all(s.blocked_in_seconds == s.blocked_out_seconds == 0
-               for s in report.stages.values())
+    assert all(s.blocked_in_seconds == s.blocked_out_seconds == 0 for s in report.stages.values())
     assert report["drop"].items_in == 50
 
 
 @pytest.mark.timeout(30)
 def test_figures_are_summed_over_workers(executor):
     report = (numbers(300) >> double >> drop).run(executor=executor)
-    assert (report["double"].workers, report["double"].items_in,
-            report["double"].items_out) == (2, 300, 300)
+    assert (report["double"].workers, report["double"].items_in, report["double"].items_out) == (
+        2,
+        300,
+        300,
+    )
 
 
 def test_repr_is_a_table_that_marks_the_bottleneck():
@@ -118,8 +123,7 @@ def test_a_pickled_report_keeps_its_figures_but_not_the_flow():
 
 
 def test_a_report_built_by_hand_works():
-    report = RunReport({"a": StageStats("a", "source", items_out=3, busy_seconds=0.5)},
-                       seconds=1.0)
+    report = RunReport({"a": StageStats("a", "source", items_out=3, busy_seconds=0.5)}, seconds=1.0)
     assert report.bottleneck == "a" and "a" in repr(report)
     assert RunReport().bottleneck is None
 
@@ -141,12 +145,19 @@ def test_a_report_shows_itself_as_a_table_in_a_notebook():
 
 
 def test_items_a_stage_never_used_are_listed_under_the_table():
-    report = RunReport({"pair": StageStats("pair", "transform", items_in=10, left_over=990),
-                        "cut": StageStats("cut", "transform", dropped=5),
-                        "ok": StageStats("ok", "sink", items_in=10)}, seconds=1.0)
+    report = RunReport(
+        {
+            "pair": StageStats("pair", "transform", items_in=10, left_over=990),
+            "cut": StageStats("cut", "transform", dropped=5),
+            "ok": StageStats("ok", "sink", items_in=10),
+        },
+        seconds=1.0,
+    )
     lines = repr(report).splitlines()
-    assert lines[-2:] == ["  pair: 990 left over (never paired)",
-                          "  cut: 5 dropped (arrived after it stopped)"]
+    assert lines[-2:] == [
+        "  pair: 990 left over (never paired)",
+        "  cut: 5 dropped (arrived after it stopped)",
+    ]
     page = report._repr_html_()
     assert "<p>pair: 990 left over (never paired)</p>" in page and "ok:" not in page
     assert report.to_dict()["stages"]["cut"]["dropped"] == 5

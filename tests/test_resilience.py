@@ -29,6 +29,7 @@ pytestmark = pytest.mark.timeout(60)
 
 # -- timeouts ------------------------------------------------------------------------
 
+
 def test_an_item_that_runs_too_long_fails_with_stage_timeout_promptly(tmp_path):
     stage = marked(tmp_path, hang={5}, timeout=0.5)
     start = time.monotonic()
@@ -73,10 +74,12 @@ def test_serial_runs_fail_an_item_that_took_too_long(tmp_path):
 
 # -- restarts ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("workers, ordered", [(1, True), (2, True), (2, False)])
 def test_a_worker_that_dies_is_replaced_and_only_its_item_fails(tmp_path, workers, ordered):
-    stage = marked(tmp_path, die={5, 13}, restarts=3, on_error="skip", workers=workers,
-                   ordered=ordered)
+    stage = marked(
+        tmp_path, die={5, 13}, restarts=3, on_error="skip", workers=workers, ordered=ordered
+    )
     got = (numbers(20) >> stage).collect()
     expected = [x for x in range(20) if x not in (5, 13)]
     assert got == expected if ordered else sorted(got) == expected
@@ -128,6 +131,7 @@ def test_items_of_a_loop_survive_a_restart(tmp_path):
 
 # -- bounded lifespans -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_worker_is_replaced_after_max_items_without_loss_or_reordering(tmp_path, workers):
     stage = marked(tmp_path, max_items_per_worker=10, workers=workers)
@@ -145,14 +149,18 @@ def test_serial_runs_replace_the_stage_after_max_items(tmp_path):
 
 # -- validation --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("options, message", [
-    ({"timeout": 0}, "timeout must be a number of seconds > 0"),
-    ({"timeout": "1"}, "timeout must be a number of seconds > 0"),
-    ({"restarts": -1}, "restarts must be an integer >= 0"),
-    ({"restarts": 1.5}, "restarts must be an integer >= 0"),
-    ({"max_items_per_worker": 0}, "max_items_per_worker must be an integer >= 1"),
-    ({"restarts": 1, "concurrency": 4}, "calls in flight"),
-])
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"timeout": 0}, "timeout must be a number of seconds > 0"),
+        ({"timeout": "1"}, "timeout must be a number of seconds > 0"),
+        ({"restarts": -1}, "restarts must be an integer >= 0"),
+        ({"restarts": 1.5}, "restarts must be an integer >= 0"),
+        ({"max_items_per_worker": 0}, "max_items_per_worker must be an integer >= 1"),
+        ({"restarts": 1, "concurrency": 4}, "calls in flight"),
+    ],
+)
 def test_resilience_options_are_checked_when_the_stage_is_made(options, message):
     with pytest.raises(GraphError, match=message):
         transform(lambda x: x).options(**options)
@@ -169,13 +177,17 @@ def test_a_source_cannot_be_restarted():
 
 # -- hygiene -------------------------------------------------------------------------
 
+
 def test_runs_with_restarts_and_timeouts_leave_nothing_behind(tmp_path):
     def open_fds():
         return len(os.listdir("/proc/self/fd"))
 
     def journals():
-        return [n for n in os.listdir("/dev/shm") if n.startswith("flowdsl_journal_")] \
-            if os.path.isdir("/dev/shm") else []
+        return (
+            [n for n in os.listdir("/dev/shm") if n.startswith("flowdsl_journal_")]
+            if os.path.isdir("/dev/shm")
+            else []
+        )
 
     (numbers(3) >> marked(tmp_path, restarts=1)).run()  # warm: imports, caches
     before = open_fds()

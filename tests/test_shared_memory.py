@@ -221,8 +221,10 @@ def test_codec_round_trips_buffers_of_every_size(specs, copies):
 def _is_big(x):
     if isinstance(x, tuple):
         return any(map(_is_big, x))
-    return isinstance(x, np.ndarray | bytes | bytearray | memoryview) and len(
-        memoryview(x).cast("B")) >= T
+    return (
+        isinstance(x, np.ndarray | bytes | bytearray | memoryview)
+        and len(memoryview(x).cast("B")) >= T
+    )
 
 
 def test_small_batches_keep_the_plain_pickle_path():
@@ -231,15 +233,19 @@ def test_small_batches_keep_the_plain_pickle_path():
     assert data[:1] == b"P" and nbytes == len(data)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: np.arange(3 * T, dtype=np.uint8)[::2],  # not contiguous: in the stream
-    lambda: np.asfortranarray(np.arange(T, dtype=np.float64).reshape(8, -1)),
-    lambda: np.frombuffer(b"r" * 2 * T, dtype=np.uint8),  # read-only
-    lambda: memoryview(bytearray(b"w" * 4 * T)).cast("B", [4, T]),
-    lambda: memoryview(np.arange(2 * T, dtype=np.uint8))[::2],  # not contiguous
-    lambda: memoryview(np.arange(T, dtype=np.int64)).cast("B").cast("q"),
-    lambda: [lambda: 1, np.ones(T)],  # dill, with the array out of the stream
-], ids=["strided", "fortran", "readonly", "2d-view", "strided-view", "int64-view", "dill"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: np.arange(3 * T, dtype=np.uint8)[::2],  # not contiguous: in the stream
+        lambda: np.asfortranarray(np.arange(T, dtype=np.float64).reshape(8, -1)),
+        lambda: np.frombuffer(b"r" * 2 * T, dtype=np.uint8),  # read-only
+        lambda: memoryview(bytearray(b"w" * 4 * T)).cast("B", [4, T]),
+        lambda: memoryview(np.arange(2 * T, dtype=np.uint8))[::2],  # not contiguous
+        lambda: memoryview(np.arange(T, dtype=np.int64)).cast("B").cast("q"),
+        lambda: [lambda: 1, np.ones(T)],  # dill, with the array out of the stream
+    ],
+    ids=["strided", "fortran", "readonly", "2d-view", "strided-view", "int64-view", "dill"],
+)
 def test_codec_keeps_layout_and_writability(make):
     sent = make()
     with codecs() as (producer, consumer):
@@ -248,8 +254,7 @@ def test_codec_keeps_layout_and_writability(make):
         if isinstance(sent, list):
             assert got[0]() == 1 and np.array_equal(got[1], sent[1])
         elif isinstance(sent, memoryview):
-            assert (got.format, got.shape, got.readonly) == (
-                sent.format, sent.shape, sent.readonly)
+            assert (got.format, got.shape, got.readonly) == (sent.format, sent.shape, sent.readonly)
             assert got.tobytes() == sent.tobytes()
         else:
             assert_same(got, sent)
@@ -257,14 +262,17 @@ def test_codec_keeps_layout_and_writability(make):
         del got
 
 
-@pytest.mark.parametrize(("item", "shared"), [
-    (b"b" * T, True),
-    (("key", bytearray(T)), True),
-    ({"image": b"i" * T, "size": T}, True),
-    ([[b"deep" * T]], False),  # deeper than the search goes: in the message
-    ({f"k{i}": b"many" * T for i in range(20)}, False),  # too many entries to search
-    ([memoryview(b"deep" * T)], True),  # memoryviews are found wherever they are
-])
+@pytest.mark.parametrize(
+    ("item", "shared"),
+    [
+        (b"b" * T, True),
+        (("key", bytearray(T)), True),
+        ({"image": b"i" * T, "size": T}, True),
+        ([[b"deep" * T]], False),  # deeper than the search goes: in the message
+        ({f"k{i}": b"many" * T for i in range(20)}, False),  # too many entries to search
+        ([memoryview(b"deep" * T)], True),  # memoryviews are found wherever they are
+    ],
+)
 def test_where_big_bytes_are_found(item, shared):
     with codecs() as (producer, consumer):
         (data,), _ = producer.encode([item])
@@ -365,8 +373,7 @@ def test_any_mix_of_items_round_trips_through_two_hops(specs):
 
 
 def test_every_kind_of_item_round_trips_under_spawn():
-    check_two_hops([(kind, size) for kind in KINDS for size in (10, T - 1, T, 3 * T)],
-                   "spawn")
+    check_two_hops([(kind, size) for kind in KINDS for size in (10, T - 1, T, 3 * T)], "spawn")
 
 
 def check_two_hops(specs, method):
@@ -392,7 +399,8 @@ def test_a_successful_run_cleans_up_without_the_sweep(monkeypatch):
     sweep = _shm.sweep
     monkeypatch.setattr(_shm, "sweep", lambda prefix: swept.append(sweep(prefix)))
     (arrays(30) >> identity >> identity.options(workers=2) >> check_size).run(
-        executor=ProcessExecutor("fork"))
+        executor=ProcessExecutor("fork")
+    )
     assert swept == [0]
 
 
@@ -437,7 +445,8 @@ def test_messages_count_the_bytes_in_shared_memory(monkeypatch, tmp_path):
     monkeypatch.setattr(_codec.Codec, "encode", spy)
     size = 4 * T
     (arrays(200, size=size) >> identity >> check_size(size=size)).run(
-        executor=ProcessExecutor("fork"))
+        executor=ProcessExecutor("fork")
+    )
     batches = [int(n) for n in log_path.read_text().split()]
     assert sum(batches) == 400
     assert max(batches) <= _worker.MESSAGE_BYTES // size
@@ -448,7 +457,8 @@ def test_messages_count_the_bytes_in_shared_memory(monkeypatch, tmp_path):
 def test_a_stage_error_leaves_no_segment(method):
     with pytest.raises(StageError, match="bad array"):
         (arrays(50) >> identity >> fail_at(at=5) >> check_size).run(
-            executor=ProcessExecutor(method))
+            executor=ProcessExecutor(method)
+        )
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -468,7 +478,7 @@ def test_a_timeout_leaves_no_segment(method):
 @pytest.mark.parametrize("method", METHODS)
 def test_leaving_the_loop_early_leaves_no_segment(method):
     kept = []
-    for x in (arrays(10 ** 6) >> identity).iterate(executor=ProcessExecutor(method)):
+    for x in (arrays(10**6) >> identity).iterate(executor=ProcessExecutor(method)):
         kept.append(x)
         if len(kept) == 5:
             break
@@ -544,8 +554,9 @@ class Announce:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["TERM", "HUP"])
 def test_sigterm_or_sighup_to_the_driver_leaves_nothing_behind(sig):
-    with subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, text=True,
-                          start_new_session=True) as proc:
+    with subprocess.Popen(
+        [sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, text=True, start_new_session=True
+    ) as proc:
         try:
             assert proc.stdout.readline().strip() == "running"
             workers = psutil.Process(proc.pid).children(recursive=True)

@@ -81,14 +81,21 @@ def test_class_decorator_constructs_instance_in_driver():
 
 def test_class_needs_run():
     with pytest.raises(TypeError, match="run"):
+
         @transform
         class NoRun:
             pass
 
 
 def test_explicit_classes_accept_minipipe_arguments():
-    t = Transform(lambda x: x, "t", upstreams=["s1"], downstreams=["s2"],
-                  ignore_exceptions=[KeyError], init_kwargs={"a": 1})
+    t = Transform(
+        lambda x: x,
+        "t",
+        upstreams=["s1"],
+        downstreams=["s2"],
+        ignore_exceptions=[KeyError],
+        init_kwargs={"a": 1},
+    )
     assert t.upstreams == ["s1"] and t.downstreams == ["s2"]
     assert t.ignore_exceptions == (KeyError,) and t.init_kwargs == {"a": 1}
     s = Source(iter([1]), "src")

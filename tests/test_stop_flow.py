@@ -17,21 +17,25 @@ from flowdsl import (
 )
 
 
-@pytest.mark.parametrize("build, where", [
-    (lambda: numbers(3) >> StopFlow, "a stage"),
-    (lambda: numbers(3) >> StopFlow(), "a stage"),
-    (lambda: numbers(3) >> [inc, StopFlow], "a stage"),
-    (lambda: Transform(StopFlow), "a transform"),
-    (lambda: Source(StopFlow), "a source"),
-    (lambda: transform(StopFlow), "@transform"),
-    (lambda: transform(workers=2)(StopFlow), "@transform"),
-    (lambda: inc.options(on_error=StopFlow), "on_error of stage 'inc'"),
-    (lambda: loop(StopFlow, seed=[1]), "a stage"),
-    (lambda: loop(inc, seed=[1], until=StopFlow), "a loop's until"),
-])
+@pytest.mark.parametrize(
+    "build, where",
+    [
+        (lambda: numbers(3) >> StopFlow, "a stage"),
+        (lambda: numbers(3) >> StopFlow(), "a stage"),
+        (lambda: numbers(3) >> [inc, StopFlow], "a stage"),
+        (lambda: Transform(StopFlow), "a transform"),
+        (lambda: Source(StopFlow), "a source"),
+        (lambda: transform(StopFlow), "@transform"),
+        (lambda: transform(workers=2)(StopFlow), "@transform"),
+        (lambda: inc.options(on_error=StopFlow), "on_error of stage 'inc'"),
+        (lambda: loop(StopFlow, seed=[1]), "a stage"),
+        (lambda: loop(inc, seed=[1], until=StopFlow), "a loop's until"),
+    ],
+)
 def test_stop_flow_given_as_code_is_rejected_at_build(build, where):
-    with pytest.raises(GraphError, match=r"StopFlow was given as (.*), but it is an exception") \
-            as info:
+    with pytest.raises(
+        GraphError, match=r"StopFlow was given as (.*), but it is an exception"
+    ) as info:
         build()
     assert where in str(info.value) and "`raise StopFlow`" in str(info.value)
 
@@ -54,10 +58,13 @@ class StopsInTerm:
         raise StopFlow
 
 
-@pytest.mark.parametrize("stage, hook, advice", [
-    (StopsInInit, "local_init", "raise it there, on the first item"),
-    (StopsInTerm, "local_term", "return normally from it"),
-])
+@pytest.mark.parametrize(
+    "stage, hook, advice",
+    [
+        (StopsInInit, "local_init", "raise it there, on the first item"),
+        (StopsInTerm, "local_term", "return normally from it"),
+    ],
+)
 def test_stop_flow_from_a_hook_is_an_error_naming_stage_and_hook(executor, stage, hook, advice):
     with pytest.raises(StageError) as info:
         (numbers(10) >> stage() >> ignore).run(executor=executor, timeout=20)
@@ -97,15 +104,17 @@ def returns_an_instance(x):
     return StopFlow() if x == 3 else x
 
 
-@pytest.mark.parametrize("flow, stage, item, verb", [
-    (lambda: numbers(10) >> returns_it, "returns_it", "3", "returned"),
-    (lambda: numbers(10) >> returns_an_instance, "returns_an_instance", "3", "returned"),
-    (lambda: numbers(10) >> yields_it, "yields_it", "3", "yielded"),
-    (lambda: source_yields_it >> inc, "source_yields_it", None, "yielded"),
-    (lambda: numbers(10) >> sink_returns_it, "sink_returns_it", "3", "returned"),
-])
-def test_stop_flow_as_a_result_is_an_error_naming_stage_and_item(executor, flow, stage, item,
-                                                                  verb):
+@pytest.mark.parametrize(
+    "flow, stage, item, verb",
+    [
+        (lambda: numbers(10) >> returns_it, "returns_it", "3", "returned"),
+        (lambda: numbers(10) >> returns_an_instance, "returns_an_instance", "3", "returned"),
+        (lambda: numbers(10) >> yields_it, "yields_it", "3", "yielded"),
+        (lambda: source_yields_it >> inc, "source_yields_it", None, "yielded"),
+        (lambda: numbers(10) >> sink_returns_it, "sink_returns_it", "3", "returned"),
+    ],
+)
+def test_stop_flow_as_a_result_is_an_error_naming_stage_and_item(executor, flow, stage, item, verb):
     with pytest.raises(StageError) as info:
         flow().run(executor=executor, timeout=20)
     error = info.value
@@ -117,7 +126,8 @@ def test_stop_flow_as_a_result_is_an_error_naming_stage_and_item(executor, flow,
 
 def test_a_returned_stop_flow_follows_the_error_policy(executor):
     report = (numbers(10) >> returns_it.options(on_error="skip") >> ignore).run(
-        executor=executor, timeout=20)
+        executor=executor, timeout=20
+    )
     stats = report["returns_it"]
     assert (stats.items_in, stats.items_out, stats.errors) == (10, 9, 1)
     assert not report.stopped
@@ -130,7 +140,7 @@ def test_raised_stop_flow_still_ends_the_flow_cleanly(executor):
             raise StopFlow
         return x
 
-    report = (numbers(10 ** 9) >> upto >> ignore).run(executor=executor, timeout=20)
+    report = (numbers(10**9) >> upto >> ignore).run(executor=executor, timeout=20)
     assert report.stopped and report["upto"].items_out == 3
 
 

@@ -53,13 +53,16 @@ def test_run_inline_needs_items_for_a_flow_without_source():
 # -- keeps_order and assert_equivalent ---------------------------------------------------
 
 
-@pytest.mark.parametrize("flow, ordered", [
-    (inc >> double.options(workers=3), True),
-    (inc >> [double, twice] >> add, True),  # a zip pairs by position
-    (merge(inc >> [double, twice]), False),
-    (inc >> double.options(workers=2, ordered=False), False),
-    (loop(inc, until=lambda x: x > 3), False),
-])
+@pytest.mark.parametrize(
+    "flow, ordered",
+    [
+        (inc >> double.options(workers=3), True),
+        (inc >> [double, twice] >> add, True),  # a zip pairs by position
+        (merge(inc >> [double, twice]), False),
+        (inc >> double.options(workers=2, ordered=False), False),
+        (loop(inc, until=lambda x: x > 3), False),
+    ],
+)
 def test_keeps_order(flow, ordered):
     assert keeps_order(flow) is ordered
 
@@ -71,7 +74,8 @@ def test_assert_equivalent_returns_the_reference_results():
 def test_assert_equivalent_compares_as_multiset_when_order_is_free():
     flow = merge(inc >> [double, twice.options(workers=2, ordered=False)])
     assert sorted(assert_equivalent(flow, range(50))) == sorted(
-        [2 * (x + 1) for x in range(50)] + [x + 1 for x in range(50)] * 2)
+        [2 * (x + 1) for x in range(50)] + [x + 1 for x in range(50)] * 2
+    )
 
 
 def test_assert_equivalent_detects_a_difference():
@@ -93,8 +97,11 @@ def test_assert_equivalent_counts_what_each_sink_receives():
         return x if os.getpid() == driver else None
 
     assert assert_equivalent(inc >> [double, ignore], range(3)) == [2, 4, 6]
-    with pytest.raises(AssertionError, match=r"delivered \{'ignore': 0\} item\(s\) to its "
-                                             r"sinks, 'serial' \{'ignore': 3\}"):
+    with pytest.raises(
+        AssertionError,
+        match=r"delivered \{'ignore': 0\} item\(s\) to its "
+        r"sinks, 'serial' \{'ignore': 3\}",
+    ):
         assert_equivalent(only_in_the_driver >> ignore, range(3))
 
 
@@ -262,8 +269,14 @@ def test_faults_keep_hooks_signatures_and_flat_maps(executor):
     def pair_sum(a, b):  # a loop body taking two parameters gets tuples unpacked
         return (a + b, b)
 
-    flow = (numbers(3) >> Offset() >> twice >> transform(lambda x: (x, 1))
-            >> loop(pair_sum, until=lambda t: t[0] > 30) >> transform(lambda t: t[0]))
+    flow = (
+        numbers(3)
+        >> Offset()
+        >> twice
+        >> transform(lambda x: (x, 1))
+        >> loop(pair_sum, until=lambda t: t[0] > 30)
+        >> transform(lambda t: t[0])
+    )
     faulty = flow
     for name in ("Offset", "twice", "pair_sum"):
         faulty = inject_fault(faulty, name, at=1000)
@@ -290,14 +303,17 @@ def test_faults_address_stages_by_their_unique_names():
         inject_fault(flow, "inc_1", at=0).collect(executor="serial")
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda f: inject_fault(f, "nope"), GraphError, "no stage named 'nope'.*numbers, inc"),
-    (lambda f: inject_fault(f, "inc", kind="melt"), ValueError, "unknown fault kind"),
-    (lambda f: inject_fault(f, "inc", at=-1), ValueError, "at must be"),
-    (lambda f: inject_fault(f, "inc", worker=1), GraphError, "no worker 1"),
-    (lambda f: inject_fault(f >> ignore, "ignore", kind="unpicklable"), GraphError, "sink"),
-    (lambda f: inject_fault(f >> Regulator(_pairs), "Regulator"), GraphError, "Regulator"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda f: inject_fault(f, "nope"), GraphError, "no stage named 'nope'.*numbers, inc"),
+        (lambda f: inject_fault(f, "inc", kind="melt"), ValueError, "unknown fault kind"),
+        (lambda f: inject_fault(f, "inc", at=-1), ValueError, "at must be"),
+        (lambda f: inject_fault(f, "inc", worker=1), GraphError, "no worker 1"),
+        (lambda f: inject_fault(f >> ignore, "ignore", kind="unpicklable"), GraphError, "sink"),
+        (lambda f: inject_fault(f >> Regulator(_pairs), "Regulator"), GraphError, "Regulator"),
+    ],
+)
 def test_fault_injection_rejects_bad_requests(call, error, match):
     with pytest.raises(error, match=match):
         call(numbers(3) >> inc)

@@ -169,7 +169,8 @@ def test_a_loop_body_must_take_what_it_makes_and_what_enters_it():
     message = _error(lambda: words(3) >> loop(grow, until=lambda x: x > 5))
     assert "stage 'loop' (its body's first stage, 'grow') takes int" in message
     assert "stage 'loop' makes int" in _error(
-        lambda: numbers(3) >> loop(grow, until=lambda x: x > 5) >> shout)
+        lambda: numbers(3) >> loop(grow, until=lambda x: x > 5) >> shout
+    )
 
 
 def test_what_is_not_annotated_or_not_understood_is_not_checked():
@@ -238,8 +239,22 @@ def test_check_types_is_a_boolean_and_not_for_sources():
 
 
 # -- the compatibility test itself ---------------------------------------------------------
-TYPES = [int, float, bool, str, bytes, int | None, str | None, int | str, list[int],
-         list[str], Sequence[int], tuple[int, ...], dict[str, int], set[int]]
+TYPES = [
+    int,
+    float,
+    bool,
+    str,
+    bytes,
+    int | None,
+    str | None,
+    int | str,
+    list[int],
+    list[str],
+    Sequence[int],
+    tuple[int, ...],
+    dict[str, int],
+    set[int],
+]
 
 
 @given(st.sampled_from(TYPES), st.sampled_from(TYPES), st.data())
@@ -258,18 +273,37 @@ class Row(TypedDict):
     name: str
 
 
-@pytest.mark.parametrize("made, taken", [(int, int), (bool, int), (int, float), (int, complex),
-                                         (int, int | None), (list[int], Sequence[int]),
-                                         (int | bool, int), (list[int], Sequence[float]),
-                                         (Point, tuple[int, ...]), (Point, tuple),
-                                         (Row, Mapping[str, object])])
+@pytest.mark.parametrize(
+    "made, taken",
+    [
+        (int, int),
+        (bool, int),
+        (int, float),
+        (int, complex),
+        (int, int | None),
+        (list[int], Sequence[int]),
+        (int | bool, int),
+        (list[int], Sequence[float]),
+        (Point, tuple[int, ...]),
+        (Point, tuple),
+        (Row, Mapping[str, object]),
+    ],
+)
 def test_fits_accepts_what_type_checkers_accept(made, taken):
     assert fits(made, taken)
 
 
-@pytest.mark.parametrize("made, taken", [(str, int), (float, int), (int | None, int),
-                                         (list[int], list[str]), (int | str, int),
-                                         (Point, tuple[str, ...])])
+@pytest.mark.parametrize(
+    "made, taken",
+    [
+        (str, int),
+        (float, int),
+        (int | None, int),
+        (list[int], list[str]),
+        (int | str, int),
+        (Point, tuple[str, ...]),
+    ],
+)
 def test_fits_refuses_what_type_checkers_refuse(made, taken):
     assert not fits(made, taken)
 
@@ -354,8 +388,9 @@ def test_annotations_evaluated_late_are_checked_once_they_can_be():
     def to_record(x: int) -> Later:  # noqa: F821  (defined further down the test)
         return x  # type: ignore[return-value]
 
-    with pytest.raises(GraphError, match="check_types=True needs its annotations, which "
-                                         "cannot be evaluated"):
+    with pytest.raises(
+        GraphError, match="check_types=True needs its annotations, which cannot be evaluated"
+    ):
         (numbers(2) >> to_record).collect(executor="serial")
     globals()["Later"] = str  # the name is defined now
     try:

@@ -21,8 +21,16 @@ def _run(*command: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_mypy_strict_agrees_with_the_typing_cases():
-    done = _run(sys.executable, "-m", "mypy", "--strict", "--warn-unused-ignores",
-                "--follow-imports=silent", "--no-incremental", CASES)
+    done = _run(
+        sys.executable,
+        "-m",
+        "mypy",
+        "--strict",
+        "--warn-unused-ignores",
+        "--follow-imports=silent",
+        "--no-incremental",
+        CASES,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -121,13 +121,23 @@ if __name__ == "__main__":
     s_report = mp.Stream()
 
     pipes = [mp.Source(loader, downstreams=train_streams, name="Loader")]
-    pipes += [mp.Transform(train_numpy(hidden, name), upstreams=[s_tr], downstreams=[s_ev],
-                           name=f"Train{i}")
-              for i, ((name, hidden), s_tr, s_ev)
-              in enumerate(zip(archs.items(), train_streams, eval_streams, strict=True))]
-    pipes += [mp.Transform(eval_numpy(X_test, y_test, name), upstreams=[s_ev],
-                           downstreams=[s_report], name=f"Eval{i}")
-              for i, (name, s_ev) in enumerate(zip(archs, eval_streams, strict=True))]
+    pipes += [
+        mp.Transform(
+            train_numpy(hidden, name), upstreams=[s_tr], downstreams=[s_ev], name=f"Train{i}"
+        )
+        for i, ((name, hidden), s_tr, s_ev) in enumerate(
+            zip(archs.items(), train_streams, eval_streams, strict=True)
+        )
+    ]
+    pipes += [
+        mp.Transform(
+            eval_numpy(X_test, y_test, name),
+            upstreams=[s_ev],
+            downstreams=[s_report],
+            name=f"Eval{i}",
+        )
+        for i, (name, s_ev) in enumerate(zip(archs, eval_streams, strict=True))
+    ]
     pipes += [mp.Sink(report_aucs(), upstreams=[s_report], name="Report")]
 
     psys = mp.PipeSystem(pipes)

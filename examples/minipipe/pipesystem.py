@@ -23,7 +23,7 @@ def batch(batch_size=2):
     # A coroutine for breaking data up into batches of 2
     x = yield
     for i in range(len(x) // batch_size):
-        yield x[i * batch_size:(i + 1) * batch_size]
+        yield x[i * batch_size : (i + 1) * batch_size]
 
 
 def sumBatch(x):

@@ -44,8 +44,9 @@ class EventLoop:
 
         self.loop = asyncio.new_event_loop()
         self.tasks: set[asyncio.Task[Any]] = set()  # the calls running on the loop
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True,
-                                        name=f"flowdsl-loop-{name}")
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, daemon=True, name=f"flowdsl-loop-{name}"
+        )
         self._thread.start()
 
     def submit(self, coroutine: Coroutine[Any, Any, Any]) -> Future[Any]:
@@ -101,13 +102,17 @@ class Calls:
     ``check`` is called while waiting (it raises to leave the wait).
     """
 
-    def __init__(self, name: str, limit: int, loop: EventLoop | None,
-                 check: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, name: str, limit: int, loop: EventLoop | None, check: Callable[[], None] | None = None
+    ) -> None:
         self.limit = limit
         self.loop = loop
         self.check = check
-        self._pool = None if loop is not None else ThreadPoolExecutor(
-            max_workers=limit, thread_name_prefix=f"flowdsl-{name}")
+        self._pool = (
+            None
+            if loop is not None
+            else ThreadPoolExecutor(max_workers=limit, thread_name_prefix=f"flowdsl-{name}")
+        )
         self._running: dict[int, tuple[Any, Future[Any]]] = {}  # key: (item, future)
         self._order: deque[int] = deque()  # keys in the order they were started
         self._finished: deque[int] = deque()  # keys in the order they finished
@@ -136,8 +141,7 @@ class Calls:
         if key is None:
             key, self._next = self._next, self._next + 1
             self._order.append(key)
-        future = self.loop.submit(call()) if self.loop is not None \
-            else self._pool.submit(call)  # type: ignore[union-attr]
+        future = self.loop.submit(call()) if self.loop is not None else self._pool.submit(call)  # type: ignore[union-attr]
         if not self._running and self._busy_since is None:
             self._busy_since = time.perf_counter()
         self._running[key] = (item, future)
@@ -172,8 +176,13 @@ class Calls:
             self._idle()
         return result
 
-    def again(self, key: int, item: Any, call: Callable[[], Any],
-              later: list[tuple[int, Any, Future[Any]]]) -> None:
+    def again(
+        self,
+        key: int,
+        item: Any,
+        call: Callable[[], Any],
+        later: list[tuple[int, Any, Future[Any]]],
+    ) -> None:
         """Start the call of ``key`` again (a retry) in its place: first in line,
         before ``later``, the finished calls after it that were not used yet."""
         for k, x, future in reversed(later):

@@ -38,8 +38,18 @@ from ..errors import StageError
 from . import shm as _shm
 from .runner import describe
 
-__all__ = ["DRIVER", "EOS", "Codec", "Undecodable", "decode", "encode", "find_unpicklable",
-           "split", "undecodable", "unsendable"]
+__all__ = [
+    "DRIVER",
+    "EOS",
+    "Codec",
+    "Undecodable",
+    "decode",
+    "encode",
+    "find_unpicklable",
+    "split",
+    "undecodable",
+    "unsendable",
+]
 
 log = logging.getLogger("flowdsl")
 
@@ -63,8 +73,7 @@ class Undecodable(Exception):
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.origin = origin
         self.cause = cause
-        self.text = "".join(traceback.format_exception(type(cause), cause,
-                                                       cause.__traceback__))
+        self.text = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
 
 
 def encode(batch: list[Any], origin: tuple[int, int] = DRIVER) -> bytes:
@@ -104,8 +113,9 @@ def undecodable(exc: Undecodable, names: Sequence[str], where: str) -> StageErro
     'x'"`` or ``"the driver"``), with what went wrong."""
     node, worker = exc.origin
     stage = names[node] if node < len(names) else "seed"
-    return StageError(stage, None, worker, exc.text,
-                      f"an output could not be deserialised in {where}: {exc}")
+    return StageError(
+        stage, None, worker, exc.text, f"an output could not be deserialised in {where}: {exc}"
+    )
 
 
 def find_unpicklable(batch: list[Any]) -> Any:
@@ -123,9 +133,13 @@ def unsendable(stage: str, worker: int, batch: list[Any], exc: BaseException) ->
     (raise it from ``exc``, inside the ``except`` that caught it): it names the
     first item that cannot travel."""
     bad = describe(find_unpicklable(batch))
-    return StageError(stage, bad, worker, traceback.format_exc(),
-                      f"output cannot be serialised to send downstream: "
-                      f"{type(exc).__name__}: {exc}")
+    return StageError(
+        stage,
+        bad,
+        worker,
+        traceback.format_exc(),
+        f"output cannot be serialised to send downstream: {type(exc).__name__}: {exc}",
+    )
 
 
 class Codec:
@@ -138,8 +152,14 @@ class Codec:
     keeps this process's segments: :meth:`close` it at the end.
     """
 
-    def __init__(self, shm_prefix: str | None, origin: tuple[int, int] = DRIVER, *,
-                 names: Sequence[str] = (), where: str = "the driver") -> None:
+    def __init__(
+        self,
+        shm_prefix: str | None,
+        origin: tuple[int, int] = DRIVER,
+        *,
+        names: Sequence[str] = (),
+        where: str = "the driver",
+    ) -> None:
         self.origin = origin
         self.names, self.where = names, where
         self.head = _ORIGIN.pack(*origin)
@@ -183,14 +203,14 @@ class Codec:
             data = encode(batch, self.origin)
             return [data] * copies, len(data)
 
-    def _shared(self, tag: bytes, stream: bytes, buffers: list[memoryview],
-                written: list[str]) -> bytes:
+    def _shared(
+        self, tag: bytes, stream: bytes, buffers: list[memoryview], written: list[str]
+    ) -> bytes:
         assert self.pool is not None
         name, spans, length = self.pool.write(buffers)
         written.append(name)
         meta = pickle.dumps((name, spans, length), _PROTOCOL)
-        return b"".join((_SHARED, self.head, len(meta).to_bytes(4, "little"), meta, tag,
-                         stream))
+        return b"".join((_SHARED, self.head, len(meta).to_bytes(4, "little"), meta, tag, stream))
 
     def decode(self, data: bytes) -> list[Any]:
         """The batch in ``data``; a batch that cannot be read is a
@@ -208,8 +228,9 @@ class Codec:
 
 
 # -- pickling ------------------------------------------------------------------------------
-def _second_look(batch: list[Any], stream: bytes,
-                 buffers: list[memoryview]) -> tuple[bytes, bytes, list[memoryview]]:
+def _second_look(
+    batch: list[Any], stream: bytes, buffers: list[memoryview]
+) -> tuple[bytes, bytes, list[memoryview]]:
     """(tag, stream, out-of-band buffers) for a batch the standard pickle wrote as
     ``stream`` and ``buffers``: if a big ``bytes`` or ``bytearray`` stayed in the
     stream, pickle again with the hook that takes it out."""
@@ -257,6 +278,7 @@ def _dump_hooked(batch: list[Any], out_of_band: bool) -> tuple[bytes, bytes, lis
 def _taker(into: list[memoryview]) -> Any:
     """A ``buffer_callback`` that takes buffers of ``THRESHOLD`` bytes or more out of
     the stream, into ``into``."""
+
     def take(buf: pickle.PickleBuffer) -> bool:
         try:
             raw = buf.raw()
@@ -266,6 +288,7 @@ def _taker(into: list[memoryview]) -> Any:
             return True
         into.append(raw)
         return False
+
     return take
 
 
@@ -331,7 +354,7 @@ def _load(tag: bytes, stream: Any, buffers: list[memoryview] | None) -> list[Any
 def _decode_shared(data: bytes, receiver: _shm.Receiver) -> list[Any]:
     view = memoryview(data)[HEAD:]
     n = int.from_bytes(view[:4], "little")
-    name, spans, length = pickle.loads(view[4:4 + n])
+    name, spans, length = pickle.loads(view[4 : 4 + n])
     whole = receiver.attach(name, length)
-    buffers = [whole[start:start + size] for start, size in spans]
-    return _load(bytes(view[4 + n:5 + n]), view[5 + n:], buffers)
+    buffers = [whole[start : start + size] for start, size in spans]
+    return _load(bytes(view[4 + n : 5 + n]), view[5 + n :], buffers)

@@ -65,15 +65,30 @@ class Machine:
     stage object (where workers share the driver's memory: the serial executor).
     """
 
-    def __init__(self, node: NodeSpec, worker: int = 0, *, loops: Weights = (),
-                 copy_functor: bool = False, streaming: bool = False,
-                 check: Any = None) -> None:
+    def __init__(
+        self,
+        node: NodeSpec,
+        worker: int = 0,
+        *,
+        loops: Weights = (),
+        copy_functor: bool = False,
+        streaming: bool = False,
+        check: Any = None,
+    ) -> None:
         self.node = node
         self.worker = worker
-        self.runner = Runner(node.stage, node.name, node.arity, len(node.outputs), worker,
-                             copy_functor=copy_functor, envelope=node.envelope,
-                             dead_letter=node.dead_letter, check=check,
-                             fused_batch=node.fused_batch)
+        self.runner = Runner(
+            node.stage,
+            node.name,
+            node.arity,
+            len(node.outputs),
+            worker,
+            copy_functor=copy_functor,
+            envelope=node.envelope,
+            dead_letter=node.dead_letter,
+            check=check,
+            fused_batch=node.fused_batch,
+        )
         # A concurrent stage (concurrency=N, async): calls stay in flight between
         # events where the executor can wait for them (``streaming``: it calls
         # collect() when wakeup is readable); elsewhere each event waits for them.
@@ -101,9 +116,15 @@ class Machine:
         self._source: Any = None  # the iterator of its items, closed at the end
         # one input, one output port, no flag, no loop, no dead letters: feed()
         # takes a short way (the same rules, less to look at)
-        self._plain = (len(node.inputs) == 1 and len(node.outputs) == 1 and not self.gate
-                       and self._flag is None and not loops and node.dead_letter is None
-                       and not self.concurrent)
+        self._plain = (
+            len(node.inputs) == 1
+            and len(node.outputs) == 1
+            and not self.gate
+            and self._flag is None
+            and not loops
+            and node.dead_letter is None
+            and not self.concurrent
+        )
         self._call_ports = tuple(range(len(node.inputs)))  # what a finished call consumed
 
     # -- events ----------------------------------------------------------------------
@@ -116,8 +137,7 @@ class Machine:
             return
         if self.node.kind == "source":
             items = self._source = self.runner.iterate()
-            self._items = self.runner.split(items, self.out) if self.runner.n_outputs > 1 \
-                else items
+            self._items = self.runner.split(items, self.out) if self.runner.n_outputs > 1 else items
         elif self.gate:
             self._enter(self.node.gate.seed)
 
@@ -177,12 +197,15 @@ class Machine:
         n = min(map(len, pending))
         if not self._warned and len(pending[port]) - n > ZIP_WARN:
             self._warned = True
-            log.warning("zip inputs run far apart: %d items wait to be paired",
-                        len(pending[port]) - n,
-                        extra={"stage": self.node.name, "worker": self.worker})
+            log.warning(
+                "zip inputs run far apart: %d items wait to be paired",
+                len(pending[port]) - n,
+                extra={"stage": self.node.name, "worker": self.worker},
+            )
         if n:
-            self._process([tuple(q.popleft() for q in pending) for _ in range(n)],
-                          range(len(pending)))
+            self._process(
+                [tuple(q.popleft() for q in pending) for _ in range(n)], range(len(pending))
+            )
         if self.status is RUNNING and any(not pending[p] for p in self.ended_inputs):
             self._run_out()
 
@@ -311,8 +334,11 @@ class Machine:
         it died or ran past the stage's timeout (``reason`` "timeout"): True when
         retries are left, and the executor runs it again in the new worker;
         otherwise it fails here, through the error policy."""
-        exc: BaseException = self.runner.timed_out() if reason == "timeout" else \
-            ItemKilledWorker(f"its worker died while running it ({reason})")
+        exc: BaseException = (
+            self.runner.timed_out()
+            if reason == "timeout"
+            else ItemKilledWorker(f"its worker died while running it ({reason})")
+        )
         if attempts < self.node.stage.retries:
             return True
         self.fail(port, item, exc)
@@ -463,8 +489,9 @@ class Machine:
         if self.loops:
             ports = tuple(ports)
             for i, (_, weights, copies) in enumerate(self.loops):
-                self._delta[i] += (sum(m * c for m, c in zip(made, copies, strict=True))
-                                   - consumed * sum(weights[p] for p in ports))
+                self._delta[i] += sum(
+                    m * c for m, c in zip(made, copies, strict=True)
+                ) - consumed * sum(weights[p] for p in ports)
 
     def _flagged(self) -> bool:
         flag = self._flag
@@ -473,9 +500,14 @@ class Machine:
     def _log_losses(self) -> None:
         extra = {"stage": self.node.name, "worker": self.worker}
         if self.leftover:
-            log.warning("zip into %r ended with %d item(s) left over in its other inputs "
-                        "(per input, in list order: %s)", self.node.name, self.leftover,
-                        self.leftover_by_input, extra=extra)
+            log.warning(
+                "zip into %r ended with %d item(s) left over in its other inputs "
+                "(per input, in list order: %s)",
+                self.node.name,
+                self.leftover,
+                self.leftover_by_input,
+                extra=extra,
+            )
         if self.status is STOPPED:
             log.info("stopped early; %d item(s) were dropped", self.dropped, extra=extra)
 
@@ -491,12 +523,21 @@ def loop_weights(plan: Plan, node: NodeSpec) -> Weights:
         feedback = plan.nodes[g].loop.feedback  # type: ignore[union-attr]
 
         def inside(ch: int, g: int = g, feedback: int = feedback) -> int:
-            return int(ch == feedback or any(
-                c != DRIVER and g in plan.nodes[c].regions
-                for c, _ in plan.channels[ch].consumers))
+            return int(
+                ch == feedback
+                or any(
+                    c != DRIVER and g in plan.nodes[c].regions
+                    for c, _ in plan.channels[ch].consumers
+                )
+            )
 
-        weights.append((g, tuple(inside(c) for c in node.inputs),
-                        tuple(sum(inside(c) for c in port) for port in node.outputs)))
+        weights.append(
+            (
+                g,
+                tuple(inside(c) for c in node.inputs),
+                tuple(sum(inside(c) for c in port) for port in node.outputs),
+            )
+        )
     return tuple(weights)
 
 

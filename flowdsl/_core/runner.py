@@ -61,21 +61,30 @@ _SPREAD_AS_IS = _SIGNALS | {type(None), tuple}  # else a batched result goes ite
 # What to do instead of raising StopFlow from a hook, by hook.
 _STOP_IN_HOOK = {
     "local_init": "local_init runs before any item, and StopFlow ends a flow only from "
-                  "the stage's items (run(), a transform's function, a source's "
-                  "iteration); raise it there, on the first item, to end the flow "
-                  "cleanly, or raise another exception to fail the run",
+    "the stage's items (run(), a transform's function, a source's "
+    "iteration); raise it there, on the first item, to end the flow "
+    "cleanly, or raise another exception to fail the run",
     "local_term": "local_term runs once the stage has ended, when there is nothing "
-                  "left to stop; return normally from it",
+    "left to stop; return normally from it",
 }
 
 
 class Runner:
     """Runs the user code of stage ``name`` in worker ``worker``."""
 
-    def __init__(self, stage: Stage, name: str, arity: int, n_outputs: int,
-                 worker: int = 0, copy_functor: bool = False, envelope: bool = False,
-                 dead_letter: int | None = None, check: Any = None,
-                 fused_batch: int | None = None) -> None:
+    def __init__(
+        self,
+        stage: Stage,
+        name: str,
+        arity: int,
+        n_outputs: int,
+        worker: int = 0,
+        copy_functor: bool = False,
+        envelope: bool = False,
+        dead_letter: int | None = None,
+        check: Any = None,
+        fused_batch: int | None = None,
+    ) -> None:
         self.stage = stage
         self.name = name
         self.worker = worker
@@ -85,8 +94,12 @@ class Runner:
         self.retries = stage.retries
         self.skip = stage.on_error == "skip"
         functor = stage.functor_obj
-        if copy_functor and not (inspect.isfunction(functor) or inspect.isgenerator(functor)
-                                 or inspect.isbuiltin(functor) or inspect.ismethod(functor)):
+        if copy_functor and not (
+            inspect.isfunction(functor)
+            or inspect.isgenerator(functor)
+            or inspect.isbuiltin(functor)
+            or inspect.ismethod(functor)
+        ):
             functor = copy.deepcopy(functor)  # every worker has its own instance
         self.functor = functor
         self.args = stage.args
@@ -130,7 +143,8 @@ class Runner:
         # looked up once, not per item; a transform with batch=n spreads each
         # list it returns, as a generator's items are
         self.generator = self.stage.is_generator or (
-            self.stage.batch is not None and self.stage.kind == "transform")
+            self.stage.batch is not None and self.stage.kind == "transform"
+        )
         self.fn = _bind(self.call, self.args, self.kwargs)
         if self.stage.check_types:
             self.fn = typed(self.fn, self.stage, self.arity)
@@ -164,8 +178,7 @@ class Runner:
     def iterate(self) -> Iterator[Any]:
         """The items of a source, ``None`` skipped, errors wrapped."""
         functor = self.functor
-        if inspect.isgenerator(functor) or (
-                not callable(functor) and not hasattr(functor, "run")):
+        if inspect.isgenerator(functor) or (not callable(functor) and not hasattr(functor, "run")):
             it = iter(functor)
         elif self.loop is not None:  # an async generator, run on the worker's loop
             made = self._guard(self.call, None, *self.args, **self.kwargs)
@@ -175,9 +188,14 @@ class Runner:
             try:
                 it = iter(made)
             except TypeError as exc:
-                raise StageError(self.name, None, self.worker, "",
-                                 f"a source must give an iterable, but it returned "
-                                 f"{_repr(made)} ({type(made).__name__})") from exc
+                raise StageError(
+                    self.name,
+                    None,
+                    self.worker,
+                    "",
+                    f"a source must give an iterable, but it returned "
+                    f"{_repr(made)} ({type(made).__name__})",
+                ) from exc
         try:
             yield from self._items_of(it)
         finally:  # ended early or not: the user's generator runs its finally blocks
@@ -206,8 +224,7 @@ class Runner:
                     except TypeError as exc:
                         raise self._error(exc, None) from exc
                     if ended:
-                        log.info("End of stream",
-                                 extra={"stage": self.name, "worker": self.worker})
+                        log.info("End of stream", extra={"stage": self.name, "worker": self.worker})
                         return
                 yield x
 
@@ -281,11 +298,14 @@ class Runner:
                 exc = future.exception()
             except CancelledError as cancelled:  # the call cancelled itself
                 exc = cancelled
-            if exc is not None and not isinstance(exc, _PASS) \
-                    and self._attempts.get(key, 0) < self.retries:
+            if (
+                exc is not None
+                and not isinstance(exc, _PASS)
+                and self._attempts.get(key, 0) < self.retries
+            ):
                 self._attempts[key] = self._attempts.get(key, 0) + 1
                 if self.ordered:  # in its place: what finished after it waits for it
-                    calls.again(key, item, self._call(item), entries[i + 1:])
+                    calls.again(key, item, self._call(item), entries[i + 1 :])
                     return
                 calls.again(key, item, self._call(item), [])
                 continue
@@ -305,8 +325,9 @@ class Runner:
             calls.wait()
             self.settle(out)
 
-    def _settle_one(self, item: Any, exc: BaseException | None, future: Any,
-                    out: list[list[Any]]) -> None:
+    def _settle_one(
+        self, item: Any, exc: BaseException | None, future: Any, out: list[list[Any]]
+    ) -> None:
         tag, x = item if self.envelope else (None, item)
         into = [[] for _ in out] if self.envelope else out
         try:
@@ -352,6 +373,7 @@ class Runner:
         """``f``, failing a call that returns after ``limit`` seconds (where the
         executor cannot abandon it sooner: the serial one; a worker's watchdog
         abandons it at the limit)."""
+
         def timed(*items: Any) -> Any:
             start = time.monotonic()
             r = f(*items)
@@ -376,8 +398,9 @@ class Runner:
         n, self.settled = self.settled, 0
         return n
 
-    def _process_from(self, batch: list[Any], start: int, out: list[list[Any]],
-                      catch: bool = True) -> int:
+    def _process_from(
+        self, batch: list[Any], start: int, out: list[list[Any]], catch: bool = True
+    ) -> int:
         f = self.fn
         zipped = self.arity > 1
         i = start
@@ -454,9 +477,13 @@ class Runner:
             return
         if self.dead_letter is not None:
             self.errors += 1
-            log.warning("sent item %s to the dead letters after %s: %s", _repr(x),
-                        type(exc).__name__, _text(exc),
-                        extra={"stage": self.name, "worker": self.worker})
+            log.warning(
+                "sent item %s to the dead letters after %s: %s",
+                _repr(x),
+                type(exc).__name__,
+                _text(exc),
+                extra={"stage": self.name, "worker": self.worker},
+            )
             out[self.dead_letter].append(_failure(self, exc, x))
             return
         raise self._error(exc, x) from exc
@@ -593,19 +620,27 @@ class Runner:
     def _ignored(self, exc: BaseException, item: Any) -> bool:
         if self.skip or (self.ignore and isinstance(exc, self.ignore)):
             self.errors += 1
-            log.warning("ignored %s on item %s: %s", type(exc).__name__, _repr(item), _text(exc),
-                        extra={"stage": self.name, "worker": self.worker})
+            log.warning(
+                "ignored %s on item %s: %s",
+                type(exc).__name__,
+                _repr(item),
+                _text(exc),
+                extra={"stage": self.name, "worker": self.worker},
+            )
             return True
         return False
 
     def _error(self, exc: BaseException, item: Any, hook: str | None = None) -> StageError:
         self.errors += 1
         where = f" in {hook}()" if hook in ("local_init", "local_term", "until") else ""
-        text = _STOP_IN_HOOK.get(hook or "", _text(exc)) if isinstance(exc, StopFlow) \
-            else _text(exc)
+        text = (
+            _STOP_IN_HOOK.get(hook or "", _text(exc)) if isinstance(exc, StopFlow) else _text(exc)
+        )
         kind = StageTimeout if isinstance(exc, CallTimedOut) else StageError
         return kind(
-            self.name, None if item is None else _repr(item), self.worker,
+            self.name,
+            None if item is None else _repr(item),
+            self.worker,
             "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
             f"{type(exc).__name__}{where}: {text}",
         )
@@ -618,8 +653,10 @@ def _ends_stage(r: Any, how: str) -> bool:
     if r is Sentinel or isinstance(r, Sentinel):
         return True
     if isinstance(r, StopFlow) or (isinstance(r, type) and issubclass(r, StopFlow)):
-        raise TypeError(f"{how} StopFlow instead of raising it; StopFlow is not an item: "
-                        f"write `raise StopFlow` to end the flow cleanly")
+        raise TypeError(
+            f"{how} StopFlow instead of raising it; StopFlow is not an item: "
+            f"write `raise StopFlow` to end the flow cleanly"
+        )
     return False
 
 
@@ -629,9 +666,14 @@ def _failure(runner: Runner, exc: BaseException, item: Any) -> Failure:
         kept: BaseException | None = exc
     except Exception:
         kept = None  # it could not reach the dead-letter stage: keep the text
-    return Failure(runner.name, item, f"{type(exc).__name__}: {_text(exc)}", kept,
-                   "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-                   runner.worker)
+    return Failure(
+        runner.name,
+        item,
+        f"{type(exc).__name__}: {_text(exc)}",
+        kept,
+        "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        runner.worker,
+    )
 
 
 def _first_failing(gate: Any, items: list[Any]) -> Any:

@@ -47,8 +47,16 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SHM_DIR", "THRESHOLD", "Receiver", "SegmentPool", "available", "new_prefix",
-           "sweep", "sweep_orphans"]
+__all__ = [
+    "SHM_DIR",
+    "THRESHOLD",
+    "Receiver",
+    "SegmentPool",
+    "available",
+    "new_prefix",
+    "sweep",
+    "sweep_orphans",
+]
 
 log = logging.getLogger("flowdsl")
 
@@ -104,8 +112,7 @@ def sweep_orphans() -> int:
                     os.unlink(path)
                     removed += 1
     if removed:
-        log.info("removed %d shared-memory segment(s) left by runs whose driver died",
-                 removed)
+        log.info("removed %d shared-memory segment(s) left by runs whose driver died", removed)
     return removed
 
 
@@ -159,7 +166,7 @@ class SegmentPool:
         offsets, length = layout(sizes)
         seg = self._take(length)
         for buf, start, n in zip(buffers, offsets, sizes, strict=True):
-            seg.map[start:start + n] = buf
+            seg.map[start : start + n] = buf
         seg.map[HELD] = 1  # before the name leaves this process
         return os.path.basename(seg.path), list(zip(offsets, sizes, strict=True)), length
 
@@ -173,16 +180,21 @@ class SegmentPool:
         best = None
         for seg in self.segments:
             # not a segment far bigger than needed: a kept item would pin all of it
-            if length <= seg.size <= max(4 * length, _MIN_SEGMENT) and seg.map[HELD] == 0 and (
-                    best is None or seg.size < best.size):
+            if (
+                length <= seg.size <= max(4 * length, _MIN_SEGMENT)
+                and seg.map[HELD] == 0
+                and (best is None or seg.size < best.size)
+            ):
                 best = seg
         if best is not None:
             self.segments.remove(best)
             self.segments.append(best)
             return best
         size = _rounded(max(length, _MIN_SEGMENT))
-        while self.segments and (len(self.segments) >= POOL_SEGMENTS
-                                 or sum(s.size for s in self.segments) + size > POOL_BYTES):
+        while self.segments and (
+            len(self.segments) >= POOL_SEGMENTS
+            or sum(s.size for s in self.segments) + size > POOL_BYTES
+        ):
             self._let_go(self.segments.pop(0))
         seg = self._create(size)
         self.segments.append(seg)

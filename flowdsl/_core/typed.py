@@ -26,22 +26,26 @@ def typed(fn: Any, stage: Any, arity: int) -> Any:
 
     def refuse_in(i: int, v: Any) -> None:
         param = f" (parameter {names[i]!r})" if i < len(names) else ""
-        raise TypeError(f"stage {name!r} takes {show(taken[i])}{param}, "
-                        f"got {type(v).__name__} {_short(v)}")
+        raise TypeError(
+            f"stage {name!r} takes {show(taken[i])}{param}, got {type(v).__name__} {_short(v)}"
+        )
 
     def check_in(items: tuple[Any, ...]) -> None:
         for i, (x, ok) in enumerate(zip(items, oks, strict=False)):
-            for v in (x if batched and isinstance(x, list) else (x,)):
+            for v in x if batched and isinstance(x, list) else (x,):
                 if not ok(v):
                     refuse_in(i, v)
 
     def check_out(result: Any, verb: str = "returned") -> Any:
         if result is not None and not ok_out(result):
-            raise TypeError(f"stage {name!r} makes {show(made)}, but {verb} "
-                            f"{type(result).__name__} {_short(result)}")
+            raise TypeError(
+                f"stage {name!r} makes {show(made)}, but {verb} "
+                f"{type(result).__name__} {_short(result)}"
+            )
         return result
 
     if stage.is_async_generator:
+
         @functools.wraps(fn)
         async def checked_agen(*items: Any) -> Any:
             check_in(items)
@@ -50,6 +54,7 @@ def typed(fn: Any, stage: Any, arity: int) -> Any:
 
         return checked_agen
     if stage.is_async and batched:
+
         @functools.wraps(fn)
         async def checked_async_batch(*items: Any) -> Any:
             check_in(items)
@@ -57,6 +62,7 @@ def typed(fn: Any, stage: Any, arity: int) -> Any:
 
         return checked_async_batch
     if stage.is_async:
+
         @functools.wraps(fn)
         async def checked_async(*items: Any) -> Any:
             check_in(items)
@@ -64,6 +70,7 @@ def typed(fn: Any, stage: Any, arity: int) -> Any:
 
         return checked_async
     if stage.is_generator and inspect.isgeneratorfunction(inspect.unwrap(stage.callable)):
+
         @functools.wraps(fn)
         def checked_generator(*items: Any) -> Any:
             check_in(items)

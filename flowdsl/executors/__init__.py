@@ -14,8 +14,15 @@ from .process import ProcessExecutor
 from .ray import RayExecutor  # imports ray only when a run starts
 from .serial import SerialExecutor
 
-__all__ = ["Execution", "Executor", "ProcessExecutor", "RayExecutor", "SerialExecutor",
-           "execute", "resolve_executor"]
+__all__ = [
+    "Execution",
+    "Executor",
+    "ProcessExecutor",
+    "RayExecutor",
+    "SerialExecutor",
+    "execute",
+    "resolve_executor",
+]
 
 _NAMED = {"process": ProcessExecutor, "ray": RayExecutor, "serial": SerialExecutor}
 
@@ -26,13 +33,20 @@ def resolve_executor(executor: Any) -> Executor:
         return executor
     if isinstance(executor, str) and executor in _NAMED:
         return _NAMED[executor]()
-    raise ValueError(f"unknown executor {executor!r}: use one of {sorted(_NAMED)} "
-                     f"or an Executor instance")
+    raise ValueError(
+        f"unknown executor {executor!r}: use one of {sorted(_NAMED)} or an Executor instance"
+    )
 
 
 @contextmanager
-def execute(flow: Flow, *, executor: Any = "process", timeout: float | None = None,
-            progress: bool = False, want_results: bool = True) -> Any:
+def execute(
+    flow: Flow,
+    *,
+    executor: Any = "process",
+    timeout: float | None = None,
+    progress: bool = False,
+    want_results: bool = True,
+) -> Any:
     """Compile ``flow``, start it on ``executor`` and yield the execution."""
     if timeout is not None and timeout <= 0:
         raise ValueError(f"timeout must be positive, got {timeout!r}")

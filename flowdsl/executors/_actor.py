@@ -41,8 +41,7 @@ class StageActor:
     spawned process inherits them), so stages defined in scripts and test modules
     can be found."""
 
-    def __init__(self, code: bytes, worker: int, paths: list[str],
-                 levels: dict[str, int]) -> None:
+    def __init__(self, code: bytes, worker: int, paths: list[str], levels: dict[str, int]) -> None:
         self.code, self.worker, self.levels = code, worker, levels
         for path in paths:
             if path not in sys.path:
@@ -176,8 +175,13 @@ class StageActor:
             return
         if not isinstance(exc, StageError):
             name = getattr(getattr(self.machine, "node", None), "name", "?")
-            wrapped = StageError(name, None, self.worker, traceback.format_exc(),
-                                 f"internal error: {type(exc).__name__}: {exc}")
+            wrapped = StageError(
+                name,
+                None,
+                self.worker,
+                traceback.format_exc(),
+                f"internal error: {type(exc).__name__}: {exc}",
+            )
             wrapped.__cause__ = exc
             exc = wrapped
         self.error = portable_error(exc)
@@ -196,8 +200,14 @@ class StageActor:
         if m.status is not RUNNING:
             self._term()  # local_term as soon as the stage has ended
         meta = self._meta(**extra)
-        meta.update(counts=counts, delta=m.take_delta(), closed=m.take_closed(),
-                    running=m.status is RUNNING, stop_flow=m.stop_flow, spent=m.spent)
+        meta.update(
+            counts=counts,
+            delta=m.take_delta(),
+            closed=m.take_closed(),
+            running=m.status is RUNNING,
+            stop_flow=m.stop_flow,
+            spent=m.spent,
+        )
         return (meta, *data) if data else meta  # one return value is not a tuple
 
     def _encode(self, items: list[Any]) -> bytes:
@@ -221,10 +231,16 @@ class StageActor:
         figures = (0, 0, 0) if m is None else m.figures
         tail = (0, 0, 0, 0, 0) if m is None else m.tail
         busy = self.busy if m is None else m.busy(self.busy)
-        meta = {"error": self.error, "figures": (*figures, busy, 0.0, 0.0, *tail),
-                "cost": self.cost,
-                "item_bytes": self.item_bytes, "logs": self.records,
-                "restarted": self.restarted, "life": self.life, **extra}
+        meta = {
+            "error": self.error,
+            "figures": (*figures, busy, 0.0, 0.0, *tail),
+            "cost": self.cost,
+            "item_bytes": self.item_bytes,
+            "logs": self.records,
+            "restarted": self.restarted,
+            "life": self.life,
+            **extra,
+        }
         self.records = []
         self.restarted = False
         return meta

@@ -46,7 +46,9 @@ class Execution(abc.ABC):
         self.plan = plan
         self.report = RunReport(
             {n.name: StageStats(n.name, n.kind, n.workers) for n in plan.nodes if not n.hidden},
-            executor=executor_name, plan=plan)
+            executor=executor_name,
+            plan=plan,
+        )
         self._started = time.perf_counter()
 
     @abc.abstractmethod

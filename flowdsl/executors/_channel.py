@@ -74,8 +74,17 @@ class Cancel:
 
 
 class Channel:
-    def __init__(self, ctx: Any, name: str, buffer: int, producers: int,
-                 consumers: int, max_batch: int, cancel: Cancel, min_batch: int = 1) -> None:
+    def __init__(
+        self,
+        ctx: Any,
+        name: str,
+        buffer: int,
+        producers: int,
+        consumers: int,
+        max_batch: int,
+        cancel: Cancel,
+        min_batch: int = 1,
+    ) -> None:
         self.name = name
         self.cancel = cancel
         # ``buffer`` bounds the items waiting: batches of at most ``batch_limit``

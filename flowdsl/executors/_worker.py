@@ -120,8 +120,13 @@ class _Worker:
         # A concurrent stage keeps calls in flight while it waits for input, unless
         # its workers take turns to emit (ordered): then each batch's calls finish
         # before its turn.
-        self.machine = Machine(node, job.worker, loops=job.loops, check=job.cancel.check,
-                               streaming=job.ordering is None)
+        self.machine = Machine(
+            node,
+            job.worker,
+            loops=job.loops,
+            check=job.cancel.check,
+            streaming=job.ordering is None,
+        )
         self.out = self.machine.out
         self.since: list[float | None] = [None] * len(node.outputs)
         self.per_item = 0.0
@@ -137,13 +142,17 @@ class _Worker:
         self.published = 0.0
         self.closed_ports: set[int] = set()
         self.told_stop = False
-        self.codec = Codec(job.shm_prefix, (node.id, job.worker), names=job.names,
-                           where=f"stage {node.name!r}")
+        self.codec = Codec(
+            job.shm_prefix, (node.id, job.worker), names=job.names, where=f"stage {node.name!r}"
+        )
         self.supervised = job.journal is not None
         # a replacement goes on from the figures of the worker it replaces
         k = len(FIGURES)
-        self.base = list(job.stats[job.slot * k:(job.slot + 1) * k]) \
-            if job.recover is not None and job.stats is not None else [0.0] * k
+        self.base = (
+            list(job.stats[job.slot * k : (job.slot + 1) * k])
+            if job.recover is not None and job.stats is not None
+            else [0.0] * k
+        )
 
     # -- lifecycle -------------------------------------------------------------------
     def run(self) -> bool:
@@ -180,9 +189,16 @@ class _Worker:
         except StageError as exc:
             status, report = "error", exc
         except BaseException as exc:  # a bug of ours: report it like user code
-            status, report = "error", StageError(
-                self.node.name, None, self.job.worker, traceback.format_exc(),
-                f"internal error: {type(exc).__name__}: {exc}")
+            status, report = (
+                "error",
+                StageError(
+                    self.node.name,
+                    None,
+                    self.job.worker,
+                    traceback.format_exc(),
+                    f"internal error: {type(exc).__name__}: {exc}",
+                ),
+            )
         # From here the worker finishes on its own: local_term is bounded only by
         # the driver's SIGKILL after the grace period.
         if report is not None:
@@ -199,9 +215,11 @@ class _Worker:
         if strays:
             logging.getLogger("flowdsl").warning(
                 "the stage left %d thread(s) running after local_term (%s): the worker "
-                "exits without waiting for them", len(strays),
+                "exits without waiting for them",
+                len(strays),
                 ", ".join(repr(t.name) for t in strays),
-                extra={"stage": self.node.name, "worker": self.job.worker})
+                extra={"stage": self.node.name, "worker": self.job.worker},
+            )
         for stream in (sys.stdout, sys.stderr):  # what the stage printed goes out first
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -246,7 +264,7 @@ class _Worker:
         base = self.job.slot * len(FIGURES)
         m = self.machine
         mine = [*m.figures, m.busy(self.busy), self.blocked_in, self.blocked_out, *m.tail]
-        stats[base:base + len(FIGURES)] = [a + b for a, b in zip(self.base, mine, strict=True)]
+        stats[base : base + len(FIGURES)] = [a + b for a, b in zip(self.base, mine, strict=True)]
         self.published = time.perf_counter()
 
     def _send(self, notice: Notice, payload: Any = None) -> None:
@@ -378,8 +396,13 @@ class _Worker:
             held, came = m.holding, time.perf_counter()
             self._process(0, self.codec.decode(data), seq)
             if wait is not None:  # the partial list's first item came now, or before
-                self.held_since = None if not m.holding else \
-                    came if self.held_since is None or m.holding <= held else self.held_since
+                self.held_since = (
+                    None
+                    if not m.holding
+                    else came
+                    if self.held_since is None or m.holding <= held
+                    else self.held_since
+                )
 
     def _run_zip(self) -> None:
         """Feed the machine from whichever input has data, not the one it waits for.
@@ -464,7 +487,7 @@ class _Worker:
             cancel.check()
             k = n if m.concurrent else self.chunk  # (calls in flight wait on their own)
             t = time.perf_counter()
-            m.feed(port, batch if (i == 0 and k >= n) else batch[i:i + k])
+            m.feed(port, batch if (i == 0 and k >= n) else batch[i : i + k])
             dt = time.perf_counter() - t
             self.busy += dt
             self._adapt(min(k, n - i), dt)
@@ -485,8 +508,9 @@ class _Worker:
             self._publish()
 
     # -- supervised stages -------------------------------------------------------------
-    def _process_supervised(self, port: int, batch: list[Any], seq: int | None,
-                            attempts: int = 0) -> None:
+    def _process_supervised(
+        self, port: int, batch: list[Any], seq: int | None, attempts: int = 0
+    ) -> None:
         """One item at a time, each written to the journal before its call and
         its outputs sent after it: a worker that dies or is stopped mid-call has
         that one item in hand, which its replacement finds in the journal."""
@@ -622,8 +646,7 @@ class _Worker:
         self.since[port] = None
         chans = self.job.outputs[port]
         m = self.machine
-        if chans and m.status is RUNNING and all(ch.closed for c in self.job.outputs
-                                                 for ch in c):
+        if chans and m.status is RUNNING and all(ch.closed for c in self.job.outputs for ch in c):
             m.stop()  # nobody reads any output: stop, and tell upstream
             self._after()
         # What was made is sent even where nobody processes it any more: a reader
@@ -643,8 +666,9 @@ class _Worker:
             start = 1
         while start < len(items):
             size = min(limit, self.max_chunk)
-            self._send_batch(port, items if start == 0 and len(items) <= size
-                             else items[start:start + size])
+            self._send_batch(
+                port, items if start == 0 and len(items) <= size else items[start : start + size]
+            )
             start += size
         items.clear()
 
@@ -687,8 +711,11 @@ def _watch_driver(job: Job) -> None:
 
 def _stray_threads() -> list[Any]:
     """Threads other than ours that the interpreter would wait for at exit."""
-    return [t for t in threading.enumerate() if t is not threading.main_thread()
-            and not t.daemon and t.is_alive()]
+    return [
+        t
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and not t.daemon and t.is_alive()
+    ]
 
 
 def _die_with_parent() -> None:
@@ -726,6 +753,7 @@ def _ignore(_: Any) -> None:
 
 def _pump(ch: Channel, port: int, events: Any, credit: Any) -> None:
     """Read ``ch`` into ``events`` from a thread, up to and including its end."""
+
     def run() -> None:
         while True:
             if credit is not None:
@@ -747,8 +775,7 @@ class _ForwardHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.control.send(Notice.LOG, self.node, self.worker,
-                              portable(record, self.worker))
+            self.control.send(Notice.LOG, self.node, self.worker, portable(record, self.worker))
         except Exception:
             self.handleError(record)
 

@@ -63,12 +63,12 @@ class ProcessExecutor(Executor):
 
     name = "process"
 
-    def __init__(self, start_method: str | None = None, *, grace: float = 1.0,
-                 shared_memory: bool = True) -> None:
+    def __init__(
+        self, start_method: str | None = None, *, grace: float = 1.0, shared_memory: bool = True
+    ) -> None:
         start_method = start_method or os.environ.get("FLOWDSL_START_METHOD") or None
         if start_method is not None and start_method not in START_METHODS:
-            raise ValueError(f"start_method must be one of {START_METHODS}, "
-                             f"got {start_method!r}")
+            raise ValueError(f"start_method must be one of {START_METHODS}, got {start_method!r}")
         self.start_method = start_method
         self.grace = grace
         self.shared_memory = shared_memory
@@ -80,7 +80,8 @@ class ProcessExecutor(Executor):
                 "process (a worker of a multiprocess Pool, or a Process made with "
                 "daemon=True), and daemonic processes may not have children. Run this "
                 "flow with executor='serial' here, or run it outside the pool (a flow "
-                "may run inside a stage of another flow)")
+                "may run inside a stage of another flow)"
+            )
         return _ProcessExecution(plan, self, timeout)
 
     def __repr__(self) -> str:
@@ -104,8 +105,7 @@ class _ProcessExecution(Execution):
         self.alive: dict[Any, tuple[int, int, Any]] = {}  # those not reaped yet
         self.shared: list[Any] = []
         # segments are named after the run, so teardown can sweep what is left
-        self.shm_prefix = (_shm.new_prefix() if executor.shared_memory and _shm.available()
-                           else None)
+        self.shm_prefix = _shm.new_prefix() if executor.shared_memory and _shm.available() else None
         if self.shm_prefix is not None:
             _sweep_orphans_once()
         self.codec = Codec(None, names=[n.name for n in plan.nodes])  # the driver only decodes
@@ -118,25 +118,40 @@ class _ProcessExecution(Execution):
         self.cancel = Cancel(self.ctx)
         self.lifeline = self.ctx.Pipe(duplex=False)  # workers die when the driver does
         # every worker's live figures, one slot each (the report and progress read them)
-        self.slots = {(n.id, w): i for i, (n, w) in enumerate(
-            (n, w) for n in plan.nodes for w in range(n.workers))}
+        self.slots = {
+            (n.id, w): i
+            for i, (n, w) in enumerate((n, w) for n in plan.nodes for w in range(n.workers))
+        }
         self.figures = self.ctx.RawArray("d", len(self.slots) * len(FIGURES))
         self.stop = self.ctx.Event()  # set on StopFlow: sources end, the flow drains
         # supervised stages: the start time of each worker's call in progress, the
         # directory of their journals, and what was replaced
         self.calls = self.ctx.RawArray("d", len(self.slots))
-        self.journals = tempfile.mkdtemp(prefix=f"flowdsl_journal_{os.getpid()}_",
-                                         dir="/dev/shm" if os.path.isdir("/dev/shm") else None) \
-            if any(n.stage.supervised for n in plan.nodes) else None
+        self.journals = (
+            tempfile.mkdtemp(
+                prefix=f"flowdsl_journal_{os.getpid()}_",
+                dir="/dev/shm" if os.path.isdir("/dev/shm") else None,
+            )
+            if any(n.stage.supervised for n in plan.nodes)
+            else None
+        )
         self.restarted = [0] * len(plan.nodes)  # workers replaced after dying
         self.replaced = [0] * len(plan.nodes)  # workers replaced after max items
         self.timed_out: set[tuple[int, int]] = set()
         self.retired: set[tuple[int, int]] = set()
         self.channels = [
-            Channel(self.ctx, c.name, c.buffer, plan.producer_workers(c.id),
-                    plan.consumer_workers(c.id), 1 if plan.one_at_a_time(c.id) else MAX_BATCH,
-                    self.cancel, min_batch=plan.calls_per_batch(c.id))
-            for c in plan.channels]
+            Channel(
+                self.ctx,
+                c.name,
+                c.buffer,
+                plan.producer_workers(c.id),
+                plan.consumer_workers(c.id),
+                1 if plan.one_at_a_time(c.id) else MAX_BATCH,
+                self.cancel,
+                min_batch=plan.calls_per_batch(c.id),
+            )
+            for c in plan.channels
+        ]
         if plan.result is not None:  # the driver only unpickles: a cheap consumer
             self.channels[plan.result].cost.value = 0.0
         for c in plan.channels:
@@ -159,8 +174,10 @@ class _ProcessExecution(Execution):
             raise
 
     def _start_workers(self) -> None:
-        self.levels = {"": logging.getLogger().getEffectiveLevel(),
-                       "flowdsl": log.getEffectiveLevel()}
+        self.levels = {
+            "": logging.getLogger().getEffectiveLevel(),
+            "flowdsl": log.getEffectiveLevel(),
+        }
         self.counters = {n.id: self.ctx.Value("q", 0) for n in self.plan.nodes if n.loop}
         self.loops = {n.id: loop_weights(self.plan, n) for n in self.plan.nodes}
         self.orderings: dict[int, Ordering | None] = {}
@@ -168,9 +185,12 @@ class _ProcessExecution(Execution):
         for node in self.plan.nodes:
             ordering = None
             if node.workers > 1 and node.stage.ordered and node.kind != "sink":
-                ordering = Ordering(self.ctx.Lock(), self.ctx.Value("q", 0, lock=False),
-                                    self.ctx.Condition(),
-                                    self.ctx.Value("q", 0, lock=False))
+                ordering = Ordering(
+                    self.ctx.Lock(),
+                    self.ctx.Value("q", 0, lock=False),
+                    self.ctx.Condition(),
+                    self.ctx.Value("q", 0, lock=False),
+                )
                 # keep it alive: a spawned child opens its semaphores after start()
                 self.shared.append(ordering)
             self.orderings[node.id] = ordering
@@ -180,19 +200,38 @@ class _ProcessExecution(Execution):
     def _start_worker(self, node: Any, w: int, recover: str | None = None) -> None:
         """Start worker ``w`` of ``node``; ``recover`` says why it replaces one."""
         slot = self.slots[node.id, w]
-        job = Job(node, w, [self.channels[c] for c in node.inputs],
-                  [[self.channels[c] for c in port] for port in node.outputs],
-                  self.control, self.cancel, self.orderings[node.id], self.levels,
-                  self.loops[node.id],
-                  {g: (self.counters[g], None if g == node.id
-                       else self.channels[_feedback(self.plan, g)])
-                   for g, _, _ in self.loops[node.id]},
-                  self.stop, self.shm_prefix, self.figures, slot,
-                  tuple(n.name for n in self.plan.nodes), self.lifeline[0],
-                  self.lifeline[1] if self.inherit else None,
-                  journal=(os.path.join(self.journals, f"{slot}") if node.stage.supervised
-                           and self.journals is not None else None),
-                  calls=self.calls, recover=recover)
+        job = Job(
+            node,
+            w,
+            [self.channels[c] for c in node.inputs],
+            [[self.channels[c] for c in port] for port in node.outputs],
+            self.control,
+            self.cancel,
+            self.orderings[node.id],
+            self.levels,
+            self.loops[node.id],
+            {
+                g: (
+                    self.counters[g],
+                    None if g == node.id else self.channels[_feedback(self.plan, g)],
+                )
+                for g, _, _ in self.loops[node.id]
+            },
+            self.stop,
+            self.shm_prefix,
+            self.figures,
+            slot,
+            tuple(n.name for n in self.plan.nodes),
+            self.lifeline[0],
+            self.lifeline[1] if self.inherit else None,
+            journal=(
+                os.path.join(self.journals, f"{slot}")
+                if node.stage.supervised and self.journals is not None
+                else None
+            ),
+            calls=self.calls,
+            recover=recover,
+        )
         proc = self.ctx.Process(target=worker_main, args=(job,), name=f"flowdsl:{node.name}:{w}")
         with _recursive_pickling(not self.inherit):
             proc.start()
@@ -289,30 +328,38 @@ class _ProcessExecution(Execution):
         # A worker that died inside its stage's code had one item in hand, which
         # its journal holds; one that died elsewhere (moving items) may have
         # left a channel half written: that is no death to recover from.
-        if node.stage.supervised and (timed_out or (
-                in_call and self.restarted[node_id] < node.stage.restarts)):
+        if node.stage.supervised and (
+            timed_out or (in_call and self.restarted[node_id] < node.stage.restarts)
+        ):
             if not timed_out:
                 self.restarted[node_id] += 1
             self.calls[self.slots[key]] = 0.0
             self.control.release_for(proc.pid)
-            self._replace(sentinel, node, worker,
-                          "timeout" if timed_out else f"exit code {proc.exitcode}")
+            self._replace(
+                sentinel, node, worker, "timeout" if timed_out else f"exit code {proc.exitcode}"
+            )
             return
         raise WorkerDied(node.name, worker, proc.exitcode)
 
     def _replace(self, sentinel: Any, node: Any, worker: int, reason: str) -> None:
         _, _, proc = self.procs.pop(sentinel)
         proc.close()
-        log.info("worker %d replaced (%s)", worker, reason,
-                 extra={"stage": node.name, "worker": worker})
+        log.info(
+            "worker %d replaced (%s)", worker, reason, extra={"stage": node.name, "worker": worker}
+        )
         self._start_worker(node, worker, recover=reason)
 
     def stats(self) -> dict[str, StageStats]:
         if self.finished:  # the report holds them: no need for the shared array
             return self.report.stages
         figures, k = self.figures[:], len(FIGURES)
-        stages = stage_figures(self.plan, ((node_id, figures[slot * k:(slot + 1) * k])
-                                           for (node_id, _), slot in self.slots.items()))
+        stages = stage_figures(
+            self.plan,
+            (
+                (node_id, figures[slot * k : (slot + 1) * k])
+                for (node_id, _), slot in self.slots.items()
+            ),
+        )
         for node in self.plan.nodes:
             if not node.hidden:
                 s = stages[node.name]
@@ -516,7 +563,8 @@ def _check_shippable(plan: Plan, method: str) -> None:
             raise GraphError(
                 f"stage {node.name!r} cannot be sent to a worker process under the "
                 f"{method!r} start method: {type(exc).__name__}: {str(exc).rstrip('.')}. "
-                f"{_ship_hint(exc, method)}") from exc
+                f"{_ship_hint(exc, method)}"
+            ) from exc
         finally:
             set_spawning_popen(None)
 
@@ -525,11 +573,15 @@ def _ship_hint(exc: Exception, method: str) -> str:
     """What to do about a stage that cannot be sent, by what went wrong."""
     text = str(exc)
     if "'generator' object" in text:
-        return ("A generator object cannot be sent: pass the generator function "
-                "instead (Source(gen) rather than Source(gen())), or use 'fork'.")
+        return (
+            "A generator object cannot be sent: pass the generator function "
+            "instead (Source(gen) rather than Source(gen())), or use 'fork'."
+        )
     if "through inheritance" in text or "SemLock" in text:
-        return ("A lock, event, barrier or queue shared with workers must come from "
-                f"multiprocess.get_context({method!r}) (objects of the standard "
-                "multiprocessing package, or of another start method, travel only by "
-                "fork), or use 'fork'.")
+        return (
+            "A lock, event, barrier or queue shared with workers must come from "
+            f"multiprocess.get_context({method!r}) (objects of the standard "
+            "multiprocessing package, or of another start method, travel only by "
+            "fork), or use 'fork'."
+        )
     return "Use the 'fork' start method, or make the stage's function and arguments picklable."

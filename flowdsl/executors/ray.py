@@ -99,17 +99,24 @@ class RayExecutor(Executor):
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, *, grace: float = 1.0,
-                 init_options: dict[str, Any] | None = None,
-                 actor_options: dict[str, Any] | None = None,
-                 stage_options: dict[str, dict[str, Any]] | None = None,
-                 restarts: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        grace: float = 1.0,
+        init_options: dict[str, Any] | None = None,
+        actor_options: dict[str, Any] | None = None,
+        stage_options: dict[str, dict[str, Any]] | None = None,
+        restarts: dict[str, int] | None = None,
+    ) -> None:
         self.address = address
         self.restarts = dict(restarts or {})
         for stage, n in self.restarts.items():
             if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-                raise ValueError(f"RayExecutor(restarts=...): the restarts of {stage!r} "
-                                 f"must be an integer >= 0, got {n!r}")
+                raise ValueError(
+                    f"RayExecutor(restarts=...): the restarts of {stage!r} "
+                    f"must be an integer >= 0, got {n!r}"
+                )
         self.grace = grace
         self.init_options = dict(init_options or {})
         self.actor_options = dict(actor_options or {})
@@ -117,18 +124,23 @@ class RayExecutor(Executor):
 
     def options_for(self, stage: str) -> dict[str, Any]:
         """The Ray actor options of the actors of ``stage``."""
-        return {**self.actor_options, **self.stage_options.get(stage, {}),
-                "max_restarts": self.restarts.get(stage, 0), "max_task_retries": 0}
+        return {
+            **self.actor_options,
+            **self.stage_options.get(stage, {}),
+            "max_restarts": self.restarts.get(stage, 0),
+            "max_task_retries": 0,
+        }
 
     def start(self, plan: Plan, *, timeout: float | None = None) -> Execution:
         check_supported(plan)
-        for option, names in (("stage_options", self.stage_options),
-                              ("restarts", self.restarts)):
+        for option, names in (("stage_options", self.stage_options), ("restarts", self.restarts)):
             unknown = set(names) - {n.name for n in plan.nodes}
             if unknown:
-                raise ValueError(f"RayExecutor({option}=...): no stage named "
-                                 f"{sorted(unknown)[0]!r} in this flow; its stages are "
-                                 f"{[n.name for n in plan.nodes if not n.hidden]}")
+                raise ValueError(
+                    f"RayExecutor({option}=...): no stage named "
+                    f"{sorted(unknown)[0]!r} in this flow; its stages are "
+                    f"{[n.name for n in plan.nodes if not n.hidden]}"
+                )
         for node in plan.nodes:
             if self.restarts.get(node.name):
                 _check_restartable(node)
@@ -137,7 +149,8 @@ class RayExecutor(Executor):
                         f"stage {node.name!r} has timeout, restarts or max_items_per_worker "
                         f"and RayExecutor(restarts=...): choose one; the stage's own options "
                         f"replace a dead actor and fail the item it ran, the executor's "
-                        f"restart it and run its batches again")
+                        f"restart it and run its batches again"
+                    )
         code = _ship(plan)  # before Ray starts: an unpicklable stage fails at once
         ray = _import_ray()
         if not ray.is_initialized():
@@ -154,20 +167,30 @@ def _check_restartable(node: Any) -> None:
 
     stage = node.stage
     if stage.kind not in ("transform", "sink") or not inspect.isfunction(stage.callable):
-        what = {"source": "a source (a restarted one would start its stream again)",
-                "loop": "a loop gate"}.get(stage.kind, "an object, whose state a restart "
-                                                        "would lose")
-        raise GraphError(f"RayExecutor(restarts=...): stage {node.name!r} is {what}; "
-                         f"restarts are for stateless stages, transforms and sinks made "
-                         f"from plain functions")
+        what = {
+            "source": "a source (a restarted one would start its stream again)",
+            "loop": "a loop gate",
+        }.get(stage.kind, "an object, whose state a restart would lose")
+        raise GraphError(
+            f"RayExecutor(restarts=...): stage {node.name!r} is {what}; "
+            f"restarts are for stateless stages, transforms and sinks made "
+            f"from plain functions"
+        )
 
 
 def check_supported(plan: Plan) -> None:
     """Raise ``NotImplementedError`` for a cycle not made with ``loop()`` (a loop's
     feedback into its gate is the one back edge the driver knows how to end)."""
-    succ = {n.id: {c for port in n.outputs for ch in port
-                   for c, p in plan.channels[ch].consumers
-                   if c != DRIVER and not _feedback(plan, c, p)} for n in plan.nodes}
+    succ = {
+        n.id: {
+            c
+            for port in n.outputs
+            for ch in port
+            for c, p in plan.channels[ch].consumers
+            if c != DRIVER and not _feedback(plan, c, p)
+        }
+        for n in plan.nodes
+    }
     state: dict[int, int] = {}
 
     def visit(n: int) -> None:
@@ -177,7 +200,8 @@ def check_supported(plan: Plan) -> None:
                 raise NotImplementedError(
                     f"the ray executor does not support cycles made with streams yet "
                     f"(stage {plan.nodes[m].name!r} feeds itself); use the 'process' "
-                    f"or 'serial' executor for this flow")
+                    f"or 'serial' executor for this flow"
+                )
             if m not in state:
                 visit(m)
         state[n] = 2
@@ -223,13 +247,20 @@ def _ship(plan: Plan) -> dict[int, bytes]:
         stage.upstreams, stage.downstreams = [], []  # the graph stays in the driver
         stage.term_flag = None  # the driver watches the flag
         try:
-            code[node.id] = dill.dumps((replace(node, stage=stage), loop_weights(plan, node),
-                                        [n.name for n in plan.nodes]), recurse=True)
+            code[node.id] = dill.dumps(
+                (
+                    replace(node, stage=stage),
+                    loop_weights(plan, node),
+                    [n.name for n in plan.nodes],
+                ),
+                recurse=True,
+            )
         except Exception as exc:
             raise GraphError(
                 f"stage {node.name!r} cannot be sent to a Ray actor: "
                 f"{type(exc).__name__}: {exc}. Make the stage's function and arguments "
-                f"picklable") from exc
+                f"picklable"
+            ) from exc
     return code
 
 
@@ -270,8 +301,9 @@ class _Held:
 
 
 class _RayExecution(Execution):
-    def __init__(self, plan: Plan, executor: RayExecutor, timeout: float | None,
-                 code: dict[int, bytes]) -> None:
+    def __init__(
+        self, plan: Plan, executor: RayExecutor, timeout: float | None, code: dict[int, bytes]
+    ) -> None:
         super().__init__(plan, "ray")
         import ray
 
@@ -294,8 +326,9 @@ class _RayExecution(Execution):
         self.figures: dict[tuple[int, int], tuple[float, ...]] = {}
         # restarts: how many times each actor may still be restarted, and the
         # figures of the actors' earlier lives
-        self.restarts_left = {(n.id, w): executor.restarts.get(n.name, 0)
-                              for n in nodes for w in range(n.workers)}
+        self.restarts_left = {
+            (n.id, w): executor.restarts.get(n.name, 0) for n in nodes for w in range(n.workers)
+        }
         self.unavailable = {key: 0 for key, n in self.restarts_left.items() if n}
         self.submitted = 0  # calls made so far: a call's number orders them
         self.past: dict[tuple[int, int], tuple[float, ...]] = {}
@@ -329,8 +362,7 @@ class _RayExecution(Execution):
         self.replaced = [0] * len(nodes)  # actors replaced after max items
         self.timeouts = any(n.stage.timeout is not None for n in nodes)
         self.code = code
-        levels = {"": logging.getLogger().getEffectiveLevel(),
-                  "flowdsl": log.getEffectiveLevel()}
+        levels = {"": logging.getLogger().getEffectiveLevel(), "flowdsl": log.getEffectiveLevel()}
         self.paths = [p for p in sys.path if p]
         self.levels = levels
         self.options = executor.options_for
@@ -354,8 +386,11 @@ class _RayExecution(Execution):
         options = self.options(served.name)
         if served.stage.supervised:  # Ray restarts it; the driver counts the restarts
             options["max_restarts"] = -1
-        return _actor_class(self.ray).options(**options).remote(
-            self.code[nid], w, self.paths, self.levels)
+        return (
+            _actor_class(self.ray)
+            .options(**options)
+            .remote(self.code[nid], w, self.paths, self.levels)
+        )
 
     # -- the run ---------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
@@ -372,8 +407,9 @@ class _RayExecution(Execution):
             if not self.calls:
                 if not any(map(any, self.running)) and not any(self.live):
                     return
-                raise RuntimeError("the ray executor stalled: no call outstanding "
-                                   "but stages not done")  # a bug of ours
+                raise RuntimeError(
+                    "the ray executor stalled: no call outstanding but stages not done"
+                )  # a bug of ours
             ready, _ = ray.wait(list(self.calls), num_returns=1, timeout=self._wait())
             if self.held:
                 self._watch()
@@ -410,8 +446,11 @@ class _RayExecution(Execution):
             if self.stopping[nid] or not any(self.running[nid]):
                 continue
             flag = node.stage.term_flag
-            if ((flag is not None and flag.is_set()) or self._unread(nid)
-                    or (node.kind == "source" and self.flow_stopping)):
+            if (
+                (flag is not None and flag.is_set())
+                or self._unread(nid)
+                or (node.kind == "source" and self.flow_stopping)
+            ):
                 self.stopping[nid] = True
                 for w in range(node.workers):
                     self._submit(nid, w, Event.STOP)
@@ -460,8 +499,11 @@ class _RayExecution(Execution):
 
     def _consumer_workers(self, cid: int) -> list[tuple[int, int, int]]:
         """Every (node, worker, input index) that competes for channel ``cid``."""
-        return [(nid, w, index) for nid, index in self.plan.readers(cid)
-                for w in range(self.plan.nodes[nid].workers)]
+        return [
+            (nid, w, index)
+            for nid, index in self.plan.readers(cid)
+            for w in range(self.plan.nodes[nid].workers)
+        ]
 
     def _choose(self, cid: int) -> tuple[int, int, int] | None:
         """A consumer actor with room for a call, in turn, running ones first (an
@@ -491,17 +533,22 @@ class _RayExecution(Execution):
                 buffer = self.plan.channels[ch].buffer
                 if buffer != DEFAULT_BUFFER:  # a buffer chosen by the user bounds batches too
                     limit = min(limit, buffer)
-                costs += [self.cost[c] for c, _ in self.plan.channels[ch].consumers
-                          if c != DRIVER]
-        if not all(costs[1:]) or not max(costs) or (
-                not costs[0] and self.plan.nodes[nid].kind != "source"):
+                costs += [self.cost[c] for c, _ in self.plan.channels[ch].consumers if c != DRIVER]
+        if (
+            not all(costs[1:])
+            or not max(costs)
+            or (not costs[0] and self.plan.nodes[nid].kind != "source")
+        ):
             return min(limit, FIRST_BATCH)  # not measured yet
         return max(1, min(limit, int(BATCH_WORK / max(costs))))
 
     def _full(self, nid: int) -> bool:
         """True when an output channel of ``nid`` holds its ``buffer`` of items."""
-        return any(self.waiting[ch] >= self.plan.channels[ch].buffer
-                   for port in self.plan.nodes[nid].outputs for ch in port)
+        return any(
+            self.waiting[ch] >= self.plan.channels[ch].buffer
+            for port in self.plan.nodes[nid].outputs
+            for ch in port
+        )
 
     def _unread(self, nid: int) -> bool:
         """True when every stage that reads an output of ``nid`` has ended."""
@@ -514,8 +561,9 @@ class _RayExecution(Execution):
         self.submitted += 1
         if self.plan.nodes[nid].loop is not None:
             self.gate_calls[nid] += 1
-        call.ticket = self.order.setdefault(self._order_key(call), Reorder()).ticket() \
-            if ordered else -1
+        call.ticket = (
+            self.order.setdefault(self._order_key(call), Reorder()).ticket() if ordered else -1
+        )
         self._make(call)
 
     def _make(self, call: _Call, attempts: int = 0) -> None:
@@ -529,8 +577,7 @@ class _RayExecution(Execution):
             self.queued[nid, w].append(call)
             return
         method = getattr(self.actors[nid][w], call.kind.value)
-        refs = method.options(num_returns=1 + len(self.plan.nodes[nid].outputs)).remote(
-            *call.args)
+        refs = method.options(num_returns=1 + len(self.plan.nodes[nid].outputs)).remote(*call.args)
         refs = refs if isinstance(refs, list) else [refs]
         call.meta, call.ports = refs[0], refs[1:]
         self.calls[call.meta] = call
@@ -556,8 +603,9 @@ class _RayExecution(Execution):
                 return
             raise WorkerDied(node.name, call.worker, None) from exc
         except self.ray.exceptions.RayError as exc:
-            raise StageError(node.name, None, call.worker, str(exc),
-                             f"internal error: {type(exc).__name__}") from exc
+            raise StageError(
+                node.name, None, call.worker, str(exc), f"internal error: {type(exc).__name__}"
+            ) from exc
         self.busy_calls[call.node][call.worker] -= 1
         if key in self.replacing and reply["life"] == self.ended_life[key]:
             self._probe(key)  # the probe reached the old life before it went
@@ -595,8 +643,9 @@ class _RayExecution(Execution):
 
     def _order_key(self, call: _Call) -> tuple[int, int]:
         node = self.plan.nodes[call.node]
-        return (call.node, -1) if node.workers > 1 and node.stage.ordered else \
-            (call.node, call.worker)
+        return (
+            (call.node, -1) if node.workers > 1 and node.stage.ordered else (call.node, call.worker)
+        )
 
     def _may_call_again(self, call: _Call, exc: Exception) -> bool:
         """Whether a call that found its actor gone is made again: when the stage
@@ -620,8 +669,12 @@ class _RayExecution(Execution):
         else:
             self.restarts_left[key] -= 1
             name = self.plan.nodes[failed.node].name
-            log.warning("actor %d of stage %r died; calling its restarted actor again",
-                        failed.worker, name, extra={"stage": name, "worker": failed.worker})
+            log.warning(
+                "actor %d of stage %r died; calling its restarted actor again",
+                failed.worker,
+                name,
+                extra={"stage": name, "worker": failed.worker},
+            )
         lost = [c for c in self.calls.values() if (c.node, c.worker) == key] + [failed]
         actor = self.actors[failed.node][failed.worker]
         for call in sorted(lost, key=lambda c: c.number):
@@ -659,8 +712,9 @@ class _RayExecution(Execution):
         nid, w = key
         ray, actor = self.ray, self.actors[nid][w]
         held = self.held.pop(key, None)
-        lost = sorted((c for c in self.calls.values() if (c.node, c.worker) == key),
-                      key=lambda c: c.number)
+        lost = sorted(
+            (c for c in self.calls.values() if (c.node, c.worker) == key), key=lambda c: c.number
+        )
         for c in lost:
             del self.calls[c.meta]
         lost += self.queued.pop(key, ())
@@ -678,8 +732,11 @@ class _RayExecution(Execution):
         self.busy_calls[nid][w] = 0
         name = self.plan.nodes[nid].name
         log.info("worker %d replaced (%s)", w, reason, extra={"stage": name, "worker": w})
-        self.replacing[key] = (held, reason,
-                               [c for c in lost if held is None or c is not held.call])
+        self.replacing[key] = (
+            held,
+            reason,
+            [c for c in lost if held is None or c is not held.call],
+        )
         self.probes[key] = 0
         self._submit(nid, w, Event.OPEN, ordered=False)
 
@@ -747,9 +804,13 @@ class _RayExecution(Execution):
         gate decides."""
         node = self.plan.nodes[gate]
         up = node.loop.upstream  # type: ignore[union-attr]
-        if (self.in_flight[gate] == 0 and not self.gate_calls[gate]
-                and not self.body_ended[gate] and self.running[gate][0]
-                and (up is None or (gate, 0, node.inputs.index(up)) in self.told_end)):
+        if (
+            self.in_flight[gate] == 0
+            and not self.gate_calls[gate]
+            and not self.body_ended[gate]
+            and self.running[gate][0]
+            and (up is None or (gate, 0, node.inputs.index(up)) in self.told_end)
+        ):
             self._submit(gate, 0, Event.IDLE, 0)
 
     def _put(self, cid: int, ref: Any, count: int) -> None:
@@ -758,9 +819,18 @@ class _RayExecution(Execution):
 
     # -- figures -----------------------------------------------------------------------
     def stats(self) -> dict[str, StageStats]:
-        rows = [(nid, tuple(a + b for a, b in zip(
-                    figures, self.past.get((nid, w), (0.0,) * len(figures)), strict=True)))
-                for (nid, w), figures in list(self.figures.items())]
+        rows = [
+            (
+                nid,
+                tuple(
+                    a + b
+                    for a, b in zip(
+                        figures, self.past.get((nid, w), (0.0,) * len(figures)), strict=True
+                    )
+                ),
+            )
+            for (nid, w), figures in list(self.figures.items())
+        ]
         stages = stage_figures(self.plan, rows)
         for node in self.plan.nodes:
             if not node.hidden:
@@ -772,8 +842,9 @@ class _RayExecution(Execution):
         fill: dict[str, float] = {}
         for node in self.plan.nodes:
             if node.inputs and not node.hidden:
-                fill[node.name] = min(1.0, max(self.waiting[c] / self.plan.channels[c].buffer
-                                               for c in node.inputs))
+                fill[node.name] = min(
+                    1.0, max(self.waiting[c] / self.plan.channels[c].buffer for c in node.inputs)
+                )
         return fill
 
     # -- teardown ----------------------------------------------------------------------
@@ -785,8 +856,11 @@ class _RayExecution(Execution):
         self.closed = True
         ray = self.ray
         try:
-            pending = {handles[w].terminate.remote(): (nid, w)
-                       for nid, handles in enumerate(self.actors) for w in range(len(handles))}
+            pending = {
+                handles[w].terminate.remote(): (nid, w)
+                for nid, handles in enumerate(self.actors)
+                for w in range(len(handles))
+            }
             if pending:
                 ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=self.grace)
                 for ref in ready:

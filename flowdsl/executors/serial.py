@@ -77,8 +77,13 @@ class _SerialExecution(Execution):
         self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout
         workers = [n.workers if schedule.parallel else 1 for n in plan.nodes]
-        self.machines = [[Machine(n, w, loops=loop_weights(plan, n), copy_functor=True)
-                          for w in range(workers[n.id])] for n in plan.nodes]
+        self.machines = [
+            [
+                Machine(n, w, loops=loop_weights(plan, n), copy_functor=True)
+                for w in range(workers[n.id])
+            ]
+            for n in plan.nodes
+        ]
         self.busy = [[0.0] * k for k in workers]
         # one queue per (node, worker, input index): batches, then _EOS
         self.queues: dict[tuple[int, int, int], deque[Any]] = {}
@@ -90,8 +95,11 @@ class _SerialExecution(Execution):
         self.closed = False
         self.stopping = False  # a stage raised StopFlow: the sources stop
         # a stage whose several workers keep order: its batches' tickets, per queue
-        self.order = {n.id: Reorder() for n in plan.nodes
-                      if workers[n.id] > 1 and n.stage.ordered and n.kind != "sink"}
+        self.order = {
+            n.id: Reorder()
+            for n in plan.nodes
+            if workers[n.id] > 1 and n.stage.ordered and n.kind != "sink"
+        }
         self.tickets: dict[tuple[int, int, int], deque[int]] = {}
         self.retired: list[tuple[int, tuple[float, ...]]] = []  # replaced machines' figures
         self.replaced = [0] * len(plan.nodes)
@@ -174,7 +182,7 @@ class _SerialExecution(Execution):
         out = [list(items) for items in m.out]
         for items in m.out:
             items.clear()
-        for ready in ([out] if ticket is None else self.order[nid].done(ticket, out)):
+        for ready in [out] if ticket is None else self.order[nid].done(ticket, out):
             self._send(nid, ready)
         for port in m.take_closed():
             self._end_port(nid, port)
@@ -198,8 +206,9 @@ class _SerialExecution(Execution):
             return
         nid = m.node.id
         m.close()
-        self.retired.append((nid, (*m.figures, m.busy(self.busy[nid][m.worker]), 0.0, 0.0,
-                                   *m.tail)))
+        self.retired.append(
+            (nid, (*m.figures, m.busy(self.busy[nid][m.worker]), 0.0, 0.0, *m.tail))
+        )
         self.busy[nid][m.worker] = 0.0
         fresh = Machine(m.node, m.worker, loops=m.loops, copy_functor=True)
         self.machines[nid][m.worker] = fresh
@@ -236,8 +245,11 @@ class _SerialExecution(Execution):
         """Every (node, worker, input index) that competes for channel ``ch``."""
         if self.plan.channels[ch].consumers[0][0] == DRIVER:
             return [(DRIVER, 0, 0)]
-        return [(nid, w, index) for nid, index in self.plan.readers(ch)
-                for w in range(len(self.machines[nid]))]
+        return [
+            (nid, w, index)
+            for nid, index in self.plan.readers(ch)
+            for w in range(len(self.machines[nid]))
+        ]
 
     def _end_port(self, nid: int, port: int) -> None:
         for ch in self.plan.nodes[nid].outputs[port]:
@@ -254,13 +266,22 @@ class _SerialExecution(Execution):
         """True when every stage that reads an output of ``nid`` has ended."""
         readers = self.plan.downstream(nid)
         return readers is not None and all(
-            m.status is not RUNNING for r in readers for m in self.machines[r])
+            m.status is not RUNNING for r in readers for m in self.machines[r]
+        )
 
     # -- figures and teardown ------------------------------------------------------------
     def stats(self) -> dict[str, StageStats]:
-        stages = stage_figures(self.plan, [*self.retired, *(
-            (node.id, (*m.figures, m.busy(self.busy[node.id][m.worker]), 0.0, 0.0, *m.tail))
-            for node, ms in zip(self.plan.nodes, self.machines, strict=True) for m in ms)])
+        stages = stage_figures(
+            self.plan,
+            [
+                *self.retired,
+                *(
+                    (node.id, (*m.figures, m.busy(self.busy[node.id][m.worker]), 0.0, 0.0, *m.tail))
+                    for node, ms in zip(self.plan.nodes, self.machines, strict=True)
+                    for m in ms
+                ),
+            ],
+        )
         for node in self.plan.nodes:
             if self.replaced[node.id] and not node.hidden:
                 stages[node.name].replaced = self.replaced[node.id]
@@ -285,4 +306,3 @@ class _SerialExecution(Execution):
         self._finish_report()
         if first is not None and sys.exc_info()[1] is None:
             raise first
-

@@ -16,7 +16,16 @@ from .equivalence import assert_equivalent, keeps_order, run_inline
 from .faults import FAULT_KINDS, InjectedFault, inject_fault
 from .typed import Inputs, check_flow, inputs
 
-__all__ = ["FAULT_KINDS", "InjectedFault", "Inputs", "assert_equivalent", "check_flow",
-           "inject_fault", "inputs", "keeps_order", "run_inline"]
+__all__ = [
+    "FAULT_KINDS",
+    "InjectedFault",
+    "Inputs",
+    "assert_equivalent",
+    "check_flow",
+    "inject_fault",
+    "inputs",
+    "keeps_order",
+    "run_inline",
+]
 
 InjectedFault.__module__ = __name__  # its public home, in tracebacks and pickles

@@ -34,8 +34,9 @@ def complete(flow: Any) -> Flow:
     return feed(graph, []) if graph.inlets else graph
 
 
-def run_inline(flow: Any, items: Iterable[Any] | None = None, *,
-               timeout: float | None = None) -> list[Any]:
+def run_inline(
+    flow: Any, items: Iterable[Any] | None = None, *, timeout: float | None = None
+) -> list[Any]:
     """Run ``flow`` in this process (the serial executor) and return what reaches
     its end.  ``items``, if given, are fed into a flow that has no source, so a
     chain of transforms can be tested on its own: ``run_inline(parse >> clean,
@@ -57,10 +58,16 @@ def keeps_order(flow: Any) -> bool:
     return all(len({n for n, _ in c.producers}) <= 1 for c in plan.channels)
 
 
-def assert_equivalent(flow: Any, items: Any = None, *, ordered: bool | None = None,
-                      executors: Sequence[Any] = ("serial", "process"),
-                      timeout: float = 60, max_examples: int = 20,
-                      expect_failure: bool | None = False) -> list[Any] | None:
+def assert_equivalent(
+    flow: Any,
+    items: Any = None,
+    *,
+    ordered: bool | None = None,
+    executors: Sequence[Any] = ("serial", "process"),
+    timeout: float = 60,
+    max_examples: int = 20,
+    expect_failure: bool | None = False,
+) -> list[Any] | None:
     """Assert that every executor gives the same outcome for ``flow`` on ``items``.
 
     The first executor (the serial one by default) is the reference.  What reaches
@@ -95,22 +102,31 @@ def assert_equivalent(flow: Any, items: Any = None, *, ordered: bool | None = No
     return _compare(flow, items, ordered, executors, timeout, expect_failure)
 
 
-def _compare(flow: Any, items: Any, ordered: bool, executors: Sequence[Any],
-             timeout: float, expect_failure: bool | None) -> list[Any]:
+def _compare(
+    flow: Any,
+    items: Any,
+    ordered: bool,
+    executors: Sequence[Any],
+    timeout: float,
+    expect_failure: bool | None,
+) -> list[Any]:
     graph = feed(flow, items)
     reference, *others = [_outcome(graph, ex, timeout) for ex in executors]
     want = repr(executors[0])
     for executor, got in zip(executors[1:], others, strict=True):
         if reference[0] == "ok" and got[0] == "ok":
-            problem = (_difference(got[1], reference[1], ordered, repr(executor), want)
-                       or _sink_difference(got[2], reference[2], repr(executor), want))
+            problem = _difference(
+                got[1], reference[1], ordered, repr(executor), want
+            ) or _sink_difference(got[2], reference[2], repr(executor), want)
             assert problem is None, f"{executor!r} and {want} disagree: {problem}"
         else:
             assert got[:2] == reference[:2], (
-                f"{executor!r} ended with {_show(got)}, {want} with {_show(reference)}")
+                f"{executor!r} ended with {_show(got)}, {want} with {_show(reference)}"
+            )
     if reference[0] == "ok":
         assert expect_failure is not True, (
-            f"expected the flow to fail, {want} gave {_show(reference)}")
+            f"expected the flow to fail, {want} gave {_show(reference)}"
+        )
         return reference[1]
     if expect_failure is False:
         raise reference[2]  # every executor agrees, on a failure
@@ -124,8 +140,7 @@ def _outcome(graph: Flow, executor: Any, timeout: float) -> tuple[Any, ...]:
     try:
         with execute(graph, executor=executor, timeout=timeout) as execution:
             results = list(execution)
-        sinks = {s.name: s.items_in for s in execution.report.stages.values()
-                 if s.kind == "sink"}
+        sinks = {s.name: s.items_in for s in execution.report.stages.values() if s.kind == "sink"}
         return ("ok", results, sinks)
     except StageError as exc:
         return ("StageError", exc.stage, exc)
@@ -139,8 +154,9 @@ def _show(outcome: tuple[Any, ...]) -> str:
     return f"{outcome[0]} in stage {outcome[1]!r}: {outcome[2]}"
 
 
-def _difference(got: list[Any], want: list[Any], ordered: bool, name: str,
-                reference: str) -> str | None:
+def _difference(
+    got: list[Any], want: list[Any], ordered: bool, name: str, reference: str
+) -> str | None:
     """How the results ``got`` by executor ``name`` differ from those of the
     ``reference`` executor (None: they do not), short enough to read."""
     if ordered:
@@ -148,18 +164,23 @@ def _difference(got: list[Any], want: list[Any], ordered: bool, name: str,
             return None
         pairs = zip(got, want, strict=False)
         first = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(got), len(want)))
-        return (f"{name} gave {_short(got)}, {reference} gave {_short(want)} (compared as "
-                f"lists: {len(got)} and {len(want)} items, first difference at index {first})")
+        return (
+            f"{name} gave {_short(got)}, {reference} gave {_short(want)} (compared as "
+            f"lists: {len(got)} and {len(want)} items, first difference at index {first})"
+        )
     have, need = _multiset(got), _multiset(want)
     if have == need or Counter(map(repr, got)) == Counter(map(repr, want)):
         return None
     missing, extra = list((need - have).elements()), list((have - need).elements())
-    return (f"{name} gave {_short(got)}, {reference} gave {_short(want)} (compared as "
-            f"multisets: {name} lacks {_short(missing)} and has {_short(extra)} more)")
+    return (
+        f"{name} gave {_short(got)}, {reference} gave {_short(want)} (compared as "
+        f"multisets: {name} lacks {_short(missing)} and has {_short(extra)} more)"
+    )
 
 
-def _sink_difference(got: dict[str, int], want: dict[str, int], name: str,
-                     reference: str) -> str | None:
+def _sink_difference(
+    got: dict[str, int], want: dict[str, int], name: str, reference: str
+) -> str | None:
     if got == want:
         return None
     return f"{name} delivered {got} item(s) to its sinks, {reference} {want}"

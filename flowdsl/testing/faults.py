@@ -38,7 +38,7 @@ FAULT_KINDS = {
     "segfault": "crash the interpreter with a segmentation fault",
     "hang": "block forever (for timeouts and Ctrl-C)",
     "unpicklable": "emit an object that cannot be serialised instead of the result "
-                   "(fails where items cross processes; the serial executor passes it on)",
+    "(fails where items cross processes; the serial executor passes it on)",
     "init": "raise InjectedFault in local_init (``at`` is ignored)",
     "term": "raise InjectedFault in local_term (``at`` is ignored)",
 }
@@ -74,8 +74,9 @@ class Fault:
         return f"injected {self.kind!r} fault in stage {self.stage!r}, worker {worker}{where}"
 
 
-def inject_fault(flow: Any, stage: str, *, at: int = 0, worker: int | None = None,
-                 kind: str = "raise") -> Composable:
+def inject_fault(
+    flow: Any, stage: str, *, at: int = 0, worker: int | None = None, kind: str = "raise"
+) -> Composable:
     """A copy of ``flow`` where ``stage`` misbehaves as ``kind`` says (see
     :data:`FAULT_KINDS`) just before handling item ``at`` (0-based, counted per
     worker; for a source, before yielding it).
@@ -100,13 +101,16 @@ def inject_fault(flow: Any, stage: str, *, at: int = 0, worker: int | None = Non
     node = _find(graph.nodes, stage)
     target = node.stage
     if isinstance(target, Regulator) or target.kind == "loop":
-        raise GraphError(f"stage {stage!r} is a {type(target).__name__}: faults can be "
-                         f"injected into sources, transforms and sinks")
+        raise GraphError(
+            f"stage {stage!r} is a {type(target).__name__}: faults can be "
+            f"injected into sources, transforms and sinks"
+        )
     if kind == "unpicklable" and target.kind == "sink":
         raise GraphError(f"stage {stage!r} is a sink: it emits nothing to corrupt")
     if worker is not None and worker >= target.workers:
-        raise GraphError(f"stage {stage!r} has {target.workers} worker(s); "
-                         f"there is no worker {worker}")
+        raise GraphError(
+            f"stage {stage!r} has {target.workers} worker(s); there is no worker {worker}"
+        )
     fault = Fault(stage, kind, at, worker)
     faulty = copy.copy(target)
     faulty.functor_obj = _Faulty(target.functor_obj, fault, target.kind, os.getpid())
@@ -144,8 +148,12 @@ class _Faulty:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _Faulty:
         inner = self.inner
-        if not (inspect.isfunction(inner) or inspect.isgenerator(inner)
-                or inspect.isbuiltin(inner) or inspect.ismethod(inner)):
+        if not (
+            inspect.isfunction(inner)
+            or inspect.isgenerator(inner)
+            or inspect.isbuiltin(inner)
+            or inspect.ismethod(inner)
+        ):
             inner = copy.deepcopy(inner, memo)
         return _Faulty(inner, self.fault, self.kind, self.driver)
 
@@ -169,24 +177,31 @@ class _Faulty:
     # -- the call ----------------------------------------------------------------------
     def _wrap(self) -> Callable[..., Any]:
         inner = self.inner
-        if self.kind == "source" and (inspect.isgenerator(inner) or not (
-                callable(inner) or hasattr(inner, "run"))):
+        if self.kind == "source" and (
+            inspect.isgenerator(inner) or not (callable(inner) or hasattr(inner, "run"))
+        ):
+
             def items() -> Iterator[Any]:
                 return self._count(iter(inner))
+
             return items
         call = callable_of(inner)
         if self.kind == "source":
+
             @functools.wraps(call)
             def source(*args: Any, **kwargs: Any) -> Iterator[Any]:
                 return self._count(iter(call(*args, **kwargs)))
+
             return source
         if inspect.isgeneratorfunction(inspect.unwrap(call)):
+
             @functools.wraps(call)
             def flat_map(*args: Any, **kwargs: Any) -> Iterator[Any]:
                 if self._tick():
                     yield Unserialisable()
                     return
                 yield from call(*args, **kwargs)
+
             return flat_map
 
         @functools.wraps(call)
@@ -194,6 +209,7 @@ class _Faulty:
             if self._tick():
                 return Unserialisable()
             return call(*args, **kwargs)
+
         return each
 
     def _count(self, items: Iterator[Any]) -> Iterator[Any]:
@@ -220,8 +236,10 @@ class _Faulty:
             return
         what = f.describe(self.worker)
         if f.kind in _DEADLY and os.getpid() == self.driver:
-            raise FlowError(f"{what} would end the calling process: the serial executor "
-                            f"runs stages there; use the process executor")
+            raise FlowError(
+                f"{what} would end the calling process: the serial executor "
+                f"runs stages there; use the process executor"
+            )
         if f.kind == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
         elif f.kind == "exit":

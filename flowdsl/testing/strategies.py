@@ -16,8 +16,9 @@ from typing import Any
 try:
     from hypothesis import strategies as st
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("flowdsl.testing.strategies needs hypothesis: "
-                      "pip install 'flowdsl[testing]'") from exc
+    raise ImportError(
+        "flowdsl.testing.strategies needs hypothesis: pip install 'flowdsl[testing]'"
+    ) from exc
 
 from .._flow import Flow, as_flow, merge
 from .._stages import Stage, as_stage
@@ -27,8 +28,9 @@ __all__ = ["flows", "streams"]
 BUFFERS = (None, 1, 2, 16)  # small buffers make every batch boundary and full queue happen
 
 
-def streams(elements: st.SearchStrategy[Any] | None = None, *, max_size: int = 50,
-            long_size: int = 2000) -> st.SearchStrategy[list[Any]]:
+def streams(
+    elements: st.SearchStrategy[Any] | None = None, *, max_size: int = 50, long_size: int = 2000
+) -> st.SearchStrategy[list[Any]]:
     """Lists of items: mostly short, sometimes long enough (up to ``long_size``) to
     fill the bounded queues between stages, so backpressure paths run too."""
     elements = st.integers() if elements is None else elements
@@ -50,8 +52,9 @@ class DrawnFlow(Flow):
         return self.expression
 
 
-def flows(stages: Sequence[Any], *, max_stages: int = 6, ordered: bool = False,
-          max_workers: int = 3) -> st.SearchStrategy[DrawnFlow]:
+def flows(
+    stages: Sequence[Any], *, max_stages: int = 6, ordered: bool = False, max_workers: int = 3
+) -> st.SearchStrategy[DrawnFlow]:
     """Random flows with one input, made of ``stages`` (transforms taking one item,
     used any number of times).
 
@@ -70,19 +73,25 @@ def flows(stages: Sequence[Any], *, max_stages: int = 6, ordered: bool = False,
         if problem is not None:  # it would fail every drawn flow, far from here
             raise ValueError(f"flows() chains transforms that take one item; {problem}")
     leaf = _uses(pool, ordered, max_workers)
-    shapes = (lambda sub: _chain(sub)) if ordered else (
-        lambda sub: st.one_of(_chain(sub), _fan(sub)))
+    shapes = (
+        (lambda sub: _chain(sub)) if ordered else (lambda sub: st.one_of(_chain(sub), _fan(sub)))
+    )
     return st.recursive(leaf, shapes, max_leaves=max_stages)
 
 
 @st.composite
 def _uses(draw: Any, pool: list[Stage], ordered: bool, max_workers: int) -> DrawnFlow:
     stage = draw(st.sampled_from(pool))
-    options = {"workers": draw(st.integers(1, max_workers)),
-               "ordered": True if ordered else draw(st.booleans()),
-               "buffer": draw(st.sampled_from(BUFFERS))}
-    shown = ", ".join(f"{k}={v}" for k, v in options.items()
-                      if (k, v) not in (("workers", 1), ("ordered", True), ("buffer", None)))
+    options = {
+        "workers": draw(st.integers(1, max_workers)),
+        "ordered": True if ordered else draw(st.booleans()),
+        "buffer": draw(st.sampled_from(BUFFERS)),
+    }
+    shown = ", ".join(
+        f"{k}={v}"
+        for k, v in options.items()
+        if (k, v) not in (("workers", 1), ("ordered", True), ("buffer", None))
+    )
     expression = f"{_call(stage)}.options({shown})" if shown else _call(stage)
     return DrawnFlow(as_flow(stage.options(**options)), expression)
 
@@ -94,10 +103,12 @@ def _call(stage: Stage) -> str:
 
 
 def _chain(sub: Any) -> Any:
-    return st.tuples(sub, sub).map(
-        lambda ab: DrawnFlow(ab[0] >> ab[1], f"{ab[0]!r} >> {ab[1]!r}"))
+    return st.tuples(sub, sub).map(lambda ab: DrawnFlow(ab[0] >> ab[1], f"{ab[0]!r} >> {ab[1]!r}"))
 
 
 def _fan(sub: Any) -> Any:
-    return st.tuples(sub, sub, sub).map(lambda abc: DrawnFlow(
-        merge(abc[0] >> [abc[1], abc[2]]), f"merge({abc[0]!r} >> [{abc[1]!r}, {abc[2]!r}])"))
+    return st.tuples(sub, sub, sub).map(
+        lambda abc: DrawnFlow(
+            merge(abc[0] >> [abc[1], abc[2]]), f"merge({abc[0]!r} >> [{abc[1]!r}, {abc[2]!r}])"
+        )
+    )

@@ -61,8 +61,11 @@ def inputs(flow: Any, *, items: Any = None, **arguments: Any) -> Any:
             hint = takes(head, 0)
             if hint is UNKNOWN:
                 why = hint_error(head)
-                what = (f"annotations cannot be evaluated ({why})" if why
-                        else "has no annotated item type to draw from")
+                what = (
+                    f"annotations cannot be evaluated ({why})"
+                    if why
+                    else "has no annotated item type to draw from"
+                )
                 raise GraphError(f"stage {head.name!r}: {what}: pass items=<a strategy>")
             items = st.from_type(hint)
         return st.lists(items, max_size=30).map(lambda xs: Inputs(items=xs))
@@ -73,21 +76,30 @@ def inputs(flow: Any, *, items: Any = None, **arguments: Any) -> Any:
         given = arguments.pop(name, None)
         if given is None:
             if hint is UNKNOWN:
-                raise GraphError(f"source {source.name!r}: parameter {name!r} has no "
-                                 f"annotation to draw from: pass {name}=<a strategy>")
+                raise GraphError(
+                    f"source {source.name!r}: parameter {name!r} has no "
+                    f"annotation to draw from: pass {name}=<a strategy>"
+                )
             # a source's int parameters are most often sizes: any int would make
             # examples that never end
             given = st.integers(0, SOURCE_INTS) if hint is int else st.from_type(hint)
         strategies[name] = given if _is_strategy(given) else st.just(given)
     if arguments:
-        raise GraphError(f"source {source.name!r} has no unbound parameter "
-                         f"{', '.join(map(repr, arguments))}")
+        raise GraphError(
+            f"source {source.name!r} has no unbound parameter {', '.join(map(repr, arguments))}"
+        )
     return st.fixed_dictionaries(strategies).map(lambda kw: Inputs(arguments=kw))
 
 
-def check_flow(flow: Any, *, items: Any = None, max_examples: int = 25,
-               executors: Sequence[Any] = ("serial", "process"), timeout: float = 60,
-               **arguments: Any) -> None:
+def check_flow(
+    flow: Any,
+    *,
+    items: Any = None,
+    max_examples: int = 25,
+    executors: Sequence[Any] = ("serial", "process"),
+    timeout: float = 60,
+    **arguments: Any,
+) -> None:
     """A property test of ``flow`` on inputs drawn from its annotations
     (see :func:`inputs`): for each example, every executor gives what the
     serial one gives, and what plain Python gives when the flow is a chain of
@@ -116,11 +128,13 @@ def check_flow(flow: Any, *, items: Any = None, max_examples: int = 25,
         for x in results:
             assert is_instance(x, made), (
                 f"stage {last.name!r} declares {show(made)} but made "  # type: ignore[union-attr]
-                f"{type(x).__name__} {x!r}")
+                f"{type(x).__name__} {x!r}"
+            )
         if chain is not None and example.items is not None:
             expected = _apply(chain, example.items)
-            problem = _difference(results, expected, ordered, "the flow",
-                                  "its functions composed in plain Python")
+            problem = _difference(
+                results, expected, ordered, "the flow", "its functions composed in plain Python"
+            )
             assert problem is None, problem
 
     check()
@@ -130,8 +144,9 @@ def check_flow(flow: Any, *, items: Any = None, max_examples: int = 25,
 def _source(graph: Flow) -> Stage:
     sources = [n.stage for n in graph.nodes if n.stage.kind == "source"]
     if len(sources) != 1:
-        raise GraphError(f"{graph!r} has {len(sources)} sources: check_flow draws the "
-                         f"arguments of one")
+        raise GraphError(
+            f"{graph!r} has {len(sources)} sources: check_flow draws the arguments of one"
+        )
     return sources[0]
 
 
@@ -142,11 +157,15 @@ def _unbound(source: Stage) -> dict[str, Any]:
     sig = source.signature()
     if sig is None:
         return {}
-    params = list(sig.parameters.values())[len(source.args):]
+    params = list(sig.parameters.values())[len(source.args) :]
     hints = _hints(source.callable)
-    return {p.name: hints.get(p.name, UNKNOWN) for p in params
-            if p.name not in source.kwargs and p.default is inspect.Parameter.empty
-            and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {
+        p.name: hints.get(p.name, UNKNOWN)
+        for p in params
+        if p.name not in source.kwargs
+        and p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
 
 
 def _runnable(graph: Flow, example: Inputs) -> Flow:
@@ -176,8 +195,13 @@ def _plain_chain(graph: Flow) -> list[Stage] | None:
     node: Node | None = graph.inlets[0]
     while node is not None:
         stage = node.stage
-        if (stage.kind != "transform" or not inspect.isfunction(stage.functor_obj)
-                or stage.is_async or stage.batch is not None or stage.on_error != "raise"):
+        if (
+            stage.kind != "transform"
+            or not inspect.isfunction(stage.functor_obj)
+            or stage.is_async
+            or stage.batch is not None
+            or stage.on_error != "raise"
+        ):
             return None
         chain.append(stage)
         node = nxt.get(node)
