@@ -435,7 +435,7 @@ def connect(left: Any, right: Any) -> Flow:
     edges: list[Edge] = []
     if len(rf.inlets) == 1:
         (target,) = rf.inlets
-        _check_zip(target.stage, len(lf.outlets))
+        _check_arity(target.stage, len(lf.outlets))
         for i, group in enumerate(lf.outlets):
             edges += [Edge(n, p, target, i, mention=k) for n, p, k in mentions(group)]
     elif len(lf.outlets) == 1:
@@ -455,14 +455,18 @@ def connect(left: Any, right: Any) -> Flow:
     return Flow.union([lf, rf], lf.inlets, rf.outlets, tuple(edges))
 
 
-def _check_zip(stage: Stage, n: int) -> None:
-    """A zip of ``n`` upstreams calls ``stage`` with ``n`` arguments: say so now,
-    when the flow is built, if it cannot take them."""
-    if n < 2 or stage.kind not in ("transform", "sink") or stage.batch is not None:
+def _check_arity(stage: Stage, n: int) -> None:
+    """``n`` upstreams (a zip when ``n > 1``) call ``stage`` with ``n`` arguments:
+    say so now, when the flow is built, if it cannot take them.  (A regulator's
+    function is its coroutine's factory, and a batched stage takes one list.)"""
+    if stage.kind not in ("transform", "sink") or stage.batch is not None:
+        return
+    if not stage.annotated_items:
         return
     problem = stage.bind_error(n)
     if problem:
-        raise GraphError(f"{problem} (it is fed by a zip of {n} upstreams, one argument each)")
+        hint = f" (it is fed by a zip of {n} upstreams, one argument each)" if n > 1 else ""
+        raise GraphError(problem + hint)
 
 
 @overload

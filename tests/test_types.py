@@ -366,6 +366,15 @@ def test_a_zip_of_the_wrong_arity_is_refused_when_built():
     assert message.endswith("(it is fed by a zip of 3 upstreams, one argument each)")
 
 
+def test_one_upstream_into_a_stage_that_needs_two_is_refused_when_built():
+    message = _error(lambda: numbers(2) >> pair)
+    assert message == (
+        "transform 'pair' cannot be called with 1 item argument(s): "
+        "missing a required argument: 'b'"
+    )
+    assert (numbers(2) >> pair("x")).collect(executor="serial") == ["x0", "x1"]  # b bound
+
+
 @pytest.mark.parametrize("executor", ["serial", "process"])
 def test_check_types_checks_what_batches_and_async_generators_make(executor):
     @transform(batch=2, check_types=True)
