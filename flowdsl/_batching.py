@@ -106,13 +106,47 @@ def batch(n: int, *, wait: float | None = None, name: str | None = None) -> Batc
     shorter), for a stage that works on many items at once (numpy, a model):
     ``numbers >> batch(256) >> vectorised >> unbatch``.
 
-    ``wait=S`` sends a partial list once its first item has waited S seconds,
-    for streams that trickle (the process executor; the serial and Ray
-    executors send it when it is full or the stream ends)."""
+    ``@transform(batch=n)`` does the same for one stage, and spreads its
+    results again.
+
+    Args:
+        n: The most items per list.
+        wait: Send a partial list once its first item has waited this many
+            seconds, for streams that trickle (the process executor; the serial
+            and Ray executors send it when it is full or the stream ends).
+        name: The stage's name (default ``"batch"``).
+
+    Returns:
+        A transform making lists.
+
+    Raises:
+        GraphError: ``n`` is not a positive integer, or ``wait`` is not a
+            positive number.
+
+    Examples:
+        >>> from flowdsl import batch, source, unbatch
+        >>> @source
+        ... def numbers(n):
+        ...     yield from range(n)
+        >>> (numbers(5) >> batch(2)).collect()
+        [[0, 1], [2, 3], [4]]
+        >>> (numbers(5) >> batch(2) >> unbatch).collect()
+        [0, 1, 2, 3, 4]
+    """
     return Batch(n, wait=wait, name=name)
 
 
 @transform
 def unbatch(items: Iterable[Any]) -> Iterator[Any]:
-    """Spread each list (or any iterable) into its items."""
+    """Spread each list (or any iterable) into its items: the inverse of
+    :func:`batch`, and a transform like any other.
+
+    Examples:
+        >>> from flowdsl import source, unbatch
+        >>> @source
+        ... def rows():
+        ...     yield from [[1, 2], [], [3]]
+        >>> (rows() >> unbatch).collect()
+        [1, 2, 3]
+    """
     yield from items

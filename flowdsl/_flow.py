@@ -236,8 +236,37 @@ class Composable(Generic[In, Out]):
         """Run the flow to completion and return a :class:`RunReport`.
 
         Results of stages that are not sinks are discarded; iterate the flow or
-        call :meth:`collect` to get them.  Raises :class:`StageError`,
-        :class:`WorkerDied` or :class:`FlowTimeout` on failure.
+        call :meth:`collect` to get them. Every worker has stopped when it returns
+        or raises.
+
+        Args:
+            executor: ``"process"`` (the default: worker processes), ``"serial"``
+                (in this process, deterministically), ``"ray"``, or an executor
+                object such as :class:`ProcessExecutor` with its options.
+            timeout: Seconds the whole run may take.
+            progress: Show live counters per stage (a bar in a terminal, a
+                widget in a notebook).
+
+        Returns:
+            Per-stage counters and the wall time of the run.
+
+        Raises:
+            StageError: A stage raised (``on_error="raise"``, the default).
+            WorkerDied: A worker vanished and the stage had no ``restarts`` left.
+            FlowTimeout: The run took longer than ``timeout``.
+            GraphError: The flow is invalid (raised before any process starts).
+
+        Examples:
+            >>> from flowdsl import sink, source
+            >>> @source
+            ... def numbers(n):
+            ...     yield from range(n)
+            >>> @sink
+            ... def ignore(x):
+            ...     pass
+            >>> report = (numbers(100) >> ignore).run()
+            >>> report["ignore"].items_in
+            100
         """
         with _needs("execute")(
             self._as_flow(),
@@ -251,7 +280,27 @@ class Composable(Generic[In, Out]):
             return execution.report
 
     def collect(self, **options: Any) -> list[Out]:
-        """Run the flow and return the items that reach its end, as a list."""
+        """Run the flow and return the items that reach its end, as a list.
+
+        Args:
+            **options: ``executor``, ``timeout`` and ``progress``, as for
+                :meth:`run`.
+
+        Returns:
+            What the flow's last stages emit (in the input order, for a chain of
+            ordered stages).
+
+        Raises:
+            StageError: A stage raised; the other errors are those of :meth:`run`.
+
+        Examples:
+            >>> from flowdsl import source, transform
+            >>> @source
+            ... def numbers(n):
+            ...     yield from range(n)
+            >>> (numbers(4) >> transform(lambda x: -x)).collect()
+            [0, -1, -2, -3]
+        """
         return list(self.iterate(**options))
 
     def iterate(
@@ -259,8 +308,32 @@ class Composable(Generic[In, Out]):
     ) -> Iterator[Out]:
         """Run the flow, yielding the items that reach its end as they arrive.
 
-        Leaving the loop early (``break``, an exception, or dropping the iterator)
-        stops the flow and its workers.
+        The flow runs with backpressure: a consumer slower than the flow holds
+        the workers back. Leaving the loop early (``break``, an exception, or
+        dropping the iterator) stops the flow and its workers. ``for x in flow``
+        is ``for x in flow.iterate()``.
+
+        Args:
+            executor: As for :meth:`run`.
+            timeout: As for :meth:`run`.
+            progress: As for :meth:`run`.
+
+        Yields:
+            What the flow's last stages emit.
+
+        Raises:
+            StageError: A stage raised; the other errors are those of :meth:`run`.
+
+        Examples:
+            >>> from flowdsl import source
+            >>> @source
+            ... def numbers():
+            ...     yield from range(10**9)
+            >>> for x in numbers().iterate():
+            ...     if x == 2:
+            ...         break
+            >>> x
+            2
         """
         flow = self._as_flow()
         if not flow.outlets:
@@ -278,7 +351,34 @@ class Composable(Generic[In, Out]):
         return self.iterate()
 
     def diagram(self, draw_streams: bool = False) -> Any:
-        """A ``graphviz.Digraph`` of the flow (stable node ids, loops as back edges)."""
+        """A drawing of the flow: one node per stage, one arrow per connection.
+
+        Node ids follow the order of the stages, so the same flow gives the same
+        DOT source in every build; loop feedback is a dashed back edge. In
+        Jupyter a flow shows this drawing by itself.
+
+        Args:
+            draw_streams: Also draw a node for each connection (minipipe's
+                streams).
+
+        Returns:
+            A ``graphviz.Digraph``: ``.source`` is its DOT text, and
+            ``.render(...)`` draws it with Graphviz.
+
+        Examples:
+            >>> from flowdsl import sink, source
+            >>> @source
+            ... def numbers():
+            ...     yield 1
+            >>> @sink
+            ... def show(x):
+            ...     print(x)
+            >>> print((numbers() >> show).diagram().source)  # doctest: +ELLIPSIS
+            digraph flow {
+            ...
+                n0 -> n1
+            }
+        """
         return _needs("diagram")(self._as_flow(), draw_streams=draw_streams)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
@@ -286,7 +386,32 @@ class Composable(Generic[In, Out]):
 
 
 class Flow(Composable[In, Out]):
-    """A graph of stages.  Build it with ``>>``, ``merge`` and ``loop``."""
+    """A graph of stages: what ``>>``, :func:`merge` and :func:`loop` build.
+
+    A flow is plain data: building one runs nothing, and the same flow can run
+    many times, on any executor. Stages keep their configuration; a stage used
+    twice in one flow is two nodes.
+
+    Args:
+        nodes: The stages, one node per use (built by ``>>``, not by hand).
+        edges: The connections between nodes.
+        inlets: The nodes that take items from a flow to the left of ``>>``.
+        outlets: The output ports that feed a flow to the right of ``>>``.
+
+    Examples:
+        >>> from flowdsl import source, transform
+        >>> @source
+        ... def numbers(n):
+        ...     yield from range(n)
+        >>> @transform
+        ... def double(x):
+        ...     return 2 * x
+        >>> flow = numbers(3) >> double
+        >>> flow
+        <Flow of 2 stages: numbers, double>
+        >>> flow.collect(), flow.collect(executor="serial")
+        ([0, 2, 4], [0, 2, 4])
+    """
 
     def __init__(
         self,
@@ -305,6 +430,7 @@ class Flow(Composable[In, Out]):
 
     @property
     def stages(self) -> list[Stage[Any, Any]]:
+        """The stages of the flow, in the order of its nodes."""
         return [n.stage for n in self.nodes]
 
     def __repr__(self) -> str:
@@ -342,6 +468,8 @@ class Flow(Composable[In, Out]):
         outlets: tuple[tuple[Port, ...], ...],
         edges: tuple[Edge, ...] = (),
     ) -> Flow:
+        """One flow of all the nodes and edges of ``flows`` (and ``edges``),
+        with the given inlets and outlets."""
         nodes = _unique(n for f in flows for n in f.nodes)
         all_edges = _unique(itertools.chain((e for f in flows for e in f.edges), edges))
         return Flow(tuple(nodes), tuple(all_edges), inlets, outlets)
@@ -476,8 +604,28 @@ def merge(*items: Any) -> Flow[Any, Any]: ...
 
 
 def merge(*items: Any) -> Flow[Any, Any]:
-    """Interleave the outputs of several stages or flows: ``merge(a, b) >> c`` calls
-    ``c`` once per item of ``a`` or ``b``, in arrival order."""
+    """Interleave the outputs of several stages or flows, in arrival order.
+
+    ``merge(a, b) >> c`` calls ``c`` once per item of ``a`` or ``b``, where
+    ``[a, b] >> c`` would zip them (call ``c`` with one item of each).
+
+    Args:
+        *items: The stages or flows to interleave (or one list of them).
+
+    Returns:
+        A flow whose outputs are all of theirs.
+
+    Raises:
+        GraphError: No argument is given, or none has an output (a sink).
+
+    Examples:
+        >>> from flowdsl import merge, source
+        >>> @source
+        ... def letters(text):
+        ...     yield from text
+        >>> sorted(merge(letters("ab"), letters("xy")).collect())
+        ['a', 'b', 'x', 'y']
+    """
     if len(items) == 1 and isinstance(items[0], (list, tuple)):
         items = tuple(items[0])  # merge([a, b]) means merge(a, b)
     if not items:

@@ -153,6 +153,37 @@ def loop(
     has ended and nothing is in flight inside it, when a stage raises
     :class:`~flowdsl.StopFlow`, or when items have made ``max_iterations`` passes
     (they then leave the loop whatever ``until`` says).
+
+    Args:
+        body: The stage or flow each item goes through on every pass.
+        seed: Items that enter the body when the run starts, for a loop with no
+            upstream (or as well as it).
+        until: Whether an output is done: true leaves the loop, false feeds it
+            back. Without it every output is fed back (the body filters, or a
+            stage raises ``StopFlow``, to end).
+        max_iterations: The most passes an item makes; it then leaves the loop
+            whatever ``until`` says.
+        name: The loop's name in reports and diagrams (default ``"loop"``).
+
+    Returns:
+        A flow: items from the left of ``>>`` enter it, done items leave it.
+
+    Raises:
+        GraphError: ``until`` is not callable, ``max_iterations`` is not a
+            positive integer, or the body holds a sink.
+
+    Examples:
+        >>> from flowdsl import loop, source, transform
+        >>> @source
+        ... def starts():
+        ...     yield from [6, 7]
+        >>> @transform
+        ... def collatz(x):
+        ...     return x // 2 if x % 2 == 0 else 3 * x + 1
+        >>> (starts() >> loop(collatz, until=lambda x: x == 1)).collect()
+        [1, 1]
+        >>> loop(collatz, seed=[5], max_iterations=2).collect(executor="serial")
+        [8]
     """
     refuse_stop_flow(until, "a loop's until")
     if until is not None and not callable(until):

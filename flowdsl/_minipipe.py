@@ -62,7 +62,35 @@ class _SeedQueue:
 
 
 class Stream:
-    """A named, bounded queue between pipes (``buffer_size`` items)."""
+    """A named, bounded queue between pipes: minipipe's connection.
+
+    Items put on a stream before the run (``stream.q.put(x)``) are fed in as
+    seeds, as minipipe's looping examples do.
+
+    Args:
+        name: The stream's name, shown on diagrams with ``draw_streams=True``.
+        buffer_size: The most items it holds.
+        timeout: minipipe's option, accepted for compatibility.
+        monitor: minipipe's option, accepted for compatibility.
+
+    Raises:
+        ValueError: ``buffer_size`` is not a positive integer.
+
+    Examples:
+        >>> from flowdsl import PipeSystem, Sink, Source, Stream
+        >>> def numbers():
+        ...     yield from range(3)
+        >>> link = Stream("link", buffer_size=8)
+        >>> numbers_pipe = Source(numbers, downstreams=[link])
+        >>> printer = Sink(print, upstreams=[link])
+        >>> system = PipeSystem([numbers_pipe, printer])
+        >>> system.build(log_lvl="WARNING")
+        >>> system.run(executor="serial")
+        >>> system.close()
+        0
+        1
+        2
+    """
 
     def __init__(
         self,
@@ -85,8 +113,33 @@ class Stream:
 
 
 class PipeSystem:
-    """Pipes of any topology, wired by their Streams.  ``build()``, then ``run()``
-    (returns at once) and ``close()`` (waits, and raises what went wrong)."""
+    """Pipes of any topology, wired by their Streams: minipipe's runner.
+
+    ``build()``, then ``run()`` (returns at once, the pipes running in the
+    background) and ``close()`` (waits, and raises what went wrong).
+
+    Args:
+        pipes: The stages, each wired to its neighbours by :class:`Stream`
+            objects given as ``upstreams`` and ``downstreams``.
+
+    Examples:
+        >>> from flowdsl import PipeSystem, Sink, Source, Stream, Transform
+        >>> def numbers():
+        ...     yield from range(4)
+        >>> a, b = Stream(), Stream()
+        >>> system = PipeSystem([
+        ...     Source(numbers, downstreams=[a]),
+        ...     Transform(lambda x: x * x, upstreams=[a], downstreams=[b]),
+        ...     Sink(print, upstreams=[b]),
+        ... ])
+        >>> system.build(log_lvl="WARNING")
+        >>> system.run(executor="serial")  # the default runs each pipe in a process
+        >>> system.close()
+        0
+        1
+        4
+        9
+    """
 
     def __init__(self, pipes: list[Stage]) -> None:
         self.pipes = list(pipes)
@@ -104,7 +157,18 @@ class PipeSystem:
         """Check and connect the pipes; show flowdsl's log records at ``log_lvl``.
 
         Returns ``None``, as minipipe's does (a notebook cell ending in
-        ``pline.build()`` shows nothing); ``pline.diagram()`` draws it."""
+        ``pline.build()`` shows nothing); ``pline.diagram()`` draws it.
+
+        Args:
+            log_lvl: ``"DEBUG"``, ``"INFO"``, ``"WARNING"``, ``"ERROR"`` or
+                ``"CRITICAL"``.
+            monitor: minipipe's option, accepted for compatibility.
+            ignore_exceptions: Exception types every pipe logs and skips.
+
+        Raises:
+            ValueError: ``log_lvl`` is not a level name.
+            GraphError: The pipes do not make a valid flow.
+        """
         if log_lvl not in _LEVELS:
             raise ValueError(f"log_lvl must be one of {list(_LEVELS)}, got {log_lvl!r}")
         _show_logs(_LEVELS[log_lvl])
@@ -117,7 +181,14 @@ class PipeSystem:
         self.built = True
 
     def run(self, executor: Any = "process") -> None:
-        """Start the pipes; they run in the background until ``close()``."""
+        """Start the pipes; they run in the background until ``close()``.
+
+        Args:
+            executor: As for ``Flow.run`` (builds the system first if needed).
+
+        Raises:
+            RuntimeError: The system has run already (``reset()`` it first).
+        """
         if not self.built:
             self.build()
         if self._execution is not None:
@@ -152,7 +223,14 @@ class PipeSystem:
                 p.term_flag.clear()
 
     def diagram(self, draw_streams: bool = False) -> Any:
-        """A ``graphviz.Digraph`` of the system."""
+        """A ``graphviz.Digraph`` of the system.
+
+        Args:
+            draw_streams: Draw a node for each :class:`Stream` too.
+
+        Raises:
+            GraphError: The system is not built yet.
+        """
         if not self.built:
             raise GraphError("build() the system before drawing it")
         assert self.flow is not None
@@ -165,7 +243,25 @@ class PipeSystem:
 
 
 class PipeLine(PipeSystem):
-    """A linear PipeSystem: each ``add`` connects the new pipe to the previous one."""
+    """A linear PipeSystem: each ``add`` connects the new pipe to the previous one.
+
+    Args:
+        monitor: minipipe's option, accepted for compatibility.
+
+    Examples:
+        >>> from flowdsl import PipeLine, Sink, Source, Transform
+        >>> def numbers():
+        ...     yield from range(3)
+        >>> pline = PipeLine()
+        >>> pline = pline.add(Source(numbers)).add(Transform(lambda x: x + 1), n_processes=2)
+        >>> pline = pline.add(Sink(print))
+        >>> pline.build(log_lvl="WARNING")
+        >>> pline.run(executor="serial")
+        >>> pline.close()
+        1
+        2
+        3
+    """
 
     def __init__(self, monitor: bool = False) -> None:
         super().__init__([])
@@ -174,7 +270,20 @@ class PipeLine(PipeSystem):
         self.sid = 0
 
     def add(self, pipe: Stage, n_processes: int = 1, buffer_size: int = 3) -> PipeLine:
-        """Append ``pipe``, run by ``n_processes`` competing workers."""
+        """Append ``pipe``, run by ``n_processes`` competing workers.
+
+        Args:
+            pipe: A :class:`Source` first, then transforms, then a sink.
+            n_processes: Workers for the pipe (unordered, as in minipipe).
+            buffer_size: The size of the :class:`Stream` joining it to the
+                previous pipe.
+
+        Returns:
+            The pipeline, so calls chain.
+
+        Raises:
+            GraphError: A source is given more than one process.
+        """
         if isinstance(pipe, Source) and n_processes > 1:
             raise GraphError(
                 "a Source runs in one process: use a PipeSystem with several "

@@ -39,11 +39,40 @@ FIGURES = (
 class StageStats:
     """Counters of one stage, summed over its workers.
 
-    ``busy_seconds`` is time spent in the stage's own code; ``blocked_in_seconds``
-    waiting for input (upstream too slow) and ``blocked_out_seconds`` waiting for
-    room downstream (downstream too slow).  A stage that is busy nearly all the
-    time while its neighbours wait on it is the bottleneck.  The serial executor
-    never waits, so its blocked times are zero.
+    A stage that is busy nearly all the time while its neighbours wait on it is
+    the bottleneck. The serial executor never waits, so its blocked times are
+    zero.
+
+    Attributes:
+        name: The stage's name.
+        kind: ``"source"``, ``"transform"``, ``"sink"`` or ``"loop"``.
+        workers: How many workers ran it.
+        items_in: Items it received.
+        items_out: Items it emitted.
+        errors: Items that failed and were skipped or sent to the dead letters.
+        busy_seconds: Time spent in the stage's own code.
+        blocked_in_seconds: Time spent waiting for input (upstream too slow).
+        blocked_out_seconds: Time spent waiting for room downstream (downstream
+            too slow).
+        left_over: A zip's items that arrived on an input and were never paired.
+        dropped: Items that arrived after the stage had stopped.
+        in_flight: A concurrent stage's calls in flight now (for progress).
+        max_in_flight: The most calls in flight at once, per worker, summed.
+        timeouts: Calls that ran longer than the stage's ``timeout``.
+        restarts: Workers that died and were replaced.
+        replaced: Workers replaced after ``max_items_per_worker`` items.
+
+    Examples:
+        >>> from flowdsl import source, transform
+        >>> @source
+        ... def numbers(n):
+        ...     yield from range(n)
+        >>> @transform
+        ... def evens(x):
+        ...     return x if x % 2 == 0 else None
+        >>> stats = (numbers(10) >> evens).run()["evens"]
+        >>> stats.kind, stats.items_in, stats.items_out, stats.errors
+        ('transform', 10, 5, 0)
     """
 
     name: str
@@ -94,8 +123,30 @@ def stage_figures(plan: Any, rows: Any) -> dict[str, StageStats]:
 class RunReport:
     """Returned by ``flow.run()``: per-stage counters and the wall time of the run.
 
-    ``report["square"]`` gives the :class:`StageStats` of a stage by name;
-    ``report.diagram()`` draws the flow annotated with them.
+    ``report["square"]`` gives the :class:`StageStats` of a stage by name (a
+    ``KeyError`` names the stages there are); ``print(report)`` shows a table;
+    ``report.diagram()`` draws the flow annotated with the counters.
+
+    Attributes:
+        stages: The :class:`StageStats` of each stage, by name.
+        seconds: The wall time of the run.
+        executor: The executor's name.
+        stopped: Whether a stage ended the run early with ``StopFlow``.
+        plan: What :meth:`diagram` draws.
+
+    Examples:
+        >>> from flowdsl import sink, source
+        >>> @source
+        ... def numbers(n):
+        ...     yield from range(n)
+        >>> @sink
+        ... def ignore(x):
+        ...     pass
+        >>> report = (numbers(1000) >> ignore).run()
+        >>> report.executor, report["numbers"].items_out, report["ignore"].items_in
+        ('process', 1000, 1000)
+        >>> sorted(report.to_dict()["stages"])
+        ['ignore', 'numbers']
     """
 
     stages: dict[str, StageStats] = field(default_factory=dict)

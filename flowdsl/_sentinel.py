@@ -12,7 +12,16 @@ class Sentinel(Exception):
 
     A source that yields ``Sentinel`` ends its stream; a transform that returns it
     (alone or in a tuple) stops.  It is also thrown into a Regulator's coroutine at
-    end of stream, so a coroutine that buffers can catch it and flush.
+    end of stream, so a coroutine that buffers can catch it and flush (see
+    :class:`Regulator`). A generator source does not need it: its stream ends
+    when it returns.
+
+    Examples:
+        >>> from flowdsl import Sentinel, Source
+        >>> def numbers():
+        ...     yield from [1, 2, Sentinel, 3]
+        >>> Source(numbers).collect()
+        [1, 2]
     """
 
     def __repr__(self) -> str:

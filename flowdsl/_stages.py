@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     _P = TypeVar("_P", bound=Produces[Any])
 A = TypeVar("A")
 B = TypeVar("B")
+_F = TypeVar("_F")
 
 __all__ = [
     "Regulator",
@@ -69,12 +70,108 @@ __all__ = [
 ]
 
 
+# What each stage option means, written once: the docstrings of the decorators
+# and of the stage classes take their ``Args:`` entries from here.
+OPTION_DOCS = {
+    "name": "The stage's name in reports, errors and diagrams (default: the function's or\n"
+    "class's name).",
+    "workers": "How many worker processes (or Ray actors) run the stage (default 1).",
+    "buffer": "The most items waiting in front of the stage (default: the executor's).",
+    "ordered": "Whether outputs keep the input order when ``workers > 1`` (default\n"
+    "True; False lets each result go as soon as it is ready).",
+    "on_error": 'What an item whose call raised (after ``retries``) becomes: ``"raise"``\n'
+    '(the default) stops the flow with a :class:`~flowdsl.StageError`, ``"skip"`` logs\n'
+    "and counts it, and a stage (a dead-letter sink or transform) receives a\n"
+    ":class:`~flowdsl.Failure` describing it.",
+    "retries": "How many times a failing item is tried again before ``on_error`` decides.",
+    "concurrency": "Items in flight in each worker, for stages that wait on IO: an\n"
+    "``async def`` function runs on the worker's event loop, a plain function on\n"
+    "that many threads (default 1).",
+    "timeout": "Seconds a call may take: past it the item is abandoned, its worker\n"
+    "replaced, and the item fails with :class:`~flowdsl.StageTimeout`.",
+    "restarts": "How many times a worker that dies is replaced during a run; the item\n"
+    "it held fails with :class:`~flowdsl.WorkerDied` (default 0: the flow stops).",
+    "max_items_per_worker": "Replace each worker after this many items (bounds a leak).",
+    "batch": "Call the function with lists of up to this many items and spread what it\n"
+    "returns into items again (see :func:`~flowdsl.batch`).",
+    "check_types": "Check, in the workers, every item and result against the\n"
+    "annotations; one that does not fit fails its call with ``TypeError``.",
+    "ignore_exceptions": "minipipe's option: exception types logged and skipped (as\n"
+    '``on_error="skip"`` for just these).',
+    "init_kwargs": "Keyword arguments for the function (or for a regulator's coroutine).",
+    "upstreams": "minipipe's explicit wiring: the streams this stage reads.",
+    "downstreams": "minipipe's explicit wiring: the streams this stage writes.",
+    "args": "Arguments bound after the item(s), as ``stage(...)`` binds them.",
+    "kwargs": "Keyword arguments bound after the item(s).",
+}
+
+
+def with_options(*names: str) -> Callable[[_F], _F]:
+    """Fill the ``<options>`` line of a docstring's ``Args:`` section with the
+    entries of ``names`` from :data:`OPTION_DOCS`."""
+
+    def document(obj: _F) -> _F:
+        entries = "".join(
+            f"        {name}: " + OPTION_DOCS[name].replace("\n", "\n            ") + "\n"
+            for name in names
+        )
+        obj.__doc__ = (obj.__doc__ or "").replace("        <options>\n", entries)
+        return obj
+
+    return document
+
+
+@with_options(
+    "name",
+    "upstreams",
+    "downstreams",
+    "ignore_exceptions",
+    "init_kwargs",
+    "workers",
+    "buffer",
+    "ordered",
+    "on_error",
+    "retries",
+    "concurrency",
+    "timeout",
+    "restarts",
+    "max_items_per_worker",
+    "batch",
+    "check_types",
+    "args",
+    "kwargs",
+)
 class Stage(Composable[In, Out]):
     """A node of a flow: user code plus how to run it.
 
-    Calling a stage returns a configured copy: for a source the call binds the
-    generator's arguments, for a transform or sink it binds extra arguments passed
-    after the item(s).  The binding is checked against the signature at once.
+    What :func:`source`, :func:`transform` and :func:`sink` return. A stage only
+    holds configuration; executors run it. Calling a stage returns a configured
+    copy: for a source the call binds the generator's arguments, for a transform
+    or sink it binds extra arguments passed after the item(s). The binding is
+    checked against the signature at once.
+
+    Args:
+        functor_obj: What runs: a function, a generator function, or an object
+            with a ``run`` method (and optional ``local_init``/``local_term``).
+        <options>
+
+    Raises:
+        TypeError: ``functor_obj`` is already a stage, or a stage class not yet
+            called.
+        ValueError: An option is invalid (most are reported as ``GraphError``,
+            a ``ValueError``).
+
+    Examples:
+        >>> from flowdsl import Stage, transform
+        >>> @transform
+        ... def scale(x, factor=2):
+        ...     return x * factor
+        >>> isinstance(scale, Stage), scale.name, scale.workers
+        (True, 'scale', 1)
+        >>> scale(factor=10).func(3, factor=10)
+        30
+        >>> scale.options(workers=4).workers
+        4
     """
 
     kind: ClassVar[str] = "stage"
@@ -231,7 +328,16 @@ class Stage(Composable[In, Out]):
         return new
 
     def options(self, **changes: Any) -> Self:
-        """Return a copy with options changed, e.g. ``square.options(workers=4)``."""
+        """Return a copy with options changed, e.g. ``square.options(workers=4)``.
+
+        Args:
+            **changes: New values for any option of :func:`transform` (and
+                minipipe's ``ignore_exceptions`` and ``init_kwargs``).
+
+        Raises:
+            TypeError: An option is unknown.
+            ValueError: A value is invalid for this stage.
+        """
         new = copy.copy(self)
         new.upstreams, new.downstreams = list(self.upstreams), list(self.downstreams)
         for key, value in changes.items():
@@ -311,9 +417,27 @@ class Stage(Composable[In, Out]):
         return self.downstreams
 
 
+@with_options("name", "downstreams", "ignore_exceptions")
 class Source(Stage[NoReturn, Out]):
     """A stage that produces items: a generator, an iterable, or an object whose
-    ``run()`` returns one."""
+    ``run()`` returns one.
+
+    minipipe's class, for the explicit API; :func:`source` makes the same stage
+    from a decorator.
+
+    Args:
+        functor_obj: A generator function, a function returning an iterable, or
+            an object whose ``run()`` returns one.
+        <options>
+        **options: The stage options of :func:`source`.
+
+    Examples:
+        >>> from flowdsl import Source
+        >>> def numbers():
+        ...     yield from range(3)
+        >>> Source(numbers, name="numbers").collect()
+        [0, 1, 2]
+    """
 
     kind = "source"
     _default_name = "Source"
@@ -329,15 +453,70 @@ class Source(Stage[NoReturn, Out]):
         super().__init__(functor_obj, name, None, downstreams, ignore_exceptions, **options)
 
 
+@with_options(
+    "name",
+    "upstreams",
+    "downstreams",
+    "ignore_exceptions",
+    "init_kwargs",
+    "workers",
+    "buffer",
+    "ordered",
+    "on_error",
+    "retries",
+    "concurrency",
+    "timeout",
+    "restarts",
+    "max_items_per_worker",
+    "batch",
+    "check_types",
+    "args",
+    "kwargs",
+)
 class Transform(Stage[In, Out]):
-    """A stage that maps each item to zero, one or many items."""
+    """A stage that maps each item to zero, one or many items.
+
+    minipipe's class, for the explicit API; :func:`transform` makes the same
+    stage from a decorator.
+
+    Args:
+        functor_obj: A function, a generator function, or an object with a
+            ``run`` method.
+        <options>
+
+    Examples:
+        >>> from flowdsl import Source, Transform
+        >>> def numbers():
+        ...     yield from range(3)
+        >>> (Source(numbers) >> Transform(lambda x: x + 1)).collect()
+        [1, 2, 3]
+    """
 
     kind = "transform"
     _default_name = "Transform"
 
 
+@with_options("name", "upstreams", "ignore_exceptions", "init_kwargs")
 class Sink(Stage[In, Nothing]):
-    """A stage that consumes items; its return value is ignored."""
+    """A stage that consumes items; its return value is ignored.
+
+    minipipe's class, for the explicit API; :func:`sink` makes the same stage
+    from a decorator.
+
+    Args:
+        functor_obj: A function or an object with a ``run`` method.
+        <options>
+        **options: The stage options of :func:`sink`.
+
+    Examples:
+        >>> from flowdsl import Sink, Source
+        >>> def numbers():
+        ...     yield from range(3)
+        >>> report = (Source(numbers) >> Sink(print)).run(executor="serial")
+        0
+        1
+        2
+    """
 
     kind = "sink"
     _default_name = "Sink"
@@ -356,13 +535,57 @@ class Sink(Stage[In, Nothing]):
         )
 
 
+@with_options(
+    "name",
+    "upstreams",
+    "downstreams",
+    "ignore_exceptions",
+    "init_kwargs",
+    "workers",
+    "buffer",
+    "ordered",
+    "on_error",
+    "retries",
+    "concurrency",
+    "timeout",
+    "restarts",
+    "max_items_per_worker",
+    "batch",
+    "check_types",
+    "args",
+    "kwargs",
+)
 class Regulator(Transform[Any, Any]):
     """A transform driven by a coroutine, for batching or splitting items.
 
-    The coroutine function is called with ``init_kwargs`` in the worker; each item
-    is sent to it and everything it yields until it next waits is emitted.  At end
-    of stream the coroutine is closed with :class:`Sentinel` thrown in, so one that
-    buffers can flush by catching it and yielding what it holds.
+    minipipe's class. The coroutine function is called with ``init_kwargs`` in
+    the worker; each item is sent to it and everything it yields until it next
+    waits is emitted. At end of stream :class:`Sentinel` is thrown into it, so
+    one that buffers can flush by catching it and yielding what it holds.
+    (:func:`batch` does this for the common case.)
+
+    Args:
+        functor_obj: A generator function used as a coroutine: ``item = yield
+            output`` (yield ``None`` to emit nothing).
+        <options>
+
+    Examples:
+        >>> from flowdsl import Regulator, Sentinel, Source
+        >>> def pairs():
+        ...     held = []
+        ...     try:
+        ...         while True:
+        ...             held.append((yield))
+        ...             if len(held) == 2:
+        ...                 yield tuple(held)
+        ...                 held = []
+        ...     except Sentinel:
+        ...         if held:
+        ...             yield tuple(held)
+        >>> def numbers():
+        ...     yield from range(5)
+        >>> (Source(numbers) >> Regulator(pairs)).collect(executor="serial")
+        [(0, 1), (2, 3), (4,)]
     """
 
     kind = "transform"
@@ -371,6 +594,7 @@ class Regulator(Transform[Any, Any]):
 
     @property
     def is_generator(self) -> bool:
+        """False: a regulator's function is its coroutine's factory, not a flat map."""
         return False
 
 
@@ -450,13 +674,37 @@ def source(
 ) -> SourceFunction[P, B]: ...
 
 
+@with_options("name", "workers", "buffer")
 def source(
     obj: Any = None, *, name: str | None = None, workers: int = 1, buffer: int | None = None
 ) -> Any:
-    """Make a source from a generator function (or an async generator function,
-    run on an event loop in its worker), a function returning an iterable, or a
-    class whose ``run()`` returns one.  Usable bare (``@source``) or with options
-    (``@source(name=...)``).  A source runs in exactly one worker."""
+    """Make a source: the stage that starts a flow.
+
+    It wraps a generator function (or an async generator function, run on an
+    event loop in its worker), a function returning an iterable, or a class whose
+    ``run()`` returns one. Usable bare (``@source``) or with options
+    (``@source(name=...)``). Calling the result binds the function's arguments:
+    ``numbers(10)``. A source runs in exactly one worker.
+
+    Args:
+        obj: The function or class (given when used bare, as ``@source``).
+        <options>
+
+    Returns:
+        A source stage, or, for a class, a callable that builds one per call.
+
+    Raises:
+        GraphError: ``workers`` is not 1 (a source has exactly one worker).
+        TypeError: The bound arguments do not fit the function's signature.
+
+    Examples:
+        >>> from flowdsl import source
+        >>> @source
+        ... def numbers(n):
+        ...     yield from range(n)
+        >>> numbers(3).collect()
+        [0, 1, 2]
+    """
     return _decorate(Source, obj, {"name": name, "workers": workers, "buffer": buffer})
 
 
@@ -506,6 +754,20 @@ def transform(
 ) -> TransformFunction[A, B, P]: ...
 
 
+@with_options(
+    "name",
+    "workers",
+    "buffer",
+    "ordered",
+    "on_error",
+    "retries",
+    "concurrency",
+    "timeout",
+    "restarts",
+    "max_items_per_worker",
+    "batch",
+    "check_types",
+)
 def transform(
     obj: Any = None,
     *,
@@ -522,10 +784,16 @@ def transform(
     batch: int | None = None,
     check_types: bool = False,
 ) -> Any:
-    """Make a transform: one item in, one result out (``None``: no output; a
-    generator function emits everything it yields).  ``workers`` processes run it;
-    with ``ordered`` (the default) outputs keep the input order; ``buffer`` bounds
-    the queue in front of it, in items.
+    """Make a transform: one item in, one result out.
+
+    A result of ``None`` emits nothing (a filter); a generator function emits
+    everything it yields (a flat map). ``workers`` processes run it; with
+    ``ordered`` (the default) outputs keep the input order; ``buffer`` bounds the
+    queue in front of it, in items. Calling the result binds arguments passed
+    after the item: ``scale(factor=3)``. Usable bare (``@transform``) or with
+    options (``@transform(workers=4)``), on functions, generator functions, async
+    functions and classes with a ``run`` method (``local_init`` and
+    ``local_term`` run once in each worker).
 
     ``concurrency=N`` keeps up to N items in flight in each worker, for stages
     that wait on IO: an ``async def`` function (or async generator, or a class
@@ -552,7 +820,36 @@ def transform(
     parameter's annotation and every result against the return annotation; an
     item that does not fit fails its call with a ``TypeError`` (through
     ``retries`` and ``on_error``).  Edges whose two ends are annotated are
-    checked when the flow is built, whatever this option says."""
+    checked when the flow is built, whatever this option says.
+
+    Args:
+        obj: The function or class (given when used bare, as ``@transform``).
+        <options>
+
+    Returns:
+        A transform stage, or, for a class, a callable that builds one per call.
+
+    Raises:
+        GraphError: An option is invalid for this stage (``workers < 1``, an
+            unknown ``on_error``, ``concurrency`` on a generator, ...).
+        TypeError: The bound arguments do not fit the function's signature.
+
+    Examples:
+        >>> from flowdsl import source, transform
+        >>> @source
+        ... def numbers(n):
+        ...     yield from range(n)
+        >>> @transform(workers=2)
+        ... def square(x):
+        ...     return x * x
+        >>> (numbers(5) >> square).collect()
+        [0, 1, 4, 9, 16]
+        >>> @transform
+        ... def evens(x):
+        ...     return x if x % 2 == 0 else None
+        >>> (numbers(5) >> evens).collect(executor="serial")
+        [0, 2, 4]
+    """
     return _decorate(
         Transform,
         obj,
@@ -595,6 +892,19 @@ def sink(
 ) -> SinkFunction[A, P]: ...
 
 
+@with_options(
+    "name",
+    "workers",
+    "buffer",
+    "on_error",
+    "retries",
+    "concurrency",
+    "timeout",
+    "restarts",
+    "max_items_per_worker",
+    "batch",
+    "check_types",
+)
 def sink(
     obj: Any = None,
     *,
@@ -610,9 +920,38 @@ def sink(
     batch: int | None = None,
     check_types: bool = False,
 ) -> Any:
-    """Make a sink: it consumes items; its return value is ignored.  The other
-    options as for :func:`transform` (``batch=n``: the sink gets lists of up to
-    n items, for bulk writes)."""
+    """Make a sink: the stage that ends a flow, consuming items.
+
+    Its return value is ignored. The options mean what they mean for
+    :func:`transform` (``batch=n``: the sink gets lists of up to n items, for
+    bulk writes). A class sink's ``local_term`` runs once per worker at the end,
+    where it can flush or report.
+
+    Args:
+        obj: The function or class (given when used bare, as ``@sink``).
+        <options>
+
+    Returns:
+        A sink stage, or, for a class, a callable that builds one per call.
+
+    Raises:
+        GraphError: An option is invalid for this stage.
+        TypeError: The bound arguments do not fit the function's signature.
+
+    Examples:
+        >>> from flowdsl import sink, source
+        >>> @source
+        ... def words():
+        ...     yield from ["to", "be"]
+        >>> @sink
+        ... def show(word):
+        ...     print(word)
+        >>> report = (words() >> show).run(executor="serial")
+        to
+        be
+        >>> report["show"].items_in
+        2
+    """
     return _decorate(
         Sink,
         obj,

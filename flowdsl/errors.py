@@ -23,23 +23,65 @@ __all__ = [
 
 
 class FlowError(Exception):
-    """Root of every error raised by flowdsl."""
+    """Root of every error raised by flowdsl: ``except FlowError`` catches them all.
+
+    Examples:
+        >>> from flowdsl import FlowError, GraphError, StageError
+        >>> issubclass(GraphError, FlowError) and issubclass(StageError, FlowError)
+        True
+    """
 
 
 class GraphError(FlowError, ValueError):
     """Raised while building or validating a flow, before any process starts.
 
-    The message names the stage at fault and says how to fix it.
+    The message names the stage at fault and says how to fix it. It is a
+    ``ValueError`` too, for code that expects one for bad input.
+
+    Examples:
+        >>> from flowdsl import GraphError, source, transform
+        >>> @source
+        ... def words():
+        ...     yield "a"
+        >>> @transform
+        ... def add(a, b):
+        ...     return a + b
+        >>> try:
+        ...     words() >> add
+        ... except GraphError as error:
+        ...     print(error)  # doctest: +ELLIPSIS
+        transform 'add' ...
     """
 
 
 class StageError(FlowError):
     """User code raised inside a stage.
 
-    Raised in the driver.  ``stage`` is the stage name, ``item`` a ``repr`` of the
-    item being processed (``None`` in hooks and sources), ``worker`` the index of
-    the worker inside its stage, ``remote_traceback`` the formatted traceback from
-    the worker.  The original exception is ``__cause__`` when it could be rebuilt.
+    Raised in the driver, by ``run``, ``collect`` or the iteration of a flow,
+    once every worker has stopped. The original exception is ``__cause__`` when
+    it could be rebuilt in the driver.
+
+    Args:
+        stage: The name of the stage that failed.
+        item: A ``repr`` of the item being processed (``None`` in hooks and
+            sources).
+        worker: The index of the worker inside its stage.
+        remote_traceback: The formatted traceback from the worker.
+        message: The original exception, as text.
+
+    Examples:
+        >>> from flowdsl import StageError, source, transform
+        >>> @source
+        ... def numbers():
+        ...     yield from [1, 0]
+        >>> @transform
+        ... def invert(x):
+        ...     return 1 / x
+        >>> try:
+        ...     (numbers() >> invert).collect()
+        ... except StageError as error:
+        ...     print(error.stage, error.item, type(error.__cause__).__name__)
+        invert 0 ZeroDivisionError
     """
 
     def __init__(
@@ -68,9 +110,29 @@ class StageError(FlowError):
 
 
 class StageTimeout(StageError, TimeoutError):
-    """An item's call ran longer than its stage's ``timeout``: the call was
-    abandoned and its worker replaced (the serial executor, which cannot abandon
-    a call, fails the item once the call returns)."""
+    """An item's call ran longer than its stage's ``timeout``.
+
+    The call was abandoned and its worker replaced (the serial executor, which
+    cannot abandon a call, fails the item once the call returns). It is a
+    :class:`StageError` and a ``TimeoutError``; a dead letter of such an item
+    has ``Failure.exception`` of type ``TimeoutError``.
+
+    Examples:
+        >>> import time
+        >>> from flowdsl import StageTimeout, source, transform
+        >>> @source
+        ... def delays():
+        ...     yield from [0, 5]
+        >>> @transform(timeout=0.5)
+        ... def nap(seconds):
+        ...     time.sleep(seconds)
+        ...     return seconds
+        >>> try:
+        ...     (delays() >> nap).collect()
+        ... except StageTimeout as error:
+        ...     print(error.stage, error.item)
+        nap 5
+    """
 
 
 class CallTimedOut(TimeoutError):
@@ -84,7 +146,32 @@ class ItemKilledWorker(RuntimeError):
 
 
 class WorkerDied(FlowError):
-    """A worker process vanished without reporting (killed, crashed, ``os._exit``)."""
+    """A worker process vanished without reporting (killed, crashed, ``os._exit``).
+
+    With ``restarts=`` the stage replaces the worker instead, and only the item
+    it held fails (through ``retries`` and ``on_error``).
+
+    Args:
+        stage: The name of the stage whose worker died.
+        worker: The index of the worker inside its stage.
+        exitcode: The process's exit status, negative for a signal (``None``
+            where the executor cannot know it).
+
+    Examples:
+        >>> import os
+        >>> from flowdsl import WorkerDied, source, transform
+        >>> @source
+        ... def numbers():
+        ...     yield from range(3)
+        >>> @transform
+        ... def crash(x):
+        ...     os._exit(3)
+        >>> try:
+        ...     (numbers() >> crash).collect()
+        ... except WorkerDied as error:
+        ...     print(error)
+        worker 0 of stage 'crash' died unexpectedly (exit code 3)
+    """
 
     def __init__(self, stage: str, worker: int = 0, exitcode: int | None = None) -> None:
         self.stage = stage
@@ -100,7 +187,26 @@ class WorkerDied(FlowError):
 
 
 class FlowTimeout(FlowError, TimeoutError):
-    """The flow did not finish within the ``timeout`` given to ``run``."""
+    """The flow did not finish within the ``timeout`` given to ``run``.
+
+    The workers are stopped before it is raised. It is a ``TimeoutError`` too.
+
+    Examples:
+        >>> import time
+        >>> from flowdsl import FlowTimeout, sink, source
+        >>> @source
+        ... def forever():
+        ...     while True:
+        ...         yield 1
+        >>> @sink
+        ... def slow(x):
+        ...     time.sleep(0.01)
+        >>> try:
+        ...     (forever() >> slow).run(timeout=0.5)
+        ... except FlowTimeout:
+        ...     print("stopped")
+        stopped
+    """
 
 
 class StopFlow(Exception):
@@ -113,6 +219,19 @@ class StopFlow(Exception):
     mistake, reported as one: given as a stage or predicate, a
     :class:`GraphError`; raised from ``local_init`` or ``local_term``, or returned
     or yielded instead of raised, a :class:`StageError`.
+
+    Examples:
+        >>> from flowdsl import StopFlow, source, transform
+        >>> @source
+        ... def numbers():
+        ...     yield from range(1_000_000)
+        >>> @transform
+        ... def until_five(x):
+        ...     if x == 5:
+        ...         raise StopFlow
+        ...     return x
+        >>> (numbers() >> until_five).collect(executor="serial")
+        [0, 1, 2, 3, 4]
     """
 
 
@@ -120,9 +239,31 @@ class StopFlow(Exception):
 class Failure:
     """What a dead-letter stage receives for an item that failed.
 
-    ``stage`` and ``worker`` say where, ``item`` is the item itself, ``error`` the
-    exception as text, ``exception`` the exception (``None`` if it could not be
-    sent between processes), ``traceback`` the formatted traceback.
+    A stage given as ``on_error=`` receives one for each item whose call raised
+    (after ``retries``), instead of the flow stopping.
+
+    Attributes:
+        stage: The name of the stage where the item failed.
+        item: The item itself.
+        error: The exception, as text.
+        exception: The exception (``None`` if it could not be sent between
+            processes).
+        traceback: The formatted traceback.
+        worker: The index of the worker inside its stage.
+
+    Examples:
+        >>> from flowdsl import source, transform
+        >>> @source
+        ... def numbers():
+        ...     yield from [2, 0, 4]
+        >>> @transform
+        ... def note(failure):
+        ...     return f"{failure.item}: {failure.error}"
+        >>> @transform(on_error=note)
+        ... def invert(x):
+        ...     return 1 / x
+        >>> sorted((numbers() >> invert).collect(), key=str)
+        [0.25, 0.5, '0: ZeroDivisionError: division by zero']
     """
 
     stage: str

@@ -20,13 +20,28 @@ __all__ = ["Execution", "Executor"]
 
 
 class Executor(abc.ABC):
-    """Runs plans.  Subclass it and implement :meth:`start`."""
+    """The base of every executor: what runs a flow, given as ``executor=``.
+
+    An executor object carries its options; the names ``"process"``,
+    ``"serial"`` and ``"ray"`` stand for the defaults of
+    :class:`ProcessExecutor`, :class:`SerialExecutor` and :class:`RayExecutor`.
+    The interface between an executor and the core (plans and executions) is
+    internal for now.
+
+    Examples:
+        >>> from flowdsl import Executor, ProcessExecutor, SerialExecutor
+        >>> all(issubclass(e, Executor) for e in (ProcessExecutor, SerialExecutor))
+        True
+    """
 
     name: str = "executor"
 
     @abc.abstractmethod
     def start(self, plan: Plan, *, timeout: float | None = None) -> Execution:
-        """Start running ``plan``; return the execution that streams its results."""
+        """Start running ``plan``; return the execution that streams its results.
+
+        Called by ``run``, ``collect`` and iteration, once the flow is planned.
+        """
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -53,12 +53,32 @@ TIMEOUT_TICK = 0.05  # seconds between looks at the calls of stages with a timeo
 class ProcessExecutor(Executor):
     """Run each stage in ``workers`` processes of package ``multiprocess``.
 
-    ``start_method`` is ``"fork"``, ``"spawn"`` or ``"forkserver"`` (default: the
-    ``FLOWDSL_START_METHOD`` environment variable, else the platform's).
-    ``grace`` is how long a stopped worker may spend in ``local_term`` before it
-    is killed.  ``shared_memory`` lets big buffers (numpy arrays, ``bytes``,
-    ``memoryview`` objects of 64 KiB or more) travel through shared memory instead
-    of the pipes, where ``/dev/shm`` is usable.
+    The default executor. Stages travel to the workers serialised with
+    ``dill``, so lambdas, closures and functions defined in a notebook work;
+    items travel in batches through pipes, and big buffers through shared
+    memory. A failure anywhere stops every worker before the error is raised,
+    and no process, pipe or shared memory segment outlives the run.
+
+    Args:
+        start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"`` (default: the
+            ``FLOWDSL_START_METHOD`` environment variable, else the platform's).
+        grace: Seconds a stopped worker may spend in ``local_term`` before it
+            is killed.
+        shared_memory: Let big buffers (numpy arrays, ``bytes``, ``memoryview``
+            objects of 64 KiB or more) travel through shared memory instead of
+            the pipes, where ``/dev/shm`` is usable.
+
+    Raises:
+        ValueError: ``start_method`` is not one of the three.
+
+    Examples:
+        >>> from flowdsl import ProcessExecutor, source, transform
+        >>> @source
+        ... def numbers(n):
+        ...     yield from range(n)
+        >>> flow = numbers(4) >> transform(lambda x: x * 10, workers=2)
+        >>> flow.collect(executor=ProcessExecutor("spawn", grace=5.0))
+        [0, 10, 20, 30]
     """
 
     name = "process"
@@ -74,6 +94,7 @@ class ProcessExecutor(Executor):
         self.shared_memory = shared_memory
 
     def start(self, plan: Plan, *, timeout: float | None = None) -> Execution:
+        """Start the workers of ``plan``; the execution streams its results."""
         if multiprocess.current_process().daemon:
             raise FlowError(
                 "the process executor cannot start workers here: this is a daemonic "

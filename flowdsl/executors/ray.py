@@ -75,26 +75,49 @@ UNAVAILABLE_RETRIES = 20  # calls made again to a restartable actor between two 
 
 
 class RayExecutor(Executor):
-    """Run each stage in ``workers`` Ray actors.
+    """Run each stage in ``workers`` Ray actors, on one machine or a cluster.
 
-    ``address`` is passed to ``ray.init`` when Ray is not initialised yet: ``None``
-    starts a local Ray instance (kept for the rest of the process, as starting one
-    takes seconds), ``"auto"`` or ``"ray://host:port"`` joins a cluster.
-    ``init_options`` are further ``ray.init`` keyword arguments and
-    ``actor_options`` are given to every actor (``num_cpus``, ``resources``, ...);
-    ``stage_options`` maps a stage's name to options for its actors only, over
-    ``actor_options`` (a GPU for one stage, a custom resource to pin a stage to
-    some nodes).  ``grace`` is how long a cancelled actor may spend in
-    ``local_term`` before it is killed.
+    Needs ``pip install flowdsl[ray]``. The driver schedules; items travel
+    between actors through Ray's object store. A stage's own ``timeout``,
+    ``restarts`` and ``max_items_per_worker`` mean what they mean on the process
+    executor: the item in hand fails, and Ray restarts the actor (elsewhere when
+    its node was lost).
 
-    ``restarts`` maps a stage's name to how many times each of its actors may be
-    restarted after it dies (its node lost, out of memory); the batches it was
-    working on are given again to the new actor.  Only stateless stages qualify:
-    transforms and sinks made from plain functions, which a fresh copy runs the
-    same way (a class keeps state and a source's position would be lost).
-    A stage's own ``timeout``, ``restarts`` and ``max_items_per_worker`` mean
-    what they mean on the process executor: the item in hand fails, and Ray
-    restarts the actor (elsewhere when its node was lost).
+    Args:
+        address: Passed to ``ray.init`` when Ray is not initialised yet:
+            ``None`` starts a local Ray instance (kept for the rest of the
+            process, as starting one takes seconds); ``"auto"`` or
+            ``"ray://host:port"`` joins a cluster.
+        grace: Seconds a cancelled actor may spend in ``local_term`` before it
+            is killed.
+        init_options: Further ``ray.init`` keyword arguments.
+        actor_options: Options given to every actor (``num_cpus``,
+            ``resources``, ...).
+        stage_options: A stage's name mapped to options for its actors only,
+            over ``actor_options`` (a GPU for one stage, a custom resource to
+            pin a stage to some nodes).
+        restarts: A stage's name mapped to how many times each of its actors may
+            be restarted after it dies (its node lost, out of memory), the
+            batches it was working on given again to the new actor. Only
+            stateless stages qualify: transforms and sinks made from plain
+            functions, which a fresh copy runs the same way.
+
+    Raises:
+        ValueError: A ``restarts`` count is not an integer >= 0.
+
+    Examples:
+        >>> from flowdsl import RayExecutor, source, transform
+        >>> @source
+        ... def numbers(n):
+        ...     yield from range(n)
+        >>> ray_executor = RayExecutor(
+        ...     init_options={"num_cpus": 2, "include_dashboard": False},
+        ...     stage_options={"square": {"num_cpus": 0.5}},
+        ... )
+        >>> (numbers(4) >> transform(lambda x: x * x, name="square")).collect(
+        ...     executor=ray_executor
+        ... )
+        [0, 1, 4, 9]
     """
 
     name = "ray"
@@ -132,6 +155,8 @@ class RayExecutor(Executor):
         }
 
     def start(self, plan: Plan, *, timeout: float | None = None) -> Execution:
+        """Start Ray if needed and the actors of ``plan``; the execution streams
+        its results."""
         check_supported(plan)
         for option, names in (("stage_options", self.stage_options), ("restarts", self.restarts)):
             unknown = set(names) - {n.name for n in plan.nodes}

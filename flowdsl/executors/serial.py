@@ -59,7 +59,26 @@ class Schedule:
 
 
 class SerialExecutor(Executor):
-    """Run every stage in the calling process, one item at a time."""
+    """Run every stage in the calling process, one item at a time.
+
+    The reference semantics, and the mode to debug in: deterministic, no
+    processes, breakpoints and ``print`` work in every stage. Options that need
+    processes (``workers``, ``timeout``, ``restarts``) keep their meaning where
+    one process can give it: one worker runs, and a timed-out item fails once
+    its call returns.
+
+    Args:
+        schedule: The order in which things run (the property tests vary it;
+            the default serves consumers in turn, one item at a time).
+
+    Examples:
+        >>> from flowdsl import SerialExecutor, source, transform
+        >>> @source
+        ... def numbers(n):
+        ...     yield from range(n)
+        >>> (numbers(3) >> transform(lambda x: f"#{x}")).collect(executor=SerialExecutor())
+        ['#0', '#1', '#2']
+    """
 
     name = "serial"
 
@@ -67,6 +86,7 @@ class SerialExecutor(Executor):
         self.schedule = schedule or Schedule()
 
     def start(self, plan: Plan, *, timeout: float | None = None) -> Execution:
+        """Prepare ``plan`` to run here; the execution runs it as it is iterated."""
         return _SerialExecution(plan, timeout, self.schedule)
 
 
