@@ -41,9 +41,19 @@ soak: $(RAY_STAMP)
 demo: $(STAMP)
 	$(PY) examples/quickstart.py
 
+# check: lint, one code style, and types (strict) -- what the pre-commit hooks run
+LINTED := flowdsl tests examples benchmarks docs/conf.py docs/_ext
 check: $(STAMP)
-	$(PY) -m ruff check flowdsl tests examples benchmarks
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
 	$(PY) -m mypy flowdsl
+
+# docs: the site in docs/_build/html, from docs/*.md and the docstrings; warnings
+# (a broken link or reference, a public name without a complete docstring) fail it
+docs: $(STAMP)
+	rm -rf docs/_build
+	$(PY) -m sphinx -q -E -n -W --keep-going -b html docs docs/_build/html
+	@echo "the site is in docs/_build/html (open index.html)"
 
 # package: build the sdist and the wheel, install the wheel into a fresh venv
 # outside the checkout (under $TMPDIR), and run the quickstart and a spawned flow there
@@ -66,4 +76,4 @@ bench:
 	.bench-venv/bin/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info docs/_build

@@ -138,8 +138,9 @@ def batch(n: int, *, wait: float | None = None, name: str | None = None) -> Batc
 
 @transform
 def unbatch(items: Iterable[Any]) -> Iterator[Any]:
-    """Spread each list (or any iterable) into its items: the inverse of
-    :func:`batch`, and a transform like any other.
+    """Spread each list (or any iterable) into its items.
+
+    The inverse of :func:`batch`, and a transform like any other.
 
     Examples:
         >>> from flowdsl import source, unbatch

@@ -351,7 +351,7 @@ def _diagram_class() -> type[graphviz.Digraph]:
     ``dot``, else ``graphviz-pure``, else shows the DOT source as text."""
     import graphviz
 
-    class Diagram(graphviz.Digraph):
+    class Diagram(graphviz.Digraph):  # type: ignore[misc]  # graphviz has no types
         def _repr_mimebundle_(
             self, include: Any = None, exclude: Any = None, **_: Any
         ) -> dict[str, Any]:

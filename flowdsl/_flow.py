@@ -277,7 +277,8 @@ class Composable(Generic[In, Out]):
         ) as execution:
             for _ in execution:
                 pass
-            return execution.report
+            report: RunReport = execution.report
+            return report
 
     def collect(self, **options: Any) -> list[Out]:
         """Run the flow and return the items that reach its end, as a list.
@@ -483,7 +484,8 @@ def as_flow(obj: Any) -> Flow:
     if isinstance(obj, (list, tuple)):
         raise GraphError(f"a list can only stand on one side of '>>': {obj!r}")
     try:
-        return as_stage(obj)._as_flow()
+        flow: Flow = as_stage(obj)._as_flow()
+        return flow
     except TypeError as exc:
         raise GraphError(str(exc)) from None
 

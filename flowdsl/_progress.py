@@ -212,7 +212,7 @@ class _NotebookView:
 
         table = _Table(rows)
         if self.handle is None:
-            self.handle = display(table, display_id=True)
+            self.handle = display(table, display_id=True)  # type: ignore[no-untyped-call]
         else:
             self.handle.update(table)
 

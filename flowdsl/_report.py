@@ -93,7 +93,7 @@ class StageStats:
     replaced: int = 0  # workers replaced after max_items_per_worker items
 
     def add(self, *figures: float) -> None:
-        """Add one worker's figures, given in :data:`FIGURES` order."""
+        """Add one worker's figures, given in ``FIGURES`` order."""
         for name, value in zip(FIGURES, figures, strict=False):  # a prefix is fine
             setattr(self, name, getattr(self, name) + type(getattr(self, name))(value))
 
@@ -165,8 +165,10 @@ class RunReport:
 
     @property
     def bottleneck(self) -> str | None:
-        """The stage that limited the run: the most busy time per worker.  None
-        when no stage was busy at all (a run too short to measure)."""
+        """The name of the stage that limited the run.
+
+        That is the stage with the most busy time per worker; ``None`` when no
+        stage was busy at all (a run too short to measure)."""
         if not self.stages:
             return None
         busiest = max(self.stages.values(), key=lambda s: s.busy_seconds / s.workers)

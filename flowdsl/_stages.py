@@ -264,11 +264,13 @@ class Stage(Composable[In, Out]):
     @property
     def callable(self) -> Callable[..., Any]:
         """What is called per item: ``run`` of an object, else the object itself."""
-        return callable_of(self.functor_obj)
+        run: Callable[..., Any] = callable_of(self.functor_obj)
+        return run
 
     def hook(self, name: str) -> Callable[..., Any] | None:
         """``local_init`` / ``local_term`` of an object functor, if it has them."""
-        return hook_of(self.functor_obj, name)
+        hook: Callable[..., Any] | None = hook_of(self.functor_obj, name)
+        return hook
 
     @property
     def is_generator(self) -> bool:
@@ -298,6 +300,7 @@ class Stage(Composable[In, Out]):
         return inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)
 
     def signature(self) -> inspect.Signature | None:
+        """The signature of what is called per item (None where Python has none)."""
         try:
             return inspect.signature(self.callable)
         except (TypeError, ValueError):
@@ -405,15 +408,19 @@ class Stage(Composable[In, Out]):
         self.term_flag = term_flag
 
     def set_upstreams(self, upstreams: list[Any]) -> None:
+        """minipipe's wiring: read from these :class:`~flowdsl.Stream` objects."""
         self.upstreams = list(upstreams)
 
     def set_downstreams(self, downstreams: list[Any]) -> None:
+        """minipipe's wiring: write to these :class:`~flowdsl.Stream` objects."""
         self.downstreams = list(downstreams)
 
     def get_upstreams(self) -> list[Any]:
+        """The streams this stage reads (minipipe's wiring)."""
         return self.upstreams
 
     def get_downstreams(self) -> list[Any]:
+        """The streams this stage writes (minipipe's wiring)."""
         return self.downstreams
 
 
@@ -626,7 +633,7 @@ class StageClass:
             raise TypeError(f"{stage_type.kind} class {cls.__name__!r} needs a run() method")
         self.stage_type, self.cls, self.options = stage_type, cls, options
         self.name = options.get("name") or cls.__name__
-        functools.update_wrapper(self, cls, updated=())  # type: ignore[arg-type]
+        functools.update_wrapper(self, cls, updated=())
         self._ref = _reroute(cls, "cls")
 
     def __reduce__(self) -> Any:
@@ -694,7 +701,7 @@ def source(
         A source stage, or, for a class, a callable that builds one per call.
 
     Raises:
-        GraphError: ``workers`` is not 1 (a source has exactly one worker).
+        ValueError: ``workers`` is not 1 (a source has exactly one worker).
         TypeError: The bound arguments do not fit the function's signature.
 
     Examples:
@@ -733,7 +740,7 @@ def transform(
 @overload
 def transform(
     obj: Callable[Concatenate[A, P], None],
-    /,  # type: ignore[overload-overlap]
+    /,
     **options: Unpack[TransformOptions],
 ) -> TransformFunction[A, Nothing, P]: ...
 @overload
@@ -743,7 +750,7 @@ def transform(
 @overload
 def transform(
     obj: Callable[P, Runs[list[A], Iterable[B]]],
-    /,  # type: ignore[overload-overlap]
+    /,
     **options: Unpack[BatchedTransformOptions],
 ) -> Callable[P, Transform[A, B]]: ...
 @overload
@@ -795,32 +802,10 @@ def transform(
     functions and classes with a ``run`` method (``local_init`` and
     ``local_term`` run once in each worker).
 
-    ``concurrency=N`` keeps up to N items in flight in each worker, for stages
-    that wait on IO: an ``async def`` function (or async generator, or a class
-    whose ``run`` is one) runs on the worker's event loop, a plain function on N
-    threads.
-
-    An item whose call raises is tried again up to ``retries`` times, then
-    ``on_error`` decides: ``"raise"`` stops the flow with a StageError,
-    ``"skip"`` logs and counts it, a stage (a dead-letter sink) receives a
-    :class:`~flowdsl.Failure` for it.
-
-    Resilience: an item whose call runs longer than ``timeout`` seconds is
-    abandoned, its worker replaced, and the item fails with
-    :class:`~flowdsl.StageTimeout`; a worker that dies is replaced up to
-    ``restarts`` times, the item it ran failing; ``max_items_per_worker`` replaces
-    each worker after that many items.  Each goes through ``retries`` and
-    ``on_error`` like any other failure.
-
-    ``batch=n`` calls the function with lists of up to n items (for vectorised
-    code: numpy, a model) and spreads what it returns (a list, an array, any
-    iterable) into items again; see :func:`~flowdsl.batch`.
-
-    ``check_types=True`` checks, in the workers, every item against the item
-    parameter's annotation and every result against the return annotation; an
-    item that does not fit fails its call with a ``TypeError`` (through
-    ``retries`` and ``on_error``).  Edges whose two ends are annotated are
-    checked when the flow is built, whatever this option says.
+    Failures go through ``retries`` and then ``on_error``, whatever caused them:
+    an exception, a call past its ``timeout``, a worker that died. Edges whose
+    two ends are annotated are checked when the flow is built, whatever
+    ``check_types`` says.
 
     Args:
         obj: The function or class (given when used bare, as ``@transform``).
@@ -830,8 +815,9 @@ def transform(
         A transform stage, or, for a class, a callable that builds one per call.
 
     Raises:
-        GraphError: An option is invalid for this stage (``workers < 1``, an
-            unknown ``on_error``, ``concurrency`` on a generator, ...).
+        ValueError: An option is invalid for this stage (``workers < 1``, an
+            unknown ``on_error``, ``concurrency`` on a generator, ...); most
+            are reported as ``GraphError``, a ``ValueError``.
         TypeError: The bound arguments do not fit the function's signature.
 
     Examples:
@@ -881,9 +867,9 @@ def sink(
     obj: Callable[Concatenate[A, P], object], /, **options: Unpack[SinkOptions]
 ) -> SinkFunction[A, P]: ...
 @overload
-def sink(
+def sink(  # type: ignore[overload-overlap]
     obj: Callable[P, Runs[list[A], object]],
-    /,  # type: ignore[overload-overlap]
+    /,
     **options: Unpack[BatchedSinkOptions],
 ) -> Callable[P, Sink[A]]: ...
 @overload
@@ -935,7 +921,8 @@ def sink(
         A sink stage, or, for a class, a callable that builds one per call.
 
     Raises:
-        GraphError: An option is invalid for this stage.
+        ValueError: An option is invalid for this stage (most are reported as
+            ``GraphError``, a ``ValueError``).
         TypeError: The bound arguments do not fit the function's signature.
 
     Examples:

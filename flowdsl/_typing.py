@@ -122,7 +122,7 @@ class TransformDecorator(Protocol):
         self, obj: Callable[Concatenate[A, P], Coroutine[Any, Any, B | None]], /
     ) -> TransformFunction[A, B, P]: ...
     @overload
-    def __call__(  # type: ignore[overload-overlap]
+    def __call__(
         self, obj: Callable[Concatenate[A, P], None], /
     ) -> TransformFunction[A, Nothing, P]: ...
     @overload
@@ -135,7 +135,7 @@ class BatchedTransformDecorator(Protocol):
     """What ``@transform(batch=n, ...)`` returns: the function takes lists."""
 
     @overload
-    def __call__(  # type: ignore[overload-overlap]
+    def __call__(
         self, obj: Callable[P, Runs[list[A], Iterable[B]]], /
     ) -> Callable[P, Transform[A, B]]: ...
 

@@ -24,7 +24,11 @@ __all__ = [
     "resolve_executor",
 ]
 
-_NAMED = {"process": ProcessExecutor, "ray": RayExecutor, "serial": SerialExecutor}
+_NAMED: dict[str, type[Executor]] = {
+    "process": ProcessExecutor,
+    "ray": RayExecutor,
+    "serial": SerialExecutor,
+}
 
 
 def resolve_executor(executor: Any) -> Executor:

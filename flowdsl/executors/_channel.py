@@ -64,7 +64,7 @@ class Cancel:
     def wait(self, readers: list[Any], timeout: float | None = None) -> list[Any]:
         """The ``readers`` with data, once one has (or the run is cancelled, or
         ``timeout`` seconds have passed: then none)."""
-        ready = wait([*readers, self.reader], timeout)
+        ready: list[Any] = wait([*readers, self.reader], timeout)
         self.check()
         return ready
 
@@ -126,7 +126,7 @@ class Channel:
             # it.  Otherwise wait for data or the cancel, whichever comes first.
             if not self._sent() and not reader.poll():
                 cancel.wait([reader])
-            data = reader.recv_bytes()
+            data: bytes = reader.recv_bytes()
             if data != EOS:  # (end-of-stream markers take no slot)
                 self._slots.release()
         finally:
@@ -137,14 +137,15 @@ class Channel:
         """Whether a message has been or is being written and not yet read (read
         with the read lock held; no system call where the platform has it)."""
         try:
-            return self._slots.get_value() < self.capacity
+            value: int = self._slots.get_value()
+            return value < self.capacity
         except NotImplementedError:  # macOS has no sem_getvalue
             return False
 
     def fill(self) -> float:
         """The share of the channel's batch slots in use (0 to 1)."""
         try:
-            free = self._slots.get_value()
+            free: int = self._slots.get_value()
         except NotImplementedError:  # macOS has no sem_getvalue
             return 0.0
         return max(0, self.capacity - free) / self.capacity

@@ -38,9 +38,38 @@ def run_inline(
     flow: Any, items: Iterable[Any] | None = None, *, timeout: float | None = None
 ) -> list[Any]:
     """Run ``flow`` in this process (the serial executor) and return what reaches
-    its end.  ``items``, if given, are fed into a flow that has no source, so a
-    chain of transforms can be tested on its own: ``run_inline(parse >> clean,
-    lines)``.  Breakpoints and coverage work, and errors surface as usual."""
+    its end.
+
+    A chain of transforms can be tested on its own: ``items`` are fed into a
+    flow that has no source. Breakpoints and coverage work, and errors surface
+    as usual.
+
+    Args:
+        flow: A flow, or a single stage.
+        items: Items fed into a flow that has no source (``None`` for a flow
+            that has one).
+        timeout: Seconds the run may take.
+
+    Returns:
+        What reaches the end of the flow.
+
+    Raises:
+        StageError: A stage raised.
+        GraphError: ``items`` were given to a flow with a source, or not given
+            to one without.
+
+    Examples:
+        >>> from flowdsl import transform
+        >>> from flowdsl.testing import run_inline
+        >>> @transform
+        ... def parse(line):
+        ...     return int(line)
+        >>> @transform
+        ... def positive(x):
+        ...     return x if x > 0 else None
+        >>> run_inline(parse >> positive, ["3", "-1", "4"])
+        [3, 4]
+    """
     return feed(flow, items).collect(executor="serial", timeout=timeout)
 
 
@@ -50,6 +79,21 @@ def keeps_order(flow: Any) -> bool:
     It does unless some stream merges several stages (``merge``, several producers
     on one ``Stream``), the flow loops, or a stage runs several workers with
     ``ordered=False``.
+
+    Args:
+        flow: A flow, or a single stage.
+
+    Returns:
+        Whether every run gives the results in the same order.
+
+    Examples:
+        >>> from flowdsl import transform
+        >>> from flowdsl.testing import keeps_order
+        >>> double = transform(lambda x: 2 * x, name="double")
+        >>> keeps_order(double.options(workers=4))
+        True
+        >>> keeps_order(double.options(workers=4, ordered=False))
+        False
     """
     plan = compile_flow(complete(flow))
     for node in plan.nodes:
@@ -81,8 +125,34 @@ def assert_equivalent(
     reference succeeds; ``expect_failure=None`` accepts either outcome (inputs some
     of which make the flow fail).  ``items`` may be a
     hypothesis strategy (outside ``@given``): the check then runs on
-    ``max_examples`` drawn inputs.  Returns the reference results (None for a
-    strategy).
+    ``max_examples`` drawn inputs.
+
+    Args:
+        flow: A flow, or a single stage.
+        items: Items fed into a flow without a source, or a hypothesis strategy
+            of lists of them.
+        ordered: Compare results as lists (default: :func:`keeps_order`).
+        executors: The executors to compare, the reference first.
+        timeout: Seconds each run may take.
+        max_examples: Inputs drawn when ``items`` is a strategy.
+        expect_failure: ``True``: the flow must fail, the same way everywhere;
+            ``None``: either outcome, as long as they agree.
+
+    Returns:
+        The reference results (``None`` for a strategy).
+
+    Raises:
+        AssertionError: The executors disagree, or the outcome is not the one
+            expected.
+        StageError: The flow failed on every executor (and ``expect_failure``
+            is False).
+
+    Examples:
+        >>> from flowdsl import transform
+        >>> from flowdsl.testing import assert_equivalent
+        >>> square = transform(lambda x: x * x, name="square", workers=2)
+        >>> assert_equivalent(square, [1, 2, 3])
+        [1, 4, 9]
     """
     strategy = _is_strategy(items)
     if items is not None and not strategy:
@@ -127,7 +197,8 @@ def _compare(
         assert expect_failure is not True, (
             f"expected the flow to fail, {want} gave {_show(reference)}"
         )
-        return reference[1]
+        results: list[Any] = reference[1]
+        return results
     if expect_failure is False:
         raise reference[2]  # every executor agrees, on a failure
     return []

@@ -42,11 +42,36 @@ FAULT_KINDS = {
     "init": "raise InjectedFault in local_init (``at`` is ignored)",
     "term": "raise InjectedFault in local_term (``at`` is ignored)",
 }
+"""The faults :func:`inject_fault` can inject, each kind with what it does.
+
+``"raise"``, ``"init"`` and ``"term"`` raise :class:`InjectedFault`; ``"kill"``,
+``"exit"`` and ``"segfault"`` end the worker process; ``"hang"`` blocks it
+forever; ``"unpicklable"`` emits what cannot cross processes.
+
+Examples:
+    >>> from flowdsl.testing import FAULT_KINDS
+    >>> sorted(FAULT_KINDS)
+    ['exit', 'hang', 'init', 'kill', 'raise', 'segfault', 'term', 'unpicklable']
+"""
 _DEADLY = {"kill", "exit", "segfault", "hang"}
 
 
 class InjectedFault(Exception):
-    """The exception raised by a ``"raise"``, ``"init"`` or ``"term"`` fault."""
+    """The exception raised by a ``"raise"``, ``"init"`` or ``"term"`` fault.
+
+    Examples:
+        >>> from flowdsl import StageError, source, transform
+        >>> from flowdsl.testing import InjectedFault, inject_fault
+        >>> @source
+        ... def numbers():
+        ...     yield from range(5)
+        >>> flow = inject_fault(numbers() >> transform(abs, name="abs"), "abs", at=2)
+        >>> try:
+        ...     flow.collect(executor="serial")
+        ... except StageError as error:
+        ...     print(type(error.__cause__) is InjectedFault, error.item)
+        True 2
+    """
 
 
 class Unserialisable:
@@ -89,6 +114,34 @@ def inject_fault(
     gets a :class:`~flowdsl.StageError`) rather than taking the caller down.
     ``"unpicklable"`` fails where items cross processes; the serial executor passes
     the object on.  Faults compose: inject into the result again for several.
+
+    Args:
+        flow: A flow, or a single stage.
+        stage: The name of the stage that misbehaves.
+        at: The item (0-based, per worker) before which the fault fires.
+        worker: The one worker that misbehaves (default: every worker).
+        kind: What happens: a key of :data:`FAULT_KINDS`.
+
+    Returns:
+        A copy of the flow; the original is unchanged.
+
+    Raises:
+        ValueError: ``kind``, ``at`` or ``worker`` is invalid.
+        GraphError: The flow is invalid, has no stage of that name, or the
+            stage cannot take faults (a loop gate, a regulator).
+
+    Examples:
+        >>> from flowdsl import WorkerDied, source, transform
+        >>> from flowdsl.testing import inject_fault
+        >>> @source
+        ... def numbers():
+        ...     yield from range(10)
+        >>> flow = numbers() >> transform(abs, name="abs")
+        >>> try:
+        ...     inject_fault(flow, "abs", at=3, kind="exit").collect()
+        ... except WorkerDied as error:
+        ...     print(error)
+        worker 0 of stage 'abs' died unexpectedly (exit code 70)
     """
     if kind not in FAULT_KINDS:
         raise ValueError(f"unknown fault kind {kind!r}: use one of {sorted(FAULT_KINDS)}")

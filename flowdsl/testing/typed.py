@@ -29,7 +29,17 @@ SOURCE_INTS = 100  # a source's int parameters are drawn from 0 to this, unless 
 class Inputs:
     """What one example feeds a flow: the items of a flow that has an input, or
     the arguments of its source (its repr is what hypothesis shows when the
-    example fails)."""
+    example fails).
+
+    Attributes:
+        items: The items fed into a flow that has an input (else ``None``).
+        arguments: The values bound to the source's parameters.
+
+    Examples:
+        >>> from flowdsl.testing import Inputs
+        >>> Inputs(arguments={"n": 3}), Inputs(items=[1, 2])
+        (Inputs(n=3), Inputs(items=[1, 2]))
+    """
 
     items: list[Any] | None = None
     arguments: dict[str, Any] = field(default_factory=dict)
@@ -46,10 +56,36 @@ def inputs(flow: Any, *, items: Any = None, **arguments: Any) -> Any:
     A flow with an input gets lists of its first stage's item type
     (``st.from_type``), or of the ``items`` strategy.  A flow that starts with
     a source gets values for the source's parameters not bound yet, from their
-    annotations (an ``int`` from 0 to :data:`SOURCE_INTS`: it is most often a
-    size), or from ``arguments`` (a strategy or a value per parameter:
-    ``n=st.integers(0, 50)``).  A :class:`~flowdsl.GraphError` says what cannot
-    be drawn."""
+    annotations (an ``int`` from 0 to 100: it is most often a size), or from
+    ``arguments``.
+
+    Args:
+        flow: A flow, or a single stage.
+        items: A strategy of items, instead of the first stage's annotation.
+        **arguments: A strategy or a value per source parameter
+            (``n=st.integers(0, 50)``), instead of its annotation.
+
+    Returns:
+        A hypothesis strategy of :class:`Inputs`.
+
+    Raises:
+        GraphError: Something cannot be drawn (no annotation, an unknown
+            parameter), naming the stage and what to pass.
+
+    Examples:
+        >>> from hypothesis import given, settings, strategies as st
+        >>> from flowdsl import source
+        >>> from flowdsl.testing import inputs
+        >>> @source
+        ... def numbers(n: int):
+        ...     yield from range(n)
+        >>> @settings(max_examples=5)
+        ... @given(inputs(numbers, n=st.integers(0, 9)))
+        ... def test_numbers(example):
+        ...     n = example.arguments["n"]
+        ...     assert numbers(n).collect(executor="serial") == list(range(n))
+        >>> test_numbers()
+    """
     from hypothesis import strategies as st
 
     graph = as_flow(flow)
@@ -104,7 +140,29 @@ def check_flow(
     (see :func:`inputs`): for each example, every executor gives what the
     serial one gives, and what plain Python gives when the flow is a chain of
     functions; every result is of the type the last stage declares; no stage
-    raises.  A failure shows the shrunk inputs and names the stage."""
+    raises.  A failure shows the shrunk inputs and names the stage.
+
+    Args:
+        flow: A flow, or a single stage, with annotated stages.
+        items: A strategy of items, instead of the first stage's annotation.
+        max_examples: How many examples hypothesis tries.
+        executors: The executors compared; the serial one is the reference.
+        timeout: Seconds each run may take.
+        **arguments: A strategy or a value per source parameter, as for
+            :func:`inputs`.
+
+    Raises:
+        AssertionError: An example failed (hypothesis shows it, shrunk).
+        GraphError: The inputs cannot be drawn from the annotations.
+
+    Examples:
+        >>> from flowdsl import transform
+        >>> from flowdsl.testing import check_flow
+        >>> @transform
+        ... def shout(word: str) -> str:
+        ...     return word.upper()
+        >>> check_flow(shout, max_examples=5)
+    """
     from hypothesis import given, settings
 
     graph = as_flow(flow)
