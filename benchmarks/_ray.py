@@ -16,6 +16,7 @@ and stopping them are inside it.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -36,6 +37,33 @@ def shutdown() -> None:
     import ray
 
     ray.shutdown()
+
+
+@contextlib.contextmanager
+def cluster() -> Iterator[None]:
+    """A Ray cluster of three nodes on this machine, connected to: a head that
+    runs no actor (the driver's), and nodes ``a`` and ``b`` of 2 CPUs each, with a
+    resource of their own to pin stages to (``pinned("a")``).  Each node has its
+    own raylet and object store, so items between ``a`` and ``b`` cross nodes as
+    on a real cluster (over loopback, not a network)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        for name in "ab":
+            made.add_node(num_cpus=2, resources={name: 8})
+        made.wait_for_nodes()
+        ray.init(address=made.address, log_to_driver=False, configure_logging=False)
+        yield
+    finally:
+        ray.shutdown()
+        made.shutdown()
+
+
+def pinned(node: str) -> dict[str, Any]:
+    """Actor options that put an actor on node ``node`` of :func:`cluster`."""
+    return {"num_cpus": 0, "resources": {node: 1}}
 
 
 class _Source:
@@ -64,17 +92,21 @@ def chain(
     workers: tuple[int, ...] | None = None,
     batch: int = BATCH,
     depth: int = DEPTH,
+    source_options: dict[str, Any] | None = None,
+    options: tuple[dict[str, Any], ...] | None = None,
 ) -> Iterator[list[Any]]:
     """Yield ``stages[-1](...stages[0](x))`` for every ``x`` of ``items()``, a batch
     at a time, ``items()`` running in a source actor and each stage in
-    ``workers[i]`` actors."""
+    ``workers[i]`` actors (made with ``options[i]``, the source with
+    ``source_options``: where they run on a cluster)."""
     import ray
 
     workers = workers or (1,) * len(stages)
-    source = ray.remote(_Source).remote(items, batch)
+    options = options or ({},) * len(stages)
+    source = ray.remote(_Source).options(**(source_options or {})).remote(items, batch)
     maps = [
-        [ray.remote(_Map).remote(fn) for _ in range(w)]
-        for fn, w in zip(stages, workers, strict=True)
+        [ray.remote(_Map).options(**opts).remote(fn) for _ in range(w)]
+        for fn, w, opts in zip(stages, workers, options, strict=True)
     ]
     window: deque[tuple[Any, Any]] = deque()
     sent, more = 0, True

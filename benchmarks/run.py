@@ -131,6 +131,13 @@ WORKLOADS = [
         "resilience: 1,000 items, a worker dying on 20 of them",
         [Metric("flow_s", "flow s", 1, "{:.3f}", False)],
     ),
+    Workload(
+        "W11",
+        "w11_cluster",
+        "a three-node Ray cluster: W3, W1 and W2 with their stages on different nodes",
+        [Metric("mb_per_s", "MB/s"), Metric("items_per_s", "items/s")],
+        runs=3,
+    ),
 ]
 
 
@@ -296,6 +303,12 @@ def main() -> int:
             cases = module.cases(args.quick, loops=loops, ray=ray)
         elif workload.id == "W1":
             cases = module.cases(args.quick, ray=ray)
+        elif workload.id == "W11":
+            if not ray:
+                continue
+            cases = module.cases(
+                args.quick, loops=importlib.import_module("w2_cpu_bound").calibrate()
+            )
         else:
             cases = module.cases(args.quick)
         machine["loads"][workload.id] = os.getloadavg()[0]

@@ -156,6 +156,9 @@ class WorkerDied(FlowError):
         worker: The index of the worker inside its stage.
         exitcode: The process's exit status, negative for a signal (``None``
             where the executor cannot know it).
+        node: Where the worker ran, on a cluster: the node's id and address.
+        node_lost: Whether the worker went with its node (the machine left the
+            cluster), rather than alone.
 
     Examples:
         >>> import os
@@ -173,17 +176,28 @@ class WorkerDied(FlowError):
         worker 0 of stage 'crash' died unexpectedly (exit code 3)
     """
 
-    def __init__(self, stage: str, worker: int = 0, exitcode: int | None = None) -> None:
+    def __init__(
+        self,
+        stage: str,
+        worker: int = 0,
+        exitcode: int | None = None,
+        node: str | None = None,
+        node_lost: bool = False,
+    ) -> None:
         self.stage = stage
         self.worker = worker
         self.exitcode = exitcode
-        super().__init__(stage, worker, exitcode)
+        self.node = node
+        self.node_lost = node_lost
+        super().__init__(stage, worker, exitcode, node, node_lost)
 
     def __str__(self) -> str:
-        return (
-            f"worker {self.worker} of stage {self.stage!r} died unexpectedly "
-            f"(exit code {self.exitcode})"
-        )
+        who = f"worker {self.worker} of stage {self.stage!r}"
+        if self.node_lost:
+            return f"{who} was lost with its node, {self.node}, which left the cluster"
+        where = f" on node {self.node}" if self.node else ""
+        code = f" (exit code {self.exitcode})" if self.exitcode is not None else ""
+        return f"{who} died unexpectedly{where}{code}"
 
 
 class FlowTimeout(FlowError, TimeoutError):

@@ -7,6 +7,7 @@ early exits all leave none.
 
 import contextlib
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -225,6 +226,63 @@ def _is_big(x):
         isinstance(x, np.ndarray | bytes | bytearray | memoryview)
         and len(memoryview(x).cast("B")) >= T
     )
+
+
+@settings(max_examples=200)
+@given(specs=st.lists(payloads(), max_size=6))
+def test_big_buffers_can_travel_beside_the_message(specs):
+    """For Ray: the message and its big buffers apart, the buffers as
+    ``PickleBuffer`` objects that Ray's serialiser stores as they are; read back
+    from read-only memory (an object store's), arrays are read-only views of it."""
+    batch = [build(*spec) for spec in specs]
+    message = _codec.encode_beside(batch, (3, 1))
+    if not any(_is_big(x) for x in batch):
+        assert isinstance(message, bytes) and message[:1] in b"PQD"
+        assert_all_same(_codec.decode(message), batch)
+        return
+    data, buffers = message
+    assert data[:1] == b"B" and all(isinstance(b, pickle.PickleBuffer) for b in buffers)
+    beside = sum(b.raw().nbytes for b in buffers)
+    overhead = 200 + 60 * len(batch)  # pickle opcodes, array headers
+    assert beside >= T and len(data) < sum(map(_size, batch)) - beside + overhead
+    stored = [memoryview(bytes(b.raw())) for b in buffers]  # read-only, as Ray's
+    got = _codec.decode((data, stored))
+    assert [plain(_unflag(g)) for g in got] == [plain(_unflag(x)) for x in batch]
+    for g, x in zip(got, batch, strict=True):
+        if (
+            isinstance(x, np.ndarray)
+            and x.nbytes >= T
+            and (x.flags.c_contiguous or x.flags.f_contiguous)
+        ):
+            assert not g.flags.writeable and not g.flags.owndata
+    pieces = _codec.split(message)
+    assert [plain(_unflag(x)) for p in pieces for x in _codec.decode(p)] == [
+        plain(_unflag(x)) for x in batch
+    ]
+
+
+def _size(x):
+    if isinstance(x, tuple):
+        return sum(map(_size, x))
+    if isinstance(x, np.ndarray | bytes | bytearray | memoryview):
+        return len(memoryview(x).cast("B")) if memoryview(x).c_contiguous else memoryview(x).nbytes
+    return 0
+
+
+def _unflag(x):
+    """``x`` compared by value: arrays as (dtype, shape, bytes)."""
+    if isinstance(x, np.ndarray):
+        return (x.dtype.str, x.shape, x.tobytes())
+    if isinstance(x, tuple):
+        return tuple(map(_unflag, x))
+    return x
+
+
+def test_a_message_beside_its_buffers_names_its_writer_when_unreadable():
+    data, buffers = _codec.encode_beside([np.ones(T)], (2, 1))
+    with pytest.raises(_codec.Undecodable) as info:
+        _codec.decode((data[: _codec.HEAD + 1] + b"garbled", buffers))
+    assert info.value.origin == (2, 1)
 
 
 def test_small_batches_keep_the_plain_pickle_path():

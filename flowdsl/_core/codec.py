@@ -11,15 +11,20 @@ first byte says how it was written, the next four who wrote it (node, worker):
   ``memoryview`` objects, which neither pickler takes on its own;
 - ``D``: dill, with the same hook;
 - ``S``: any of the above whose big buffers are in a shared-memory segment
-  (see :mod:`._shm`): the message holds the segment's name and the pickle stream.
+  (see :mod:`._shm`): the message holds the segment's name and the pickle stream;
+- ``B``: any of the above whose big buffers travel *beside* the message: the
+  message is ``(bytes, buffers)``, for a transport that stores buffers itself
+  (Ray's object store keeps them without a copy, and hands them to a reader on
+  any node as read-only memory).
 
 Big buffers (pickle protocol 5's out-of-band buffers, from
 :data:`~._shm.THRESHOLD` bytes: numpy arrays and ``memoryview`` objects wherever
 they are, ``bytes``/``bytearray`` that are an item or directly inside one) go
-through shared memory when the run has it; a consumer's arrays and memoryviews
-then use the segment in place (writable if the sent object was), while ``bytes``
+through shared memory when the run has it, or beside the message where the
+transport takes them; a consumer's arrays and memoryviews then use that memory
+in place (writable if the sent object was and the memory is), while ``bytes``
 and ``bytearray`` are copied out of it.  Everything smaller, and everything when
-``/dev/shm`` is not usable, travels in the message as before.
+neither is available, travels in the message as before.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ __all__ = [
     "Undecodable",
     "decode",
     "encode",
+    "encode_beside",
     "find_unpicklable",
     "split",
     "undecodable",
@@ -54,7 +60,7 @@ __all__ = [
 log = logging.getLogger("flowdsl")
 
 EOS = b""  # the end-of-stream marker: no batch encodes to zero bytes
-_PICKLE, _HOOKED, _DILL, _SHARED = b"P", b"Q", b"D", b"S"
+_PICKLE, _HOOKED, _DILL, _SHARED, _BESIDE = b"P", b"Q", b"D", b"S", b"B"
 _ORIGIN = struct.Struct("<HH")  # the node and worker that wrote a message
 HEAD = 1 + _ORIGIN.size  # bytes before the body of a message
 DRIVER = (0xFFFF, 0)  # the origin of what the driver sends: seeds
@@ -87,25 +93,44 @@ def encode(batch: list[Any], origin: tuple[int, int] = DRIVER) -> bytes:
         return tag + head + stream
 
 
-def decode(data: bytes, receiver: _shm.Receiver | None = None) -> list[Any]:
+Message = bytes | tuple[bytes, list[Any]]  # a message with its buffers beside it
+
+
+def encode_beside(batch: list[Any], origin: tuple[int, int] = DRIVER) -> Message:
+    """Serialise ``batch`` for a transport that stores big buffers itself: the
+    message alone when it has none, else ``(message, buffers)``, the buffers as
+    :class:`pickle.PickleBuffer` objects (which Ray's serialiser keeps out of
+    band).  Raise the pickler's error if neither pickler can."""
+    tag, stream, buffers = _pickled(batch, [], whole=True)
+    head = _ORIGIN.pack(*origin)
+    if not buffers:
+        return tag + head + stream
+    return _BESIDE + head + tag + stream, buffers
+
+
+def decode(data: Message, receiver: _shm.Receiver | None = None) -> list[Any]:
     """The batch in message ``data``; ``receiver`` maps its segment, if it has one.
     Raises :class:`Undecodable` if it cannot be read."""
+    data, beside = data if isinstance(data, tuple) else (data, None)
     try:
         if data[:1] == _PICKLE:
             return pickle.loads(memoryview(data)[HEAD:])  # type: ignore[no-any-return]
         if data[:1] == _SHARED:
             return _decode_shared(data, receiver or _shm.Receiver())
+        if data[:1] == _BESIDE:
+            view = memoryview(data)
+            return _load(bytes(view[HEAD : HEAD + 1]), view[HEAD + 1 :], beside)
         return _load(data[:1], memoryview(data)[HEAD:], None)
     except Exception as exc:
         raise Undecodable(_ORIGIN.unpack_from(data, 1), exc) from exc
 
 
-def split(data: bytes) -> list[bytes]:
+def split(data: Message) -> list[Message]:
     """Message ``data`` as one message per item, each from the same writer: for
     a stage that takes its items one at a time (``timeout``, ``restarts``) where
     the transport cannot split batches on the way (Ray's object store)."""
-    origin = _ORIGIN.unpack_from(data, 1)
-    return [encode([x], origin) for x in decode(data)]
+    origin = _ORIGIN.unpack_from(data[0] if isinstance(data, tuple) else data, 1)
+    return [encode_beside([x], origin) for x in decode(data)]
 
 
 def undecodable(exc: Undecodable, names: Sequence[str], where: str) -> StageError:
@@ -177,18 +202,7 @@ class Codec:
             return [data] * copies, len(data)
         if self.receiver.dropped:
             self.receiver.poll()
-        taken = self._taken
-        try:
-            stream = pickle.dumps(batch, _PROTOCOL, buffer_callback=self._take)
-        except Exception:
-            taken.clear()
-            tag, stream, buffers = _dump_hooked(batch, True)
-        else:
-            if not taken and len(stream) < _shm.THRESHOLD:  # the common case
-                data = _PICKLE + self.head + stream
-                return [data] * copies, len(data)
-            tag, stream, buffers = _second_look(batch, stream, taken[:])
-            taken.clear()
+        tag, stream, buffers = _pickled(batch, self._taken, self._take)
         if not buffers:
             data = tag + self.head + stream
             return [data] * copies, len(data)
@@ -212,7 +226,7 @@ class Codec:
         meta = pickle.dumps((name, spans, length), _PROTOCOL)
         return b"".join((_SHARED, self.head, len(meta).to_bytes(4, "little"), meta, tag, stream))
 
-    def decode(self, data: bytes) -> list[Any]:
+    def decode(self, data: Message) -> list[Any]:
         """The batch in ``data``; a batch that cannot be read is a
         :class:`~flowdsl.StageError` of the stage that wrote it."""
         try:
@@ -228,15 +242,35 @@ class Codec:
 
 
 # -- pickling ------------------------------------------------------------------------------
+def _pickled(
+    batch: list[Any], taken: list[Any], take: Any = None, *, whole: bool = False
+) -> tuple[bytes, bytes, list[Any]]:
+    """(tag, stream, big buffers) for ``batch``: the standard pickle with its big
+    buffers out of band, else the hooked picklers.  ``take`` is a callback of
+    :func:`_taker` filling ``taken`` (a codec keeps one, to save making it).
+    The buffers are memoryviews, or with ``whole`` the pickler's own
+    :class:`pickle.PickleBuffer` objects (to be pickled again, out of band)."""
+    try:
+        stream = pickle.dumps(batch, _PROTOCOL, buffer_callback=take or _taker(taken, whole))
+    except Exception:
+        taken.clear()
+        return _dump_hooked(batch, True, whole)
+    if not taken and len(stream) < _shm.THRESHOLD:  # the common case
+        return _PICKLE, stream, []
+    found = _second_look(batch, stream, taken[:], whole)
+    taken.clear()
+    return found
+
+
 def _second_look(
-    batch: list[Any], stream: bytes, buffers: list[memoryview]
-) -> tuple[bytes, bytes, list[memoryview]]:
+    batch: list[Any], stream: bytes, buffers: list[Any], whole: bool = False
+) -> tuple[bytes, bytes, list[Any]]:
     """(tag, stream, out-of-band buffers) for a batch the standard pickle wrote as
     ``stream`` and ``buffers``: if a big ``bytes`` or ``bytearray`` stayed in the
     stream, pickle again with the hook that takes it out."""
     if len(stream) >= _shm.THRESHOLD and _has_big_bytes(batch):
-        more: list[memoryview] = []
-        hooked = _dump_with(_Pickler, batch, _taker(more))
+        more: list[Any] = []
+        hooked = _dump_with(_Pickler, batch, _taker(more, whole))
         if len(more) > len(buffers):
             return _HOOKED, hooked, more
     return _PICKLE, stream, buffers
@@ -263,21 +297,24 @@ def _is_big_bytes(x: Any) -> bool:
     return type(x) in _BLOBS and len(x) >= _shm.THRESHOLD
 
 
-def _dump_hooked(batch: list[Any], out_of_band: bool) -> tuple[bytes, bytes, list[memoryview]]:
+def _dump_hooked(
+    batch: list[Any], out_of_band: bool, whole: bool = False
+) -> tuple[bytes, bytes, list[Any]]:
     """The standard pickle with the hook, else dill with it (whose error is raised)."""
-    buffers: list[memoryview] = []
+    buffers: list[Any] = []
     try:
-        stream = _dump_with(_Pickler, batch, _taker(buffers) if out_of_band else None)
+        stream = _dump_with(_Pickler, batch, _taker(buffers, whole) if out_of_band else None)
         return _HOOKED, stream, buffers
     except Exception:
         buffers.clear()
-    stream = _dump_with(_DillPickler, batch, _taker(buffers) if out_of_band else None)
+    stream = _dump_with(_DillPickler, batch, _taker(buffers, whole) if out_of_band else None)
     return _DILL, stream, buffers
 
 
-def _taker(into: list[memoryview]) -> Any:
+def _taker(into: list[Any], whole: bool = False) -> Any:
     """A ``buffer_callback`` that takes buffers of ``THRESHOLD`` bytes or more out of
-    the stream, into ``into``."""
+    the stream, into ``into``: as memoryviews, or with ``whole`` as the pickler's
+    :class:`pickle.PickleBuffer` itself."""
 
     def take(buf: pickle.PickleBuffer) -> bool:
         try:
@@ -286,7 +323,7 @@ def _taker(into: list[memoryview]) -> Any:
             return True
         if raw.nbytes < _shm.THRESHOLD:
             return True
-        into.append(raw)
+        into.append(buf if whole else raw)
         return False
 
     return take

@@ -6,8 +6,10 @@ the count of a loop), and the driver decides what each actor gets and when.
 Every call returns a small *meta* dict first (status, the in-flight change for
 the loops, the output ports that ended, figures, log records), then one list of
 items per output port, so the driver reads the meta and passes the item lists
-on as object references without looking inside them.  Items travel as bytes of
-the codec, made and read here.
+on as object references without looking inside them.  Items travel as messages
+of the codec, made and read here, their big buffers (arrays, large ``bytes``)
+beside the message: Ray stores those in its object store as they are, and a
+reader on any node maps them without a copy.
 
 This module is imported by the Ray worker processes and never imports ray itself.
 """
@@ -25,7 +27,7 @@ from typing import Any
 
 import dill
 
-from .._core.codec import Codec, encode, unsendable
+from .._core.codec import Codec, Message, encode_beside, unsendable
 from .._core.machine import RUNNING, Machine
 from .._core.records import portable, portable_error, route_logging
 from ..errors import StageError
@@ -64,7 +66,7 @@ class StageActor:
         """Unpickle the stage and run ``local_init`` (a gate lets its seed in);
         an actor whose stage has ended stays so."""
         if self.termed:
-            return self._reply(pid=(socket.gethostname(), os.getpid()))
+            return self._reply(pid=(socket.gethostname(), os.getpid()), node=_node())
         try:
             node, loops, names = dill.loads(self.code)
             self.origin = (node.id, self.worker)
@@ -73,7 +75,7 @@ class StageActor:
             self.machine.open()
         except BaseException as exc:
             self._fail(exc)
-        return self._reply(pid=(socket.gethostname(), os.getpid()))
+        return self._reply(pid=(socket.gethostname(), os.getpid()), node=_node())
 
     def pull(self, n: int) -> Any:
         """A source's next batch: up to ``n`` items, or what came within ``LINGER``."""
@@ -91,7 +93,7 @@ class StageActor:
         self.busy += time.perf_counter() - t
         return self._reply()
 
-    def process(self, port: int, *batches: bytes) -> Any:
+    def process(self, port: int, *batches: Message) -> Any:
         """The items of ``batches`` arrive on input ``port``."""
         m = self._machine()
         t = time.perf_counter()
@@ -107,7 +109,7 @@ class StageActor:
             self.cost = dt / len(items)
         return self._reply()
 
-    def recover(self, port: int, attempts: int, reason: str, batch: bytes) -> Any:
+    def recover(self, port: int, attempts: int, reason: str, batch: Message) -> Any:
         """A replacement actor: the one item of ``batch`` was in hand when its
         predecessor died or ran past the stage's timeout (``reason``); it runs
         again while retries are left, or fails through the error policy."""
@@ -210,20 +212,22 @@ class StageActor:
         )
         return (meta, *data) if data else meta  # one return value is not a tuple
 
-    def _encode(self, items: list[Any]) -> bytes:
+    def _encode(self, items: list[Any]) -> Message:
         """Serialise one port's output here, so an item that cannot travel is this
         stage's error (Ray would only fail the consumer's call)."""
         if not items:
             return b""
         try:
-            data = encode(items, self.origin)
+            data = encode_beside(items, self.origin)
         except Exception as exc:
             assert self.machine is not None
             error = unsendable(self.machine.node.name, self.worker, items, exc)
             error.__cause__ = exc
             self._fail(error)
             return b""
-        self.item_bytes = len(data) / len(items)
+        message, buffers = data if isinstance(data, tuple) else (data, ())
+        size = len(message) + sum(b.raw().nbytes for b in buffers)
+        self.item_bytes = size / len(items)
         return data
 
     def _meta(self, **extra: Any) -> dict[str, Any]:
@@ -249,6 +253,18 @@ class StageActor:
         """Records made here travel to the driver in the replies, which hands them
         to its own handlers (as the process executor does)."""
         route_logging(_Collect(self), self.levels)
+
+
+def _node() -> tuple[str, str] | None:
+    """The id and address of the Ray node this actor runs on, for the driver's
+    messages about it (Ray is imported here: this runs in a Ray worker)."""
+    try:
+        import ray
+
+        address = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        return ray.get_runtime_context().get_node_id(), address
+    except Exception:  # not in a Ray worker (a unit test), or Ray changed
+        return None
 
 
 class _Collect(logging.Handler):

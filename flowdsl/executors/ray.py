@@ -52,7 +52,7 @@ from typing import Any
 
 import dill
 
-from .._core.codec import Codec, encode, split
+from .._core.codec import Codec, encode_beside, split
 from .._core.machine import loop_weights
 from .._core.order import Reorder
 from .._core.records import restored_error
@@ -101,9 +101,14 @@ class RayExecutor(Executor):
             batches it was working on given again to the new actor. Only
             stateless stages qualify: transforms and sinks made from plain
             functions, which a fresh copy runs the same way.
+        autoscaling: The cluster adds nodes on demand, so a stage may ask for
+            resources no node has yet. Without it, such a stage is an error
+            when the run starts (it would wait for ever).
 
     Raises:
         ValueError: A ``restarts`` count is not an integer >= 0.
+        GraphError: When a run starts: a stage asks for resources no node of
+            the cluster has (unless ``autoscaling``).
 
     Examples:
         >>> from flowdsl import RayExecutor, source, transform
@@ -131,8 +136,10 @@ class RayExecutor(Executor):
         actor_options: dict[str, Any] | None = None,
         stage_options: dict[str, dict[str, Any]] | None = None,
         restarts: dict[str, int] | None = None,
+        autoscaling: bool = False,
     ) -> None:
         self.address = address
+        self.autoscaling = autoscaling
         self.restarts = dict(restarts or {})
         for stage, n in self.restarts.items():
             if not isinstance(n, int) or isinstance(n, bool) or n < 0:
@@ -180,10 +187,37 @@ class RayExecutor(Executor):
         ray = _import_ray()
         if not ray.is_initialized():
             ray.init(address=self.address, **self.init_options)
+        if not self.autoscaling:
+            _check_placement(ray, plan, self.options_for)
         return _RayExecution(plan, self, timeout, code)
 
     def __repr__(self) -> str:
         return f"RayExecutor(address={self.address!r})"
+
+
+def _check_placement(ray: Any, plan: Plan, options_for: Any) -> None:
+    """A stage whose actors no node of the cluster can host is an error now, not
+    a run that waits for a node that will not come."""
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    for node in plan.nodes:
+        options = options_for(node.name)
+        if node.serves is not None or {"scheduling_strategy", "placement_group"} & set(options):
+            continue  # a hidden stage goes with the one it serves; Ray places the others
+        need = {
+            "CPU": options.get("num_cpus") or 0,
+            "GPU": options.get("num_gpus") or 0,
+            "memory": options.get("memory") or 0,
+            **(options.get("resources") or {}),
+        }
+        need = {k: v for k, v in need.items() if v}
+        if need and not any(all(r.get(k, 0) >= v for k, v in need.items()) for r in nodes):
+            have = sorted({k for r in nodes for k in r if not k.startswith("node:")})
+            raise GraphError(
+                f"stage {node.name!r} asks Ray for {need} per actor, and no node of the "
+                f"cluster has that (its {len(nodes)} node(s) have {have}); add such a node, "
+                f"change the stage's options, or pass RayExecutor(autoscaling=True) if the "
+                f"cluster adds nodes on demand"
+            )
 
 
 def _check_restartable(node: Any) -> None:
@@ -360,6 +394,7 @@ class _RayExecution(Execution):
         self.cost = [0.0] * len(nodes)
         self.item_bytes = [0.0] * len(nodes)  # serialised size of an output item
         self.pids: dict[tuple[int, int], tuple[str, int]] = {}  # (host, pid) per actor
+        self.where: dict[tuple[int, int], tuple[str, str]] = {}  # (node id, address)
         self.backlog: list[deque[tuple[Any, int]]] = [deque() for _ in channels]
         self.waiting = [0] * len(channels)  # items in the backlog
         self.live = [plan.producer_workers(c.id) for c in channels]  # producer ports open
@@ -399,7 +434,7 @@ class _RayExecution(Execution):
                     self._submit(node.id, w, Event.OPEN)
             for c in channels:
                 if c.seeds:
-                    self._put(c.id, ray.put(encode(list(c.seeds))), len(c.seeds))
+                    self._put(c.id, ray.put(encode_beside(list(c.seeds))), len(c.seeds))
         except BaseException:
             self.close()  # the actors made so far go too
             raise
@@ -626,7 +661,7 @@ class _RayExecution(Execution):
             if self._may_replace(call):
                 self._replace(key, "died")
                 return
-            raise WorkerDied(node.name, call.worker, None) from exc
+            raise self._died(key) from exc
         except self.ray.exceptions.RayError as exc:
             raise StageError(
                 node.name, None, call.worker, str(exc), f"internal error: {type(exc).__name__}"
@@ -646,6 +681,8 @@ class _RayExecution(Execution):
         self.figures[key] = reply["figures"]
         if reply.get("pid"):
             self.pids[key] = reply["pid"]
+        if reply.get("node"):
+            self.where[key] = reply["node"]
         if reply["cost"]:
             self.cost[call.node] = reply["cost"]
         if reply["item_bytes"]:
@@ -765,6 +802,26 @@ class _RayExecution(Execution):
         self.probes[key] = 0
         self._submit(nid, w, Event.OPEN, ordered=False)
 
+    def _died(self, key: tuple[int, int]) -> WorkerDied:
+        """The error for the actor of ``key``, gone for good: where it ran, and
+        whether its node went with it."""
+        nid, w = key
+        where = self.where.get(key)
+        if where is None:
+            return WorkerDied(self.plan.nodes[nid].name, w)
+        node_id, address = where
+        try:
+            nodes = self.ray.nodes()  # type: ignore[no-untyped-call]
+            alive = {n["NodeID"] for n in nodes if n["Alive"]}
+        except Exception:  # the cluster cannot say: do not guess
+            alive = {node_id}
+        return WorkerDied(
+            self.plan.nodes[nid].name,
+            w,
+            node=f"{node_id[:12]} at {address}",
+            node_lost=node_id not in alive,
+        )
+
     def _keep_figures(self, key: tuple[int, int]) -> None:
         """The actor of ``key`` starts a new life: what the old one counted moves
         to its past, so the stage's figures keep it."""
@@ -779,7 +836,7 @@ class _RayExecution(Execution):
         made before Ray saw the old one go fail or reach the old one."""
         self.probes[key] += 1
         if self.probes[key] > UNAVAILABLE_RETRIES:
-            raise WorkerDied(self.plan.nodes[key[0]].name, key[1], None)
+            raise self._died(key)
         time.sleep(min(0.5, 0.01 * 2 ** self.probes[key]))
         self._submit(*key, Event.OPEN, ordered=False)
 
