@@ -653,6 +653,8 @@ def _short(v: float) -> str:
 def _point(o: Any, metric: Any) -> Any:
     if o.status != "ok":
         return o.status
+    if o.spread(metric.key) is None:
+        return ""  # a case measuring another of the workload's metrics
     lo, hi = o.spread(metric.key)
     return (o.median(metric.key) * metric.scale, lo * metric.scale, hi * metric.scale)
 
@@ -698,7 +700,9 @@ def chart(outcomes: list[Any], workloads: list[Any], path: Path, machine: dict[s
     import matplotlib.pyplot as plt
     from matplotlib.transforms import blended_transform_factory
 
-    shown = [wl for wl in workloads if any(o.workload is wl for o in outcomes)]
+    shown = [
+        wl for wl in workloads if wl.charted >= 0 and any(o.workload is wl for o in outcomes)
+    ]
     cols = 3 if len(shown) > 2 else len(shown)
     nrows = (len(shown) + cols - 1) // cols
     size = (max(10.0, 6.2 * cols), 4.6 * nrows)

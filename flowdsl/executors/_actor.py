@@ -35,6 +35,7 @@ from ..errors import StageError
 __all__ = ["StageActor"]
 
 LINGER = 0.005  # seconds a source may spend filling one batch
+FIRST_BYTES = 1 << 20  # a batch of big items stops growing here, before they are measured
 
 
 class StageActor:
@@ -85,6 +86,8 @@ class StageActor:
         try:
             while taken < n and m.status is RUNNING:
                 taken += m.pull(min(chunk, n - taken))
+                if taken == chunk == 1:  # the first item: a big one makes small batches
+                    n = min(n, max(1, FIRST_BYTES // max(1, _buffer_bytes(m.out))))
                 chunk *= 2
                 if time.perf_counter() - t > LINGER:
                     break
@@ -253,6 +256,15 @@ class StageActor:
         """Records made here travel to the driver in the replies, which hands them
         to its own handlers (as the process executor does)."""
         route_logging(_Collect(self), self.levels)
+
+
+def _buffer_bytes(out: list[list[Any]]) -> int:
+    """The size of the first item made, if it is a buffer (an array, ``bytes``)."""
+    first = next((items[0] for items in out if items), None)
+    try:
+        return memoryview(first).nbytes  # type: ignore[arg-type]
+    except TypeError:
+        return 0
 
 
 def _node() -> tuple[str, str] | None:

@@ -68,6 +68,10 @@ log = logging.getLogger("flowdsl")
 IN_FLIGHT = 2  # calls outstanding per actor: one running, one queued behind it
 MAX_BATCH = 8192  # items per call, at most: a call costs about a millisecond
 MESSAGE_BYTES = 1 << 20  # batches aim below this size
+# a channel is full at its ``buffer`` of items or this many bytes waiting (and at
+# most a quarter of the smallest object store), so big items (arrays) do not pile
+# up in the object stores and spill them to disk
+CHANNEL_BYTES = 64 << 20
 FIRST_BATCH = 16  # items per call until a stage's cost is measured
 BATCH_WORK = 0.02  # seconds of a stage's work one call should hold: ~20x a call's cost
 _POLL = 0.05  # seconds between looks at term flags, when a stage has one
@@ -193,6 +197,16 @@ class RayExecutor(Executor):
 
     def __repr__(self) -> str:
         return f"RayExecutor(address={self.address!r})"
+
+
+def _channel_bytes(ray: Any) -> float:
+    """The bytes a channel may hold waiting: CHANNEL_BYTES, or a quarter of the
+    smallest object store of the cluster's nodes if that is less."""
+    try:
+        stores = [n["Resources"].get("object_store_memory", 0) for n in ray.nodes() if n["Alive"]]
+    except Exception:  # the cluster cannot say: the constant alone
+        stores = []
+    return float(min([CHANNEL_BYTES, *(s / 4 for s in stores if s)]))
 
 
 def _check_placement(ray: Any, plan: Plan, options_for: Any) -> None:
@@ -395,6 +409,7 @@ class _RayExecution(Execution):
         self.item_bytes = [0.0] * len(nodes)  # serialised size of an output item
         self.pids: dict[tuple[int, int], tuple[str, int]] = {}  # (host, pid) per actor
         self.where: dict[tuple[int, int], tuple[str, str]] = {}  # (node id, address)
+        self.channel_bytes = _channel_bytes(ray)
         self.backlog: list[deque[tuple[Any, int]]] = [deque() for _ in channels]
         self.waiting = [0] * len(channels)  # items in the backlog
         self.live = [plan.producer_workers(c.id) for c in channels]  # producer ports open
@@ -603,9 +618,11 @@ class _RayExecution(Execution):
         return max(1, min(limit, int(BATCH_WORK / max(costs))))
 
     def _full(self, nid: int) -> bool:
-        """True when an output channel of ``nid`` holds its ``buffer`` of items."""
+        """True when an output channel of ``nid`` holds its ``buffer`` of items, or
+        CHANNEL_BYTES of them (as big as ``nid``'s items were, last measured)."""
+        most = max(1, int(self.channel_bytes / max(1.0, self.item_bytes[nid])))
         return any(
-            self.waiting[ch] >= self.plan.channels[ch].buffer
+            self.waiting[ch] >= min(self.plan.channels[ch].buffer, most)
             for port in self.plan.nodes[nid].outputs
             for ch in port
         )
