@@ -700,9 +700,7 @@ def chart(outcomes: list[Any], workloads: list[Any], path: Path, machine: dict[s
     import matplotlib.pyplot as plt
     from matplotlib.transforms import blended_transform_factory
 
-    shown = [
-        wl for wl in workloads if wl.charted >= 0 and any(o.workload is wl for o in outcomes)
-    ]
+    shown = [wl for wl in workloads if wl.charted >= 0 and any(o.workload is wl for o in outcomes)]
     cols = 3 if len(shown) > 2 else len(shown)
     nrows = (len(shown) + cols - 1) // cols
     size = (max(10.0, 6.2 * cols), 4.6 * nrows)
