@@ -701,6 +701,8 @@ def chart(outcomes: list[Any], workloads: list[Any], path: Path, machine: dict[s
     from matplotlib.transforms import blended_transform_factory
 
     shown = [wl for wl in workloads if wl.charted >= 0 and any(o.workload is wl for o in outcomes)]
+    if not shown:
+        return  # nothing charted ran (--only W11)
     cols = 3 if len(shown) > 2 else len(shown)
     nrows = (len(shown) + cols - 1) // cols
     size = (max(10.0, 6.2 * cols), 4.6 * nrows)
