@@ -126,7 +126,7 @@ def test_same_results_as_serial(make, ordered):
 
 
 @pytest.mark.timeout(180)
-@settings(max_examples=examples(12))
+@settings(max_examples=examples(8))
 @given(dag=looped_dags(max_leaves=3))
 def test_random_graphs_with_loops_give_the_plain_python_results(dag):
     """The property the machines are proved with (``test_machines.py``), on Ray:
