@@ -572,8 +572,7 @@ def markdown(
             continue
         head, rows = _rows(wl, mine)
         paragraphs = [
-            " ".join(p.split())
-            for p in (sys.modules[wl.module].__doc__ or "").strip().split("\n\n")
+            _paragraph(p) for p in (sys.modules[wl.module].__doc__ or "").strip().split("\n\n")
         ]
         if paragraphs and paragraphs[0].startswith(wl.id + ":"):
             first = paragraphs[0][len(wl.id) + 1 :].strip()
@@ -644,6 +643,19 @@ def _panel(workload: Any, outcomes: list[Any]) -> tuple[list[str], list[tuple[st
     rows = [o.case.label for o in outcomes]
     metrics = workload.metrics[: workload.charted or None]
     return rows, [(m.label, [_point(o, m) for o in outcomes]) for m in metrics]
+
+
+def _paragraph(text: str) -> str:
+    """A docstring paragraph as markdown: one line, or one line per item of a list."""
+    lines = [line.strip() for line in text.splitlines()]
+    if not lines[0].startswith("- "):
+        return " ".join(" ".join(lines).split())
+    items: list[list[str]] = []
+    for line in lines:
+        if line.startswith("- ") or not items:
+            items.append([])
+        items[-1].append(line)
+    return "\n".join(" ".join(item) for item in items)
 
 
 def _short(v: float) -> str:

@@ -1,4 +1,4 @@
-"""W11: flowdsl's ray executor on a Ray cluster of three nodes, against a Ray actor
+"""W11: the ray executor on a Ray cluster of three nodes, against a Ray actor
 chain written by hand doing the same work with the same placement, in one run.
 
 The cluster (``_ray.cluster``) is a head that runs no actor and nodes ``a`` and
