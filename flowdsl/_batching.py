@@ -120,8 +120,10 @@ def batch(n: int, *, wait: float | None = None, name: str | None = None) -> Batc
         A transform making lists.
 
     Raises:
-        GraphError: ``n`` is not a positive integer, or ``wait`` is not a
+        ValueError: ``n`` is not a positive integer, or ``wait`` is not a
             positive number.
+
+    A batch stage runs in one worker (it fills its lists in order).
 
     Examples:
         >>> from flowdsl import batch, source, unbatch

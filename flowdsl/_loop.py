@@ -149,10 +149,12 @@ def loop(
 
     Items from upstream (if any) and the ``seed`` items enter ``body``; outputs for
     which ``until`` is true leave the loop downstream.  A body whose function takes
-    N > 1 parameters receives each tuple unpacked.  The loop ends when its upstream
-    has ended and nothing is in flight inside it, when a stage raises
-    :class:`~flowdsl.StopFlow`, or when items have made ``max_iterations`` passes
-    (they then leave the loop whatever ``until`` says).
+    N > 1 parameters receives each tuple unpacked.  An item leaves the loop when
+    ``until`` says it is done, or after ``max_iterations`` passes whatever
+    ``until`` says.  The loop ends when its upstream has ended and nothing is in
+    flight inside it, or when a stage raises :class:`~flowdsl.StopFlow`.  With
+    neither ``until`` nor ``max_iterations``, only a body that filters items out
+    (returns ``None``) lets the loop end.
 
     Args:
         body: The stage or flow each item goes through on every pass.
@@ -170,7 +172,7 @@ def loop(
 
     Raises:
         GraphError: ``until`` is not callable, ``max_iterations`` is not a
-            positive integer, or the body holds a sink.
+            positive integer, or the body holds a sink or a batched stage.
 
     Examples:
         >>> from flowdsl import loop, source, transform

@@ -163,7 +163,11 @@ class PipeSystem:
             log_lvl: ``"DEBUG"``, ``"INFO"``, ``"WARNING"``, ``"ERROR"`` or
                 ``"CRITICAL"``.
             monitor: minipipe's option, accepted for compatibility.
-            ignore_exceptions: Exception types every pipe logs and skips.
+            ignore_exceptions: Exception types every pipe logs and skips,
+                replacing each pipe's own.
+
+        Pipes of the same name are renamed ``name_0``, ``name_1``, ... as
+        minipipe did.
 
         Raises:
             ValueError: ``log_lvl`` is not a level name.
@@ -184,7 +188,8 @@ class PipeSystem:
         """Start the pipes; they run in the background until ``close()``.
 
         Args:
-            executor: As for ``Flow.run`` (builds the system first if needed).
+            executor: As for ``Flow.run``. A system not built yet is built
+                first, with ``build()``'s defaults (records shown at INFO).
 
         Raises:
             RuntimeError: The system has run already (``reset()`` it first).

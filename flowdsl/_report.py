@@ -46,7 +46,7 @@ class StageStats:
     Attributes:
         name: The stage's name.
         kind: ``"source"``, ``"transform"``, ``"sink"`` or ``"loop"``.
-        workers: How many workers ran it.
+        workers: How many workers it was given (the serial executor runs one).
         items_in: Items it received.
         items_out: Items it emitted.
         errors: Items that failed and were skipped or sent to the dead letters.

@@ -11,8 +11,10 @@ class Sentinel(Exception):
     """Marks the end of a stream.
 
     A source that yields ``Sentinel`` ends its stream; a transform that returns it
-    (alone or in a tuple) stops.  It is also thrown into a Regulator's coroutine at
-    end of stream, so a coroutine that buffers can catch it and flush (see
+    (or, with several outputs, a tuple holding it) stops: its outputs end, and
+    the stages after it see the end of their stream.  It is also thrown into a
+    Regulator's coroutine at end of stream, so a coroutine that buffers can catch
+    it and flush (see
     :class:`Regulator`). A generator source does not need it: its stream ends
     when it returns.
 

@@ -74,31 +74,42 @@ __all__ = [
 # and of the stage classes take their ``Args:`` entries from here.
 OPTION_DOCS = {
     "name": "The stage's name in reports, errors and diagrams (default: the function's or\n"
-    "class's name).",
-    "workers": "How many worker processes (or Ray actors) run the stage (default 1).",
-    "buffer": "The most items waiting in front of the stage (default: the executor's).",
-    "ordered": "Whether outputs keep the input order when ``workers > 1`` (default\n"
-    "True; False lets each result go as soon as it is ready).",
+    "class's name). A stage used twice in one flow is two stages, named ``double_0``\n"
+    "and ``double_1`` in reports, errors and executor options.",
+    "workers": "How many worker processes (or Ray actors) run the stage (default 1; a\n"
+    "source has exactly one).",
+    "buffer": "The most items waiting in front of the stage (default 256; a source has\n"
+    "nothing in front of it, and its consumers' buffers hold it back).",
+    "ordered": "Whether outputs keep the input order when several calls run at once\n"
+    "(``workers > 1`` or ``concurrency > 1``; default True; False lets each result\n"
+    "go as soon as it is ready).",
     "on_error": 'What an item whose call raised (after ``retries``) becomes: ``"raise"``\n'
     '(the default) stops the flow with a :class:`~flowdsl.StageError`, ``"skip"`` logs\n'
-    "and counts it, and a stage (a dead-letter sink or transform) receives a\n"
-    ":class:`~flowdsl.Failure` describing it.",
+    "and counts it, and a stage receives a :class:`~flowdsl.Failure` describing it: a\n"
+    "dead-letter sink, or (for a transform) a transform whose results join this\n"
+    "stage's output, in arrival order, so the stage no longer keeps order.",
     "retries": "How many times a failing item is tried again before ``on_error`` decides.",
     "concurrency": "Items in flight in each worker, for stages that wait on IO: an\n"
     "``async def`` function runs on the worker's event loop, a plain function on\n"
     "that many threads (default 1).",
     "timeout": "Seconds a call may take: past it the item is abandoned, its worker\n"
-    "replaced, and the item fails with :class:`~flowdsl.StageTimeout`.",
-    "restarts": "How many times a worker that dies is replaced during a run; the item\n"
-    "it held fails with :class:`~flowdsl.WorkerDied` (default 0: the flow stops).",
-    "max_items_per_worker": "Replace each worker after this many items (bounds a leak).",
-    "batch": "Call the function with lists of up to this many items and spread what it\n"
-    "returns into items again (see :func:`~flowdsl.batch`).",
+    "replaced, and the item fails with :class:`~flowdsl.StageTimeout` (through\n"
+    "``retries`` and ``on_error``).",
+    "restarts": "How many times a worker that dies is replaced during a run. The item it\n"
+    "held fails through ``retries`` and ``on_error`` (by default a ``StageError``\n"
+    "caused by the death); one death more stops the flow with\n"
+    ":class:`~flowdsl.WorkerDied` (default 0: the first death does).",
+    "max_items_per_worker": "Replace each worker after this many items (bounds a leak).\n"
+    "``timeout``, ``restarts`` and this option make items reach the stage one at a\n"
+    "time, and are refused on sources, async or concurrent stages and regulators.",
+    "batch": "Call the function with lists of up to this many items (for a transform,\n"
+    "what it returns is spread into items again; see :func:`~flowdsl.batch`).",
     "check_types": "Check, in the workers, every item and result against the\n"
     "annotations; one that does not fit fails its call with ``TypeError``.",
     "ignore_exceptions": "minipipe's option: exception types logged and skipped (as\n"
     '``on_error="skip"`` for just these).',
-    "init_kwargs": "Keyword arguments for the function (or for a regulator's coroutine).",
+    "init_kwargs": "minipipe's option: keyword arguments for an object's ``local_init``\n"
+    "(or for a regulator's coroutine); a plain function ignores them.",
     "upstreams": "minipipe's explicit wiring: the streams this stage reads.",
     "downstreams": "minipipe's explicit wiring: the streams this stage writes.",
     "args": "Arguments bound after the item(s), as ``stage(...)`` binds them.",
@@ -168,10 +179,10 @@ class Stage(Composable[In, Out]):
         ...     return x * factor
         >>> isinstance(scale, Stage), scale.name, scale.workers
         (True, 'scale', 1)
-        >>> scale(factor=10).func(3, factor=10)
-        30
-        >>> scale.options(workers=4).workers
-        4
+        >>> scale.func(3)  # the function itself, for unit tests
+        6
+        >>> scale(factor=10).kwargs, scale.options(workers=4).workers
+        ({'factor': 10}, 4)
     """
 
     kind: ClassVar[str] = "stage"
@@ -553,12 +564,6 @@ class Sink(Stage[In, Nothing]):
     "ordered",
     "on_error",
     "retries",
-    "concurrency",
-    "timeout",
-    "restarts",
-    "max_items_per_worker",
-    "batch",
-    "check_types",
     "args",
     "kwargs",
 )
@@ -569,7 +574,9 @@ class Regulator(Transform[Any, Any]):
     the worker; each item is sent to it and everything it yields until it next
     waits is emitted. At end of stream :class:`Sentinel` is thrown into it, so
     one that buffers can flush by catching it and yielding what it holds.
-    (:func:`batch` does this for the common case.)
+    (:func:`batch` does this for the common case.) ``concurrency``, ``batch``,
+    ``timeout``, ``restarts`` and ``max_items_per_worker`` are refused: a
+    coroutine holds state from one item to the next.
 
     Args:
         functor_obj: A generator function used as a coroutine: ``item = yield
@@ -691,7 +698,8 @@ def source(
     event loop in its worker), a function returning an iterable, or a class whose
     ``run()`` returns one. Usable bare (``@source``) or with options
     (``@source(name=...)``). Calling the result binds the function's arguments:
-    ``numbers(10)``. A source runs in exactly one worker.
+    ``numbers(10)``. A source runs in exactly one worker; a ``None`` it yields is
+    dropped, as a transform's ``None`` is.
 
     Args:
         obj: The function or class (given when used bare, as ``@source``).

@@ -1,9 +1,12 @@
 """Exceptions raised by flowdsl.
 
-Every error the library raises derives from :class:`FlowError`, so ``except
-FlowError`` catches them all.  Builtin mixins are added where they fit, so code
-that expects a ``ValueError`` for bad input or a ``TimeoutError`` keeps working.
-All of them pickle, because they cross process boundaries.
+Every error about a flow derives from :class:`FlowError`: building one that
+cannot run (:class:`GraphError`), and running one (:class:`StageError`,
+:class:`WorkerDied`, :class:`FlowTimeout`).  Builtin mixins are added where they
+fit, so code that expects a ``ValueError`` for bad input or a ``TimeoutError``
+keeps working.  An invalid argument to a function or constructor raises
+``ValueError`` or ``TypeError`` at the call, as Python's own functions do.  All
+of them pickle, because they cross process boundaries.
 """
 
 from __future__ import annotations
@@ -23,7 +26,12 @@ __all__ = [
 
 
 class FlowError(Exception):
-    """Root of every error raised by flowdsl: ``except FlowError`` catches them all.
+    """Root of the errors about a flow: building one that cannot run
+    (:class:`GraphError`) and running one (:class:`StageError`,
+    :class:`WorkerDied`, :class:`FlowTimeout`), so ``except FlowError`` catches
+    every way a run can fail.  An invalid argument to a function or constructor
+    (``workers=0``, an unknown option) raises ``ValueError`` or ``TypeError`` at
+    the call, as Python's own functions do.
 
     Examples:
         >>> from flowdsl import FlowError, GraphError, StageError

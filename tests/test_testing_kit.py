@@ -60,6 +60,8 @@ def test_run_inline_needs_items_for_a_flow_without_source():
         (inc >> [double, twice] >> add, True),  # a zip pairs by position
         (merge(inc >> [double, twice]), False),
         (inc >> double.options(workers=2, ordered=False), False),
+        (inc >> double.options(concurrency=4), True),
+        (inc >> double.options(concurrency=4, ordered=False), False),  # calls finish in any order
         (loop(inc, until=lambda x: x > 3), False),
     ],
 )

@@ -62,8 +62,9 @@ class ProcessExecutor(Executor):
     Args:
         start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"`` (default: the
             ``FLOWDSL_START_METHOD`` environment variable, else the platform's).
-        grace: Seconds a stopped worker may spend in ``local_term`` before it
-            is killed.
+        grace: Seconds a stopped worker has to finish its current call and run
+            ``local_term`` before it is killed (then ``local_term`` does not
+            run: keep flushing sinks' calls short).
         shared_memory: Let big buffers (numpy arrays, ``bytes``, ``memoryview``
             objects of 64 KiB or more) travel through shared memory instead of
             the pipes, where ``/dev/shm`` is usable.

@@ -109,10 +109,18 @@ class RayExecutor(Executor):
             resources no node has yet. Without it, such a stage is an error
             when the run starts (it would wait for ever).
 
+    Two kinds of restart exist, and a stage takes one or the other: the stage's
+    own ``restarts=`` fails the item in hand, while this executor's
+    ``restarts`` gives a stateless stage's batches again to the restarted actor.
+
     Raises:
-        ValueError: A ``restarts`` count is not an integer >= 0.
+        ValueError: A ``restarts`` count is not an integer >= 0; when a run
+            starts, ``stage_options`` or ``restarts`` names no stage of the flow.
         GraphError: When a run starts: a stage asks for resources no node of
-            the cluster has (unless ``autoscaling``).
+            the cluster has (unless ``autoscaling``); ``restarts`` names a
+            source or a class stage, or a stage with its own ``timeout``,
+            ``restarts`` or ``max_items_per_worker``.
+        ImportError: Ray is not installed.
 
     Examples:
         >>> from flowdsl import RayExecutor, source, transform

@@ -77,8 +77,9 @@ def keeps_order(flow: Any) -> bool:
     """Does flowdsl guarantee the order of the flow's results?
 
     It does unless some stream merges several stages (``merge``, several producers
-    on one ``Stream``), the flow loops, or a stage runs several workers with
-    ``ordered=False``.
+    on one ``Stream``, a dead-letter transform joining its stage's output), the
+    flow loops, or a stage runs several calls at once (``workers`` or
+    ``concurrency`` above 1) with ``ordered=False``.
 
     Args:
         flow: A flow, or a single stage.
@@ -97,7 +98,8 @@ def keeps_order(flow: Any) -> bool:
     """
     plan = compile_flow(complete(flow))
     for node in plan.nodes:
-        if node.loop is not None or (node.workers > 1 and not node.stage.ordered):
+        parallel = node.workers > 1 or (node.stage.concurrency or 1) > 1
+        if node.loop is not None or (parallel and not node.stage.ordered):
             return False
     return all(len({n for n, _ in c.producers}) <= 1 for c in plan.channels)
 
@@ -139,13 +141,14 @@ def assert_equivalent(
             ``None``: either outcome, as long as they agree.
 
     Returns:
-        The reference results (``None`` for a strategy).
+        The reference results (``None`` for a strategy, ``[]`` for an expected
+        failure).
 
     Raises:
         AssertionError: The executors disagree, or the outcome is not the one
             expected.
         StageError: The flow failed on every executor (and ``expect_failure``
-            is False).
+            is False); ``WorkerDied`` likewise.
 
     Examples:
         >>> from flowdsl import transform

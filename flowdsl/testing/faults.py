@@ -125,10 +125,16 @@ def inject_fault(
     Returns:
         A copy of the flow; the original is unchanged.
 
+    A worker that replaces one (``restarts=``) counts from 0 again, so it fires
+    again at its own item ``at``.  In the serial executor a fault that would end
+    the process raises instead, and goes through the stage's ``on_error`` like
+    any error (``"skip"`` drops the item).
+
     Raises:
-        ValueError: ``kind``, ``at`` or ``worker`` is invalid.
-        GraphError: The flow is invalid, has no stage of that name, or the
-            stage cannot take faults (a loop gate, a regulator).
+        ValueError: ``kind`` is unknown, or ``at`` or ``worker`` is negative.
+        GraphError: The flow is invalid, has no stage of that name, the stage
+            cannot take faults (a loop gate, a regulator), ``worker`` is past
+            the stage's workers, or ``"unpicklable"`` is asked of a sink.
 
     Examples:
         >>> from flowdsl import WorkerDied, source, transform

@@ -57,13 +57,14 @@ def inputs(flow: Any, *, items: Any = None, **arguments: Any) -> Any:
     (``st.from_type``), or of the ``items`` strategy.  A flow that starts with
     a source gets values for the source's parameters not bound yet, from their
     annotations (an ``int`` from 0 to 100: it is most often a size), or from
-    ``arguments``.
+    ``arguments``; parameters with defaults keep them.  Item lists hold up to 30
+    items.
 
     Args:
         flow: A flow, or a single stage.
         items: A strategy of items, instead of the first stage's annotation.
-        **arguments: A strategy or a value per source parameter
-            (``n=st.integers(0, 50)``), instead of its annotation.
+        **arguments: A strategy or a value per source parameter without a
+            default (``n=st.integers(0, 50)``), instead of its annotation.
 
     Returns:
         A hypothesis strategy of :class:`Inputs`.
@@ -146,7 +147,8 @@ def check_flow(
         flow: A flow, or a single stage, with annotated stages.
         items: A strategy of items, instead of the first stage's annotation.
         max_examples: How many examples hypothesis tries.
-        executors: The executors compared; the serial one is the reference.
+        executors: The executors that must agree (the serial one runs last, so
+            a call that hangs ends at the others' timeout).
         timeout: Seconds each run may take.
         **arguments: A strategy or a value per source parameter, as for
             :func:`inputs`.
