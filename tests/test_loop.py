@@ -4,6 +4,7 @@ import os
 import time
 
 import pytest
+from conftest import examples
 from helpers import ignore, inc, listed, numbers
 from hypothesis import given
 from hypothesis import strategies as st
@@ -220,9 +221,10 @@ def test_a_dead_letter_sink_inside_a_loop_body_is_refused_clearly():
 # A worker used to send a batch's outputs before counting what the batch changed in
 # flight, so the gate could see an empty loop and end it while items were on their
 # way: the shapes below lost items in up to a quarter of runs.  Each runs LOOP_RUNS
-# times on the process executor (``make soak`` runs 500 of each).
+# times on the process executor: 20 under fork, a fifth of that when every worker
+# is a fresh interpreter (as for hypothesis examples), 500 in ``make soak``.
 
-LOOP_RUNS = int(os.environ.get("FLOWDSL_LOOP_RUNS", "20"))
+LOOP_RUNS = int(os.environ.get("FLOWDSL_LOOP_RUNS") or examples(20))
 
 
 @transform
