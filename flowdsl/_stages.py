@@ -132,26 +132,7 @@ def with_options(*names: str) -> Callable[[_F], _F]:
     return document
 
 
-@with_options(
-    "name",
-    "upstreams",
-    "downstreams",
-    "ignore_exceptions",
-    "init_kwargs",
-    "workers",
-    "buffer",
-    "ordered",
-    "on_error",
-    "retries",
-    "concurrency",
-    "timeout",
-    "restarts",
-    "max_items_per_worker",
-    "batch",
-    "check_types",
-    "args",
-    "kwargs",
-)
+@with_options(*OPTION_DOCS)
 class Stage(Composable[In, Out]):
     """A node of a flow: user code plus how to run it.
 
@@ -471,26 +452,7 @@ class Source(Stage[NoReturn, Out]):
         super().__init__(functor_obj, name, None, downstreams, ignore_exceptions, **options)
 
 
-@with_options(
-    "name",
-    "upstreams",
-    "downstreams",
-    "ignore_exceptions",
-    "init_kwargs",
-    "workers",
-    "buffer",
-    "ordered",
-    "on_error",
-    "retries",
-    "concurrency",
-    "timeout",
-    "restarts",
-    "max_items_per_worker",
-    "batch",
-    "check_types",
-    "args",
-    "kwargs",
-)
+@with_options(*OPTION_DOCS)
 class Transform(Stage[In, Out]):
     """A stage that maps each item to zero, one or many items.
 
