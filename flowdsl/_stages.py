@@ -119,12 +119,14 @@ OPTION_DOCS = {
 
 def with_options(*names: str) -> Callable[[_F], _F]:
     """Fill the ``<options>`` line of a docstring's ``Args:`` section with the
-    entries of ``names`` from :data:`OPTION_DOCS`."""
+    entries of ``names`` from :data:`OPTION_DOCS`; without names, those of the
+    options the function (or class) takes, in its signature's order."""
 
     def document(obj: _F) -> _F:
+        chosen = names or [p for p in inspect.signature(obj).parameters if p in OPTION_DOCS]  # type: ignore[arg-type]
         entries = "".join(
             f"        {name}: " + OPTION_DOCS[name].replace("\n", "\n            ") + "\n"
-            for name in names
+            for name in chosen
         )
         obj.__doc__ = (obj.__doc__ or "").replace("        <options>\n", entries)
         return obj
@@ -132,7 +134,7 @@ def with_options(*names: str) -> Callable[[_F], _F]:
     return document
 
 
-@with_options(*OPTION_DOCS)
+@with_options()
 class Stage(Composable[In, Out]):
     """A node of a flow: user code plus how to run it.
 
@@ -416,7 +418,7 @@ class Stage(Composable[In, Out]):
         return self.downstreams
 
 
-@with_options("name", "downstreams", "ignore_exceptions")
+@with_options()
 class Source(Stage[NoReturn, Out]):
     """A stage that produces items: a generator, an iterable, or an object whose
     ``run()`` returns one.
@@ -452,7 +454,7 @@ class Source(Stage[NoReturn, Out]):
         super().__init__(functor_obj, name, None, downstreams, ignore_exceptions, **options)
 
 
-@with_options(*OPTION_DOCS)
+@with_options()
 class Transform(Stage[In, Out]):
     """A stage that maps each item to zero, one or many items.
 
@@ -476,7 +478,7 @@ class Transform(Stage[In, Out]):
     _default_name = "Transform"
 
 
-@with_options("name", "upstreams", "ignore_exceptions", "init_kwargs")
+@with_options()
 class Sink(Stage[In, Nothing]):
     """A stage that consumes items; its return value is ignored.
 
@@ -650,7 +652,7 @@ def source(
 ) -> SourceFunction[P, B]: ...
 
 
-@with_options("name", "workers", "buffer")
+@with_options()
 def source(
     obj: Any = None, *, name: str | None = None, workers: int = 1, buffer: int | None = None
 ) -> Any:
@@ -731,20 +733,7 @@ def transform(
 ) -> TransformFunction[A, B, P]: ...
 
 
-@with_options(
-    "name",
-    "workers",
-    "buffer",
-    "ordered",
-    "on_error",
-    "retries",
-    "concurrency",
-    "timeout",
-    "restarts",
-    "max_items_per_worker",
-    "batch",
-    "check_types",
-)
+@with_options()
 def transform(
     obj: Any = None,
     *,
@@ -848,19 +837,7 @@ def sink(
 ) -> SinkFunction[A, P]: ...
 
 
-@with_options(
-    "name",
-    "workers",
-    "buffer",
-    "on_error",
-    "retries",
-    "concurrency",
-    "timeout",
-    "restarts",
-    "max_items_per_worker",
-    "batch",
-    "check_types",
-)
+@with_options()
 def sink(
     obj: Any = None,
     *,
