@@ -199,28 +199,25 @@ class RayExecutor(Executor):
         ray = _import_ray()
         if not ray.is_initialized():
             ray.init(address=self.address, **self.init_options)
+        nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
         if not self.autoscaling:
-            _check_placement(ray, plan, self.options_for)
-        return _RayExecution(plan, self, timeout, code)
+            _check_placement(nodes, plan, self.options_for)
+        return _RayExecution(plan, self, timeout, code, _channel_bytes(nodes))
 
     def __repr__(self) -> str:
         return f"RayExecutor(address={self.address!r})"
 
 
-def _channel_bytes(ray: Any) -> float:
+def _channel_bytes(nodes: list[dict[str, float]]) -> float:
     """The bytes a channel may hold waiting: CHANNEL_BYTES, or a quarter of the
-    smallest object store of the cluster's nodes if that is less."""
-    try:
-        stores = [n["Resources"].get("object_store_memory", 0) for n in ray.nodes() if n["Alive"]]
-    except Exception:  # the cluster cannot say: the constant alone
-        stores = []
+    smallest object store of the live ``nodes`` (their resources) if that is less."""
+    stores = [r.get("object_store_memory", 0) for r in nodes]
     return float(min([CHANNEL_BYTES, *(s / 4 for s in stores if s)]))
 
 
-def _check_placement(ray: Any, plan: Plan, options_for: Any) -> None:
-    """A stage whose actors no node of the cluster can host is an error now, not
-    a run that waits for a node that will not come."""
-    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+def _check_placement(nodes: list[dict[str, float]], plan: Plan, options_for: Any) -> None:
+    """A stage whose actors none of the live ``nodes`` (their resources) can host
+    is an error now, not a run that waits for a node that will not come."""
     for node in plan.nodes:
         options = options_for(node.name)
         if node.serves is not None or {"scheduling_strategy", "placement_group"} & set(options):
@@ -383,7 +380,12 @@ class _Held:
 
 class _RayExecution(Execution):
     def __init__(
-        self, plan: Plan, executor: RayExecutor, timeout: float | None, code: dict[int, bytes]
+        self,
+        plan: Plan,
+        executor: RayExecutor,
+        timeout: float | None,
+        code: dict[int, bytes],
+        channel_bytes: float,
     ) -> None:
         super().__init__(plan, "ray")
         import ray
@@ -417,7 +419,7 @@ class _RayExecution(Execution):
         self.item_bytes = [0.0] * len(nodes)  # serialised size of an output item
         self.pids: dict[tuple[int, int], tuple[str, int]] = {}  # (host, pid) per actor
         self.where: dict[tuple[int, int], tuple[str, str]] = {}  # (node id, address)
-        self.channel_bytes = _channel_bytes(ray)
+        self.channel_bytes = channel_bytes
         self.backlog: list[deque[tuple[Any, int]]] = [deque() for _ in channels]
         self.waiting = [0] * len(channels)  # items in the backlog
         self.live = [plan.producer_workers(c.id) for c in channels]  # producer ports open
