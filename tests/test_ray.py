@@ -16,6 +16,7 @@ import textwrap
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from conftest import examples
@@ -742,6 +743,10 @@ def second_node(resources):
         "--dashboard-agent-listen-port",
         str(_free_port()),
     ]
+    # `ray start` records the cluster it joined, where a later ray.init() without
+    # an address would try to join it: put the record back as it was afterwards
+    record = Path(os.environ.get("RAY_TMPDIR", "/tmp"), "ray", "ray_current_cluster")
+    recorded = record.read_text() if record.exists() else None
     proc = subprocess.Popen(
         cmd,
         env=env,
@@ -774,6 +779,10 @@ def second_node(resources):
         for p in node.left:
             with contextlib.suppress(psutil.Error):
                 p.kill()
+        if recorded is None:
+            record.unlink(missing_ok=True)
+        else:
+            record.write_text(recorded)
 
 
 def _free_port():
