@@ -147,6 +147,42 @@ def test_a_sources_generator_is_closed_when_the_flow_stops_it_early(executor, tm
     assert 3 <= int(path.read_text()) < 10**9  # its finally block ran
 
 
+@source
+def odd_items(path):
+    """Items that look like signals, None (skipped), then a Sentinel instance: the
+    stream ends there, and the generator's code after it never runs."""
+    yield from (int, None, 1, StageError, None)
+    yield Sentinel()
+    with open(path, "w") as f:
+        f.write("ran on")
+    yield 2
+
+
+def test_a_source_skips_none_passes_classes_on_and_ends_at_a_sentinel(executor, tmp_path):
+    path = tmp_path / "after"
+    assert odd_items(str(path)).collect(executor=executor) == [int, 1, StageError]
+    assert not path.exists()
+
+
+@source
+def breaks_after(n):
+    yield from range(n)
+    raise OSError("the feed broke")
+
+
+def test_a_source_error_names_the_source_after_the_items_before_it(executor):
+    seen = []
+    with pytest.raises(StageError, match="the feed broke") as info:
+        for x in breaks_after(5).iterate(executor=executor):
+            seen.append(x)
+    assert info.value.stage == "breaks_after" and info.value.item is None
+    # (the process executor raises as soon as it hears of the error, which may be
+    # before the last items reach the driver)
+    assert seen == list(range(len(seen)))
+    if executor == "serial":
+        assert seen == [0, 1, 2, 3, 4]
+
+
 def test_merge_interleaves_every_item(executor):
     flow = merge(numbers(5), numbers(7) >> double) >> inc
     assert sorted(flow.collect(executor=executor)) == sorted(

@@ -92,6 +92,29 @@ def test_a_dead_letter_transform_replaces_failed_items_downstream(executor):
     ) == (1, 1, 6)
 
 
+@sink
+class Appends:
+    """Writes each item to a file, and fails on the ``bad`` ones."""
+
+    def __init__(self, path, bad=()):
+        self.path, self.bad = path, set(bad)
+
+    def run(self, x):
+        if x in self.bad:
+            raise ValueError(f"bad item {x}")
+        with open(self.path, "a") as f:
+            f.write(f"{x}\n")
+
+
+def test_a_failing_sink_goes_on_after_the_failed_item_and_names_it(executor, tmp_path):
+    path, letters = tmp_path / "taken", tmp_path / "letters"
+    stage = Appends(str(path), bad=(3, 4, 7)).options(on_error=Letters(str(letters)))
+    report = (numbers(9) >> stage).run(executor=executor)
+    assert path.read_text().split() == ["0", "1", "2", "5", "6", "8"]
+    assert [line.split("|")[1] for line in letters.read_text().splitlines()] == ["3", "4", "7"]
+    assert (report["Appends"].items_in, report["Appends"].errors) == (9, 3)
+
+
 def test_a_sink_cannot_send_failures_to_a_transform():
     with pytest.raises(ValueError, match=r"sink 'ignore'.*use a sink for on_error"):
         ignore.options(on_error=replacement)

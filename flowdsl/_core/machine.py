@@ -31,6 +31,7 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Iterable
+from itertools import islice
 from typing import Any
 
 from .._plan import DRIVER, NodeSpec, Plan
@@ -150,21 +151,20 @@ class Machine:
             self._stop()
             return 0
         before = self._lengths()
-        taken = 0
-        split = self.runner.n_outputs > 1
-        append = self.out[0].append if self.out and not split else _ignore
+        # one C loop takes the items (what came before an error stays); a split
+        # routes them to the ports itself, and a source without outputs drops them
+        into = self.out[0] if self.out and self.runner.n_outputs == 1 else []
+        start = len(into)
         try:
-            for x in self._items:
-                append(x)
-                taken += 1
-                if taken >= n:
-                    return taken
+            into.extend(islice(self._items, n))
         except (StageDone, StopFlow) as exc:
             self._stopped_by(exc)
-            return taken
+            return len(into) - start
         finally:
             self._made(before)
-        self._end(ENDED)
+        taken = len(into) - start
+        if taken < n:
+            self._end(ENDED)
         return taken
 
     def feed(self, port: int, items: list[Any]) -> None:
@@ -539,7 +539,3 @@ def loop_weights(plan: Plan, node: NodeSpec) -> Weights:
             )
         )
     return tuple(weights)
-
-
-def _ignore(_: Any) -> None:
-    pass

@@ -56,6 +56,7 @@ _PASS = (StopFlow, KeyboardInterrupt, Cancelled, StageDone)
 # classes (whose type is ``type``) or instances.  One set lookup per result, then
 # :func:`_ends_stage` looks closer.
 _SIGNALS = frozenset({type, Sentinel, StopFlow})
+_NO_SIGNAL = object()
 _SPREAD_AS_IS = _SIGNALS | {type(None), tuple}  # else a batched result goes item by item
 
 # What to do instead of raising StopFlow from a hook, by hook.
@@ -204,29 +205,31 @@ class Runner:
                 self._guard(close, None)
 
     def _items_of(self, it: Iterator[Any]) -> Iterator[Any]:
-        nxt = it.__next__
         while True:
+            signal: Any = _NO_SIGNAL
             try:
-                x = nxt()
-            except StopIteration:
-                log.info("End of stream", extra={"stage": self.name, "worker": self.worker})
-                return
-            except _PASS:
+                for x in it:  # the hot path: a bare loop
+                    if x is not None:
+                        if type(x) in _SIGNALS:
+                            signal = x
+                            break
+                        yield x
+            except (GeneratorExit, *_PASS):
                 raise
             except BaseException as exc:
                 if self._ignored(exc, None):
                     continue
                 raise self._error(exc, None) from exc
-            if x is not None:
-                if type(x) in _SIGNALS:
-                    try:
-                        ended = _ends_stage(x, "yielded")
-                    except TypeError as exc:
-                        raise self._error(exc, None) from exc
-                    if ended:
-                        log.info("End of stream", extra={"stage": self.name, "worker": self.worker})
-                        return
-                yield x
+            if signal is not _NO_SIGNAL:
+                try:
+                    ended = _ends_stage(signal, "yielded")
+                except TypeError as exc:
+                    raise self._error(exc, None) from exc
+                if not ended:
+                    yield signal  # a class, not a signal: an item like any other
+                    continue
+            log.info("End of stream", extra={"stage": self.name, "worker": self.worker})
+            return
 
     # -- transforms and sinks ----------------------------------------------------------
     def process(self, batch: list[Any], out: list[list[Any]]) -> None:
@@ -417,18 +420,26 @@ class Runner:
                 for i in range(start, len(batch)):
                     self._regulate(batch[i], out)
             elif self.stage.kind == "sink":
-                for i in range(start, len(batch)):
-                    r = f(*batch[i]) if zipped else f(batch[i])
-                    if r is not None and type(r) in _SIGNALS:
-                        _ends_stage(r, "returned")  # a sink's result is ignored, StopFlow's not
+                rest = _from(batch, start)
+                try:
+                    for x in rest:
+                        r = f(*x) if zipped else f(x)
+                        if r is not None and type(r) in _SIGNALS:
+                            _ends_stage(r, "returned")  # a sink's result is ignored, StopFlow's not
+                finally:
+                    i = len(batch) - rest.__length_hint__() - 1  # the item in hand
             elif self.n_outputs <= 1 and not self.generator and not zipped:
                 append = out[0].append if out else _discard
-                for i in range(start, len(batch)):  # the hot path: keep it lean
-                    r = f(batch[i])
-                    if r is not None:
-                        if type(r) in _SIGNALS and _ends_stage(r, "returned"):
-                            raise StageDone
-                        append(r)
+                rest = _from(batch, start)
+                try:
+                    for x in rest:  # the hot path: keep it lean
+                        r = f(x)
+                        if r is not None:
+                            if type(r) in _SIGNALS and _ends_stage(r, "returned"):
+                                raise StageDone
+                            append(r)
+                finally:
+                    i = len(batch) - rest.__length_hint__() - 1  # the item in hand
             else:
                 for i in range(start, len(batch)):
                     x = batch[i]
@@ -695,6 +706,15 @@ def _bind(f: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return f(*items, *args, **kwargs)
 
     return bound
+
+
+def _from(batch: list[Any], start: int) -> Any:
+    """An iterator over ``batch[start:]`` that knows its place (its length hint is
+    what is left), so a loop over it needs no index to name the item in hand."""
+    rest: Any = iter(batch)
+    if start:
+        rest.__setstate__(start)
+    return rest
 
 
 def _discard(_: Any) -> None:
