@@ -234,12 +234,12 @@ def test_the_view_suits_where_stderr_goes(monkeypatch):
 
 @pytest.mark.timeout(30)
 def test_a_display_that_cannot_start_still_stops_the_run(monkeypatch):
-    import flowdsl._progress as progress
+    import flowdsl.executors as executors
 
     def broken(execution):
         raise RuntimeError("no display")
 
-    monkeypatch.setattr(progress, "Progress", broken)
+    monkeypatch.setattr(executors, "Progress", broken)
     with pytest.raises(RuntimeError, match="no display"):
         (numbers(10**9) >> double).run(progress=True)
     # the autouse fixture fails the test if the workers were left running
@@ -254,14 +254,14 @@ def test_a_display_that_fails_at_the_end_does_not_change_the_outcome(caplog):
             if final:
                 raise BrokenPipeError("stderr went away")
 
-    import flowdsl._progress as progress
+    import flowdsl.executors as executors
 
-    real = progress.Progress
+    real = executors.Progress
     try:
-        progress.Progress = lambda execution: real(execution, Broken())
+        executors.Progress = lambda execution: real(execution, Broken())
         report = (numbers(10) >> double >> drop).run(progress=True)
     finally:
-        progress.Progress = real
+        executors.Progress = real
     assert report["drop"].items_in == 10
     assert "the progress display failed" in caplog.text
 

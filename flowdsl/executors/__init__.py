@@ -3,18 +3,16 @@
 
 from __future__ import annotations
 
-import importlib
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._flow import Flow
 from .._plan import compile_flow
+from .._progress import Progress
 from ._base import Execution, Executor
-
-if TYPE_CHECKING:
-    from .process import ProcessExecutor
-    from .ray import RayExecutor
-    from .serial import SerialExecutor
+from .process import ProcessExecutor
+from .ray import RayExecutor  # imports ray only when a run starts
+from .serial import SerialExecutor
 
 __all__ = [
     "Execution",
@@ -26,23 +24,11 @@ __all__ = [
     "resolve_executor",
 ]
 
-# each executor by its name, and the module it lives in: imported when first used,
-# so a worker that runs stages imports no executor (the ray one imports ray only
-# when a run starts)
-_NAMED = {
-    "process": ("ProcessExecutor", ".process"),
-    "ray": ("RayExecutor", ".ray"),
-    "serial": ("SerialExecutor", ".serial"),
+_NAMED: dict[str, type[Executor]] = {
+    "process": ProcessExecutor,
+    "ray": RayExecutor,
+    "serial": SerialExecutor,
 }
-_MODULES = dict(_NAMED.values())
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _MODULES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_MODULES[name], __name__), name)
-    globals()[name] = value
-    return value
 
 
 def resolve_executor(executor: Any) -> Executor:
@@ -50,8 +36,7 @@ def resolve_executor(executor: Any) -> Executor:
     if isinstance(executor, Executor):
         return executor
     if isinstance(executor, str) and executor in _NAMED:
-        executor_class: type[Executor] = __getattr__(_NAMED[executor][0])
-        return executor_class()
+        return _NAMED[executor]()
     raise ValueError(
         f"unknown executor {executor!r}: use one of {sorted(_NAMED)} or an Executor instance"
     )
@@ -74,10 +59,7 @@ def execute(
     execution: Execution = runner.start(plan, timeout=timeout)
     display = None
     try:
-        if progress:
-            from .._progress import Progress
-
-            display = Progress(execution)
+        display = Progress(execution) if progress else None
         yield execution
     finally:
         try:
