@@ -23,7 +23,10 @@ from .errors import GraphError
 
 __all__ = ["DEFAULT_BUFFER", "ChannelSpec", "NodeSpec", "Plan", "compile_flow"]
 
-DEFAULT_BUFFER = 256
+# items a queue in front of a stage holds by default: several messages' worth, so
+# that a stage that the OS sets aside for a few milliseconds (four processes on
+# two cores) does not stall its neighbours; big items are held to fewer, by bytes
+DEFAULT_BUFFER = 4096
 DRIVER = -1  # the consumer id of the result channel
 
 

@@ -78,8 +78,9 @@ OPTION_DOCS = {
     "and ``double_1`` in reports, errors and executor options.",
     "workers": "How many worker processes (or Ray actors) run the stage (default 1; a\n"
     "source has exactly one).",
-    "buffer": "The most items waiting in front of the stage (default 256; a source has\n"
-    "nothing in front of it, and its consumers' buffers hold it back).",
+    "buffer": "The most items waiting in front of the stage (default 4096; a source has\n"
+    "nothing in front of it, and its consumers' buffers hold it back). Big items are\n"
+    "held to fewer: a queue holds at most 8 MB of them (64 MB on Ray).",
     "ordered": "Whether outputs keep the input order when several calls run at once\n"
     "(``workers > 1`` or ``concurrency > 1``; default True; False lets each result\n"
     "go as soon as it is ready).",

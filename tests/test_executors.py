@@ -46,6 +46,7 @@ from flowdsl import (
     transform,
 )
 from flowdsl.executors import execute
+from flowdsl.executors._worker import MAX_BATCH
 
 
 def test_map_chain(executor):
@@ -675,10 +676,10 @@ def test_a_slow_sink_holds_a_fast_source_back():
             done.set()
             watcher.join(timeout=5)
     assert len(ahead) > 10  # the run lasted long enough to be watched
-    # a source chunk (256) + the channel (16) + the sink's batch (16), and the
-    # figures the sink publishes every 50 ms (about a hundred of its items, more on
-    # a busy machine); without backpressure, nearly all 4000
-    assert max(ahead) <= 256 + 16 + 16 + 250
+    # a source chunk (MAX_BATCH) + the channel (16) + the sink's batch (16), and
+    # the figures the sink publishes every 50 ms (about a hundred of its items,
+    # more on a busy machine); without backpressure, nearly all 4000
+    assert max(ahead) <= MAX_BATCH + 16 + 16 + 250
 
 
 # -- an upstream named twice counts once per mention -----------------------------------------

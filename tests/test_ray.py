@@ -64,6 +64,7 @@ from flowdsl import (
     source,
     transform,
 )
+from flowdsl._plan import DEFAULT_BUFFER
 from flowdsl.executors import execute
 
 ray = pytest.importorskip("ray")
@@ -313,8 +314,8 @@ def test_a_slow_stage_holds_a_fast_source_back():
             next(it)
         made = run.stats()["numbers"].items_out
         fill = run.queue_fill()
-    # the source is held to the queue in front of `slow` (256) and a few small calls
-    assert 200 <= made < 200 + 256 + 100
+    # the source is held to the queue in front of `slow` and a few small calls
+    assert 200 <= made < 200 + DEFAULT_BUFFER + 100
     assert set(fill) == {"slow"} and 0.0 <= fill["slow"] <= 1.0
 
 

@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 
+import multiprocess
 import numpy as np
 import psutil
 import pytest
@@ -33,7 +34,8 @@ from flowdsl import (
 )
 from flowdsl._core import codec as _codec
 from flowdsl._core import shm as _shm
-from flowdsl.executors import _worker
+from flowdsl.executors import _channel, _worker
+from flowdsl.executors import execute as _execute
 from flowdsl.testing import inject_fault
 
 T = _shm.THRESHOLD
@@ -407,6 +409,42 @@ def test_a_full_dev_shm_sends_through_the_pipe(monkeypatch):
         assert first[:1] == second[:1] == b"P"
         assert created[0].map[_shm.HELD] == 0  # written, never sent: free again
         assert consumer.decode(second)[0][0] == 1.0
+
+
+@sink
+class Held:
+    """Holds its first item until ``released`` is set."""
+
+    def __init__(self, released):
+        self.released = released
+
+    def run(self, x):
+        self.released.wait(30)
+
+
+def test_a_queue_holds_big_items_to_its_bytes_not_its_buffer(monkeypatch):
+    # items of 1 MB, one per message: the buffer (4096 items) would let four
+    # messages wait; the bytes a queue may hold let one
+    monkeypatch.setattr(_channel, "CHANNEL_BYTES", 3 << 19)
+    released = multiprocess.get_context("fork").Event()
+    flow = arrays(40, size=1 << 20) >> Held(released)
+    with _execute(flow, executor=ProcessExecutor("fork"), timeout=30, want_results=False) as run:
+        made = []  # the source's items made, sampled while the sink holds one
+        end = time.monotonic() + 20
+        while (not made or made[-1] < 3) and time.monotonic() < end:
+            made.append(run.stats()["arrays"].items_out)
+            time.sleep(0.002)
+        for _ in range(50):  # the source is now held back: it stays there
+            made.append(run.stats()["arrays"].items_out)
+            time.sleep(0.002)
+        fill = run.queue_fill()["Held"]
+        released.set()
+        for _ in run:
+            pass
+    # one in the sink's hands, one waiting, and one the source is putting (by
+    # the buffer alone: four waiting, six made)
+    assert max(made) == 3 and fill == 1.0
+    assert run.report["Held"].items_in == 40
 
 
 def test_without_dev_shm_everything_goes_through_the_pipe(monkeypatch):

@@ -25,6 +25,9 @@ from .._core.runner import Cancelled
 __all__ = ["Cancel", "Channel", "ControlPipe", "Notice"]
 
 TICK = 0.01  # seconds between looks at the cancel flag while waiting for a lock
+# a channel holds at most this many bytes of messages (in the pipe and in shared
+# memory), however many items its ``buffer`` allows: big items wait in few messages
+CHANNEL_BYTES = 8 << 20
 
 
 class Cancel:
@@ -94,6 +97,10 @@ class Channel:
         # consumer's calls in flight at once
         self.min_batch = min(min_batch, self.batch_limit)
         self.capacity = max(1, buffer // self.batch_limit)
+        # the batches it may hold now: fewer once its messages are known to be big
+        # (see fit); the slots taken from it are held for the rest of the run
+        self._room = ctx.RawValue("i", self.capacity)
+        self._fitting = ctx.Lock()
         self.consumers = consumers
         # seconds per item measured by the consumers; producers size batches by it
         self.cost = ctx.Value("d", 1.0, lock=False)
@@ -104,6 +111,28 @@ class Channel:
         self._live = ctx.Value("i", producers)
         self._readers = ctx.Value("i", consumers)
         self._closed = ctx.Value("b", 0, lock=False)
+
+    def fit(self, message_bytes: int) -> None:
+        """Messages of about ``message_bytes`` bytes are coming: hold the channel
+        to as many as fit in CHANNEL_BYTES (at least one).  The slots above that
+        are taken for good, once a consumer has freed them."""
+        room = max(1, CHANNEL_BYTES // max(1, message_bytes))
+        if room >= self._room.value:  # the common case: nothing to do
+            return
+        cancel = self.cancel
+        cancel.acquire(self._fitting)
+        try:
+            while self._room.value > room:
+                # room first: a reader that compares the free slots with it may
+                # then miss a message (and wait for it) but never see one not sent
+                self._room.value -= 1
+                try:
+                    cancel.acquire(self._slots)
+                except Cancelled:
+                    self._room.value += 1
+                    raise
+        finally:
+            self._fitting.release()
 
     def put(self, data: bytes) -> None:
         cancel = self.cancel
@@ -138,7 +167,8 @@ class Channel:
         with the read lock held; no system call where the platform has it)."""
         try:
             value: int = self._slots.get_value()
-            return value < self.capacity
+            room: int = self._room.value
+            return value < room
         except NotImplementedError:  # macOS has no sem_getvalue
             return False
 
@@ -148,7 +178,8 @@ class Channel:
             free: int = self._slots.get_value()
         except NotImplementedError:  # macOS has no sem_getvalue
             return 0.0
-        return max(0, self.capacity - free) / self.capacity
+        room: int = self._room.value
+        return max(0, room - free) / room
 
     def ready(self) -> bool:
         """True if a batch is waiting (a hint: another consumer may take it)."""

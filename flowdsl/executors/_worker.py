@@ -42,7 +42,7 @@ PUBLISH = 0.05  # seconds between updates of the live counters
 BATCH_WORK = 0.01  # seconds of consumer work one batch should hold: few wake-ups, fair shares
 MAX_HELD = 2  # done batches an ordered worker holds while it takes the next
 HOLD_WORK = 0.003  # ... when a batch takes less than this: it waits at most that long
-MAX_BATCH = 256
+MAX_BATCH = 1024  # items per message, at most: a message costs tens of microseconds
 MESSAGE_BYTES = 1 << 20  # batches aim below this size
 _CHUNK_TIME = 0.001
 
@@ -687,6 +687,7 @@ class _Worker:
         self.chunk = min(self.chunk, self.max_chunk)
         t = time.perf_counter()
         for ch, data in zip(chans, messages, strict=True):
+            ch.fit(nbytes)
             ch.put(data)
         self.blocked_out += time.perf_counter() - t
 
