@@ -305,29 +305,10 @@ def _lower_batch(plan: Plan, spec: NodeSpec) -> None:
             f"stage {spec.name!r}: batch=n is not supported inside a loop "
             f"(a list being filled would hold items the loop counts as gone)"
         )
-    bid, cid = len(plan.nodes), len(plan.channels)
-    (feed,) = spec.inputs
-    ch = ChannelSpec(
-        cid,
-        f"{spec.name}:batch",
-        spec.stage.buffer or DEFAULT_BUFFER,
-        producers=[(bid, 0)],
-        consumers=[(spec.id, 0)],
-    )
-    batcher = NodeSpec(
-        bid,
-        f"{spec.name}:batch",
-        Batch(spec.stage.batch, name=f"{spec.name}:batch"),  # type: ignore[arg-type]
-        [feed],
-        [[cid]],
-        hidden=True,
-        serves=spec.id,
-    )
-    consumers = plan.channels[feed].consumers
-    consumers[consumers.index((spec.id, 0))] = (bid, 0)
-    spec.inputs, spec.arity = [cid], 1  # (a zip's tuples arrive in lists)
-    plan.nodes.append(batcher)
-    plan.channels.append(ch)
+    size = spec.stage.batch
+    assert size is not None  # (lowered only for batch=n)
+    _in_front(plan, spec, "batch", Batch(size, name=f"{spec.name}:batch"))
+    spec.arity = 1  # (a zip's tuples arrive in lists)
 
 
 def _lower_zip(plan: Plan, spec: NodeSpec) -> None:
@@ -335,30 +316,29 @@ def _lower_zip(plan: Plan, spec: NodeSpec) -> None:
     for whole argument tuples."""
     from ._stages import Transform
 
-    zid, cid = len(plan.nodes), len(plan.channels)
+    zipper = Transform(_pack, name=f"{spec.name}:zip")
+    # inside a loop, the zip counts in-flight items too
+    _in_front(plan, spec, "zip", zipper, arity=spec.arity, regions=spec.regions)
+
+
+def _in_front(plan: Plan, spec: NodeSpec, role: str, stage: Any, **fields: Any) -> None:
+    """Put hidden ``stage`` in front of ``spec``: it takes ``spec``'s inputs and
+    feeds ``spec`` through one new channel (both named ``<spec name>:<role>``)."""
+    nid, cid = len(plan.nodes), len(plan.channels)
+    name = f"{spec.name}:{role}"
     ch = ChannelSpec(
         cid,
-        f"{spec.name}:zip",
+        name,
         spec.stage.buffer or DEFAULT_BUFFER,
-        producers=[(zid, 0)],
+        producers=[(nid, 0)],
         consumers=[(spec.id, 0)],
     )
-    zipper = NodeSpec(
-        zid,
-        f"{spec.name}:zip",
-        Transform(_pack, name=f"{spec.name}:zip"),
-        spec.inputs,
-        [[cid]],
-        arity=spec.arity,
-        hidden=True,
-        regions=spec.regions,  # inside a loop, it counts in-flight items too
-        serves=spec.id,
-    )
+    node = NodeSpec(nid, name, stage, spec.inputs, [[cid]], hidden=True, serves=spec.id, **fields)
     for port, c in enumerate(spec.inputs):
         consumers = plan.channels[c].consumers
-        consumers[consumers.index((spec.id, port))] = (zid, port)
+        consumers[consumers.index((spec.id, port))] = (nid, port)
     spec.inputs = [cid]
-    plan.nodes.append(zipper)
+    plan.nodes.append(node)
     plan.channels.append(ch)
 
 
