@@ -93,7 +93,9 @@ def pytest_collection_modifyitems(config, items):
 
 # The processes of a local Ray instance that outlive every run: its servers, its
 # agents and its pool of idle workers.  A worker hosting an actor is titled
-# "ray::<ActorClass>" and must be gone when a run ends.
+# "ray::<ActorClass>" and must be gone when a run ends: at once when the run was
+# cut short (the driver waits for them), within KILLED seconds when it ended
+# (the driver has killed them and returns, as Ray's kill does not wait).
 _RAY_SERVICES = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent")
 
 
@@ -107,6 +109,16 @@ def _ray_service(cmd: list[str]) -> bool:
     # (before they set their title) all run from the ray package
     package = os.path.dirname(ray.__file__) + os.sep
     return any(part.startswith(package) for part in cmd)
+
+
+KILLED = 5.0
+
+
+def _is_actor(p: psutil.Process) -> bool:
+    try:
+        return p.name().startswith("ray::") or " ".join(p.cmdline()).startswith("ray::")
+    except psutil.Error:
+        return False
 
 
 def _children() -> list[psutil.Process]:
@@ -130,6 +142,10 @@ def no_leftover_processes():
     """Every test must leave no worker process behind."""
     yield
     left = _children()
+    actors = [p for p in left if _is_actor(p)]
+    if actors:
+        _, alive = psutil.wait_procs(actors, timeout=KILLED)
+        left = [p for p in left if p not in actors or p in alive]
     for p in left:
         p.kill()
     assert not left, f"worker processes left behind: {left}"

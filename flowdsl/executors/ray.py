@@ -396,6 +396,7 @@ class _RayExecution(Execution):
         self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.closed = False
+        self.ended = False  # every stage ended and nothing is outstanding
         nodes, channels = plan.nodes, plan.channels
         self.calls: dict[Any, _Call] = {}  # meta reference -> call
         self.busy_calls = [[0] * n.workers for n in nodes]  # outstanding, per actor
@@ -491,6 +492,7 @@ class _RayExecution(Execution):
                 continue
             if not self.calls:
                 if not any(map(any, self.running)) and not any(self.live):
+                    self.ended = True
                     return
                 raise RuntimeError(
                     "the ray executor stalled: no call outstanding but stages not done"
@@ -959,7 +961,10 @@ class _RayExecution(Execution):
     # -- teardown ----------------------------------------------------------------------
     def close(self) -> None:
         """Give actors ``grace`` seconds to run ``local_term`` if they have not,
-        then kill every actor of the run and wait until their processes are gone."""
+        then kill every actor of the run.  A run cut short waits until their
+        processes are gone: an actor may be deep in a call.  A run that ended
+        does not: each actor is idle, its ``local_term`` done, and Ray's kill
+        ends it (as a chain of actors written by hand would)."""
         if self.closed:
             return
         self.closed = True
@@ -969,6 +974,7 @@ class _RayExecution(Execution):
                 handles[w].terminate.remote(): (nid, w)
                 for nid, handles in enumerate(self.actors)
                 for w in range(len(handles))
+                if self.running[nid][w] or self.busy_calls[nid][w]  # not ended, as far as we know
             }
             if pending:
                 ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=self.grace)
@@ -978,7 +984,8 @@ class _RayExecution(Execution):
             for handles in self.actors:
                 for actor in handles:
                     ray.kill(actor, no_restart=True)
-            self._wait_gone()
+            if not self.ended:
+                self._wait_gone()
             self.report.stages = self.stats()
             self._finish_report()
 
