@@ -210,6 +210,27 @@ def test_local_term_runs_in_every_worker(tmp_path):
     assert len(os.listdir(tmp_path)) == 2
 
 
+def test_local_term_runs_in_the_workers_still_running_when_a_run_fails(tmp_path):
+    """A stage that fails ends the run while the stages in front of it still run:
+    teardown asks those actors for their ``local_term`` before it kills them."""
+
+    @transform(workers=2, ordered=False)
+    class Upstream:
+        def __init__(self, folder):
+            self.folder = folder
+
+        def run(self, x):
+            return x
+
+        def local_term(self):
+            open(os.path.join(self.folder, str(os.getpid())), "w").close()
+
+    flow = numbers(10**9) >> Upstream(str(tmp_path)) >> fail_on(bad=3000)
+    with pytest.raises(StageError, match="bad item 3000"):
+        flow.run(executor="ray", timeout=60)
+    assert len(os.listdir(tmp_path)) == 2
+
+
 @pytest.mark.parametrize("sizes", [(1000, 10), (10, 1000)])
 def test_every_item_an_upstream_of_a_zip_made_is_paired_left_over_or_dropped(tmp_path, sizes):
     paths = [tmp_path / "a", tmp_path / "b"]
