@@ -111,7 +111,7 @@ def _ray_service(cmd: list[str]) -> bool:
     return any(part.startswith(package) for part in cmd)
 
 
-KILLED = 5.0
+KILLED = 2.0  # a killed actor ends within milliseconds; a leaked one never does
 
 
 def _is_actor(p: psutil.Process) -> bool:
