@@ -93,9 +93,7 @@ def pytest_collection_modifyitems(config, items):
 
 # The processes of a local Ray instance that outlive every run: its servers, its
 # agents and its pool of idle workers.  A worker hosting an actor is titled
-# "ray::<ActorClass>" and must be gone when a run ends: at once when the run was
-# cut short (the driver waits for them), within KILLED seconds when it ended
-# (the driver has killed them and returns, as Ray's kill does not wait).
+# "ray::<ActorClass>" and must be gone when a run ends.
 _RAY_SERVICES = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent")
 
 
@@ -109,16 +107,6 @@ def _ray_service(cmd: list[str]) -> bool:
     # (before they set their title) all run from the ray package
     package = os.path.dirname(ray.__file__) + os.sep
     return any(part.startswith(package) for part in cmd)
-
-
-KILLED = 2.0  # a killed actor ends within milliseconds; a leaked one never does
-
-
-def _is_actor(p: psutil.Process) -> bool:
-    try:
-        return p.name().startswith("ray::") or " ".join(p.cmdline()).startswith("ray::")
-    except psutil.Error:
-        return False
 
 
 def _children() -> list[psutil.Process]:
@@ -142,10 +130,6 @@ def no_leftover_processes():
     """Every test must leave no worker process behind."""
     yield
     left = _children()
-    actors = [p for p in left if _is_actor(p)]
-    if actors:
-        _, alive = psutil.wait_procs(actors, timeout=KILLED)
-        left = [p for p in left if p not in actors or p in alive]
     for p in left:
         p.kill()
     assert not left, f"worker processes left behind: {left}"

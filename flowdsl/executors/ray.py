@@ -42,6 +42,7 @@ import copy
 import enum
 import logging
 import os
+import select
 import socket
 import sys
 import time
@@ -396,7 +397,6 @@ class _RayExecution(Execution):
         self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.closed = False
-        self.ended = False  # every stage ended and nothing is outstanding
         nodes, channels = plan.nodes, plan.channels
         self.calls: dict[Any, _Call] = {}  # meta reference -> call
         self.busy_calls = [[0] * n.workers for n in nodes]  # outstanding, per actor
@@ -492,7 +492,6 @@ class _RayExecution(Execution):
                 continue
             if not self.calls:
                 if not any(map(any, self.running)) and not any(self.live):
-                    self.ended = True
                     return
                 raise RuntimeError(
                     "the ray executor stalled: no call outstanding but stages not done"
@@ -960,11 +959,9 @@ class _RayExecution(Execution):
 
     # -- teardown ----------------------------------------------------------------------
     def close(self) -> None:
-        """Give actors ``grace`` seconds to run ``local_term`` if they have not,
-        then kill every actor of the run.  A run cut short waits until their
-        processes are gone: an actor may be deep in a call.  A run that ended
-        does not: each actor is idle, its ``local_term`` done, and Ray's kill
-        ends it (as a chain of actors written by hand would)."""
+        """Give the actors that have not ended ``grace`` seconds to run
+        ``local_term`` (an ended one ran it before its last reply), then kill
+        every actor of the run and wait until their processes are gone."""
         if self.closed:
             return
         self.closed = True
@@ -984,8 +981,7 @@ class _RayExecution(Execution):
             for handles in self.actors:
                 for actor in handles:
                     ray.kill(actor, no_restart=True)
-            if not self.ended:
-                self._wait_gone()
+            self._wait_gone()
             self.report.stages = self.stats()
             self._finish_report()
 
@@ -1006,9 +1002,25 @@ class _RayExecution(Execution):
         does not wait), so a closed run leaves no process behind."""
         here = socket.gethostname()
         end = time.monotonic() + limit
-        for host, pid in [*self.pids.values(), *self.gone]:
-            while host == here and time.monotonic() < end and _alive(pid):
-                time.sleep(0.01)
+        for pid in [pid for host, pid in [*self.pids.values(), *self.gone] if host == here]:
+            _wait_exit(pid, end)
+
+
+def _wait_exit(pid: int, end: float) -> None:
+    """Return once process ``pid`` has exited, or at monotonic time ``end``: woken
+    by the exit itself where Linux offers a pidfd, else looking every 10 ms."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except (AttributeError, OSError):  # no pidfd here
+        while time.monotonic() < end and _alive(pid):
+            time.sleep(0.01)
+        return
+    try:
+        select.select([fd], [], [], max(0.0, end - time.monotonic()))
+    finally:
+        os.close(fd)
 
 
 def _alive(pid: int) -> bool:
