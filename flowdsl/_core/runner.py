@@ -197,39 +197,38 @@ class Runner:
                     f"a source must give an iterable, but it returned "
                     f"{_repr(made)} ({type(made).__name__})",
                 ) from exc
+        # One generator, not one delegating to another: every item of every
+        # source passes through this loop.
         try:
-            yield from self._items_of(it)
+            while True:
+                signal: Any = _NO_SIGNAL
+                try:
+                    for x in it:  # the hot path: a bare loop
+                        if x is not None:
+                            if type(x) in _SIGNALS:
+                                signal = x
+                                break
+                            yield x
+                except (GeneratorExit, *_PASS):
+                    raise
+                except BaseException as exc:
+                    if self._ignored(exc, None):
+                        continue
+                    raise self._error(exc, None) from exc
+                if signal is not _NO_SIGNAL:
+                    try:
+                        ended = _ends_stage(signal, "yielded")
+                    except TypeError as exc:
+                        raise self._error(exc, None) from exc
+                    if not ended:
+                        yield signal  # a class, not a signal: an item like any other
+                        continue
+                log.info("End of stream", extra={"stage": self.name, "worker": self.worker})
+                return
         finally:  # ended early or not: the user's generator runs its finally blocks
             close = getattr(it, "close", None)
             if close is not None:
                 self._guard(close, None)
-
-    def _items_of(self, it: Iterator[Any]) -> Iterator[Any]:
-        while True:
-            signal: Any = _NO_SIGNAL
-            try:
-                for x in it:  # the hot path: a bare loop
-                    if x is not None:
-                        if type(x) in _SIGNALS:
-                            signal = x
-                            break
-                        yield x
-            except (GeneratorExit, *_PASS):
-                raise
-            except BaseException as exc:
-                if self._ignored(exc, None):
-                    continue
-                raise self._error(exc, None) from exc
-            if signal is not _NO_SIGNAL:
-                try:
-                    ended = _ends_stage(signal, "yielded")
-                except TypeError as exc:
-                    raise self._error(exc, None) from exc
-                if not ended:
-                    yield signal  # a class, not a signal: an item like any other
-                    continue
-            log.info("End of stream", extra={"stage": self.name, "worker": self.worker})
-            return
 
     # -- transforms and sinks ----------------------------------------------------------
     def process(self, batch: list[Any], out: list[list[Any]]) -> None:
