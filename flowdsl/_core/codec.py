@@ -25,6 +25,10 @@ transport takes them; a consumer's arrays and memoryviews then use that memory
 in place (writable if the sent object was and the memory is), while ``bytes``
 and ``bytearray`` are copied out of it.  Everything smaller, and everything when
 neither is available, travels in the message as before.
+
+A batch of numpy scalars of one type (what a ``batch=n`` stage's array spreads
+into) travels as one array and is read back as the same scalars: the standard
+pickle writes each scalar with its dtype, some 40 times slower.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import io
 import logging
 import pickle
 import struct
+import sys
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -87,7 +92,7 @@ def encode(batch: list[Any], origin: tuple[int, int] = DRIVER) -> bytes:
     pickler's error if neither pickler can."""
     head = _ORIGIN.pack(*origin)
     try:
-        return _PICKLE + head + pickle.dumps(batch, _PROTOCOL)
+        return _PICKLE + head + pickle.dumps(_packed(batch), _PROTOCOL)
     except Exception:
         tag, stream, _ = _dump_hooked(batch, False)
         return tag + head + stream
@@ -114,12 +119,12 @@ def decode(data: Message, receiver: _shm.Receiver | None = None) -> list[Any]:
     data, beside = data if isinstance(data, tuple) else (data, None)
     try:
         if data[:1] == _PICKLE:
-            return pickle.loads(memoryview(data)[HEAD:])  # type: ignore[no-any-return]
+            return _unpacked(pickle.loads(memoryview(data)[HEAD:]))
         if data[:1] == _SHARED:
-            return _decode_shared(data, receiver or _shm.Receiver())
+            return _unpacked(_decode_shared(data, receiver or _shm.Receiver()))
         if data[:1] == _BESIDE:
             view = memoryview(data)
-            return _load(bytes(view[HEAD : HEAD + 1]), view[HEAD + 1 :], beside)
+            return _unpacked(_load(bytes(view[HEAD : HEAD + 1]), view[HEAD + 1 :], beside))
         return _load(data[:1], memoryview(data)[HEAD:], None)
     except Exception as exc:
         raise Undecodable(_ORIGIN.unpack_from(data, 1), exc) from exc
@@ -251,7 +256,9 @@ def _pickled(
     The buffers are memoryviews, or with ``whole`` the pickler's own
     :class:`pickle.PickleBuffer` objects (to be pickled again, out of band)."""
     try:
-        stream = pickle.dumps(batch, _PROTOCOL, buffer_callback=take or _taker(taken, whole))
+        stream = pickle.dumps(
+            _packed(batch), _PROTOCOL, buffer_callback=take or _taker(taken, whole)
+        )
     except Exception:
         taken.clear()
         return _dump_hooked(batch, True, whole)
@@ -260,6 +267,40 @@ def _pickled(
     found = _second_look(batch, stream, taken[:], whole)
     taken.clear()
     return found
+
+
+def _packed(batch: list[Any]) -> Any:
+    """``batch``, or where it is two or more numpy scalars of one type, the array
+    of them: pickled in one piece, not one reduction per scalar (which writes
+    each with its dtype, some 40 times slower).  :func:`_unpacked` undoes it."""
+    scalars = _scalar_types()
+    if scalars and len(batch) > 1:
+        kind = type(batch[0])
+        if kind in scalars and len(set(map(type, batch))) == 1:
+            return sys.modules["numpy"].array(batch, dtype=kind)
+    return batch
+
+
+def _unpacked(batch: Any) -> list[Any]:
+    """The items of a decoded batch: a packed array gives back its scalars, the
+    same type and bits as those sent."""
+    return batch if type(batch) is list else list(batch)
+
+
+_SCALARS: frozenset[type] = frozenset()
+
+
+def _scalar_types() -> frozenset[type]:
+    """numpy's number scalars (booleans, integers, floats and complex numbers of
+    a fixed width), once some code has imported numpy (flowdsl does not)."""
+    global _SCALARS
+    if not _SCALARS and "numpy" in sys.modules:
+        np = sys.modules["numpy"]
+        names = "bool_ int8 int16 int32 int64 uint8 uint16 uint32 uint64"
+        names += " float16 float32 float64 complex64 complex128"
+        kinds = [getattr(np, name, None) for name in names.split()]
+        _SCALARS = frozenset(k for k in kinds if isinstance(k, type))
+    return _SCALARS
 
 
 def _second_look(
