@@ -4,7 +4,8 @@ collected, so the driver's share does not blur the stage's).
 
 `per item` calls the stage once per float. `batch=1024` gives the same stage
 lists of 1,024 floats, which numpy turns into one array operation, and spreads
-the results out again. The ceiling is what a user
+the results out again; `then a sink` sends those results, numpy scalars, on to
+one more stage. The ceiling is what a user
 reaches by making the source yield arrays (`arrays from the source`): no
 per-item hop at all.
 
@@ -46,13 +47,29 @@ def per_item(n: int) -> dict[str, float]:
     return _timed(source(floats)(n) >> transform(affine), n, "affine")
 
 
+def vectorised(xs):
+    return affine(np.asarray(xs))
+
+
 def batched(n: int, size: int = 1024) -> dict[str, float]:
     from flowdsl import source, transform
 
-    def vectorised(xs):
-        return affine(np.asarray(xs))
-
     return _timed(source(floats)(n) >> transform(vectorised, batch=size), n, "vectorised")
+
+
+class Count:
+    def local_init(self):
+        self.n = 0
+
+    def run(self, x):
+        self.n += 1
+
+
+def batched_then_sink(n: int, size: int = 1024) -> dict[str, float]:
+    from flowdsl import sink, source, transform
+
+    flow = source(floats)(n) >> transform(vectorised, batch=size) >> sink(Count)()
+    return _timed(flow, n, "vectorised")
 
 
 def arrays(n: int, size: int = 1024) -> dict[str, float]:
@@ -70,5 +87,8 @@ def cases(quick: bool) -> list[Case]:
     return [
         Case("flowdsl per item", "flowdsl", "per_item", {"n": n}, timeout=120),
         Case("flowdsl batch=1024", "flowdsl", "batched", {"n": n}, timeout=120),
+        Case(
+            "flowdsl batch=1024, then a sink", "flowdsl", "batched_then_sink", {"n": n}, timeout=120
+        ),
         Case("flowdsl arrays from the source", "flowdsl", "arrays", {"n": n}, timeout=120),
     ]
