@@ -21,12 +21,14 @@ $(RAY_STAMP): $(STAMP)
 # The second pass runs the process executor under spawn, where every worker is a
 # fresh interpreter and stages travel pickled: the tests of what that can change
 # (executors, failures, injected faults, error policies, loops, hygiene, the
-# explicit API, nesting, StopFlow, IO-bound stages, resilience), with serial cases
+# explicit API, nesting, StopFlow, IO-bound stages, resilience, numpy scalars
+# between workers), with serial cases
 # deselected and fewer hypothesis examples.
 SPAWN_TESTS := tests/test_executors.py tests/test_failures.py tests/test_faults.py \
 	tests/test_policies.py tests/test_loop.py tests/test_hygiene.py tests/test_minipipe.py \
 	tests/test_stop_flow.py tests/test_nesting.py tests/test_io.py \
-	tests/test_resilience.py tests/test_batching.py tests/test_types.py
+	tests/test_resilience.py tests/test_batching.py tests/test_types.py \
+	tests/test_numpy_scalars.py
 
 test: $(RAY_STAMP)
 	$(PY) -m pytest
