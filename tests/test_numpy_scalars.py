@@ -2,6 +2,9 @@
 and arrives as the same scalars (type and bits), through every kind of message."""
 
 import pickle
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -150,3 +153,24 @@ def test_scalars_spread_by_one_batched_stage_fill_the_lists_of_the_next():
     assert sum(n for n, _, _ in got) == 1000
     assert sum(s for _, s, _ in got) == 2 * sum(range(1000))
     assert all(kinds == {"int64"} for _, _, kinds in got)
+
+
+@pytest.mark.timeout(60)
+def test_batches_without_numpy_objects_leave_a_lazily_imported_numpy_unloaded():
+    script = textwrap.dedent(
+        """
+        import importlib.util, sys
+        spec = importlib.util.find_spec("numpy")
+        spec.loader = importlib.util.LazyLoader(spec.loader)
+        numpy = importlib.util.module_from_spec(spec)
+        sys.modules["numpy"] = numpy
+        spec.loader.exec_module(numpy)  # lazy: runs on first attribute access
+        from flowdsl._core import codec
+        assert codec.decode(codec.encode(["a", 1.5, None])) == ["a", 1.5, None]
+        assert codec.decode(codec.encode([2, 3])) == [2, 3]
+        print(any(name.startswith("numpy.") for name in sys.modules))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

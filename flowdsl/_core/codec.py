@@ -273,11 +273,14 @@ def _packed(batch: list[Any]) -> Any:
     """``batch``, or where it is two or more numpy scalars of one type, the array
     of them: pickled in one piece, not one reduction per scalar (which writes
     each with its dtype, some 40 times slower).  :func:`_unpacked` undoes it."""
-    scalars = _scalar_types()
-    if scalars and len(batch) > 1:
-        kind = type(batch[0])
-        if kind in scalars and len(set(map(type, batch))) == 1:
-            return sys.modules["numpy"].array(batch, dtype=kind)
+    kind = type(batch[0]) if len(batch) > 1 else None
+    if (
+        kind is not None
+        and kind.__module__ == "numpy"  # so numpy is loaded
+        and kind in _scalar_types()
+        and len(set(map(type, batch))) == 1
+    ):
+        return sys.modules["numpy"].array(batch, dtype=kind)
     return batch
 
 
@@ -292,7 +295,8 @@ _SCALARS: frozenset[type] = frozenset()
 
 def _scalar_types() -> frozenset[type]:
     """numpy's number scalars (booleans, integers, floats and complex numbers of
-    a fixed width), once some code has imported numpy (flowdsl does not)."""
+    a fixed width); asked only once a batch holds a numpy object (flowdsl never
+    imports numpy itself)."""
     global _SCALARS
     if not _SCALARS and "numpy" in sys.modules:
         np = sys.modules["numpy"]
