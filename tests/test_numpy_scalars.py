@@ -8,11 +8,12 @@ import textwrap
 
 import numpy as np
 import pytest
+from helpers import numbers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import from_dtype
 
-from flowdsl import source, transform
+from flowdsl import transform
 from flowdsl._core import codec as _codec
 from flowdsl._core import shm as _shm
 
@@ -123,10 +124,6 @@ def test_a_batched_stage_spreads_scalars_that_reach_the_next_stage_intact():
     def kind(x):
         return type(x).__name__, float(x)
 
-    @source
-    def numbers(n):
-        yield from range(n)
-
     flow = numbers(1000) >> halves >> kind
     got = flow.collect(executor="process")
     assert got == flow.collect(executor="serial")
@@ -142,10 +139,6 @@ def test_scalars_spread_by_one_batched_stage_fill_the_lists_of_the_next():
     @transform(batch=10)
     def total(xs):
         return [(len(xs), int(sum(xs)), {type(x).__name__ for x in xs})]
-
-    @source
-    def numbers(n):
-        yield from range(n)
 
     flow = numbers(1000) >> doubled >> total
     got = flow.collect(executor="process")
