@@ -332,6 +332,38 @@ def test_workers_die_with_a_driver_killed_outright():
     assert not alive
 
 
+GIL_DRIVER = textwrap.dedent("""
+import os, sys
+sys.path.insert(0, {tests!r})
+from helpers import numbers, ignore
+from flowdsl import transform
+
+@transform
+def hold_the_gil(x):
+    os.write(1, f"{{os.getpid()}}\\n".encode())
+    return sum(range(10 ** 13))  # C code that keeps the GIL for hours
+
+(numbers(1) >> hold_the_gil >> ignore).run()
+""")
+
+
+def test_a_worker_in_a_call_that_holds_the_gil_dies_with_the_driver():
+    # No thread of the worker can run while the call holds the GIL: the kernel
+    # must end it, not the worker's own code.
+    code = GIL_DRIVER.format(tests=os.path.dirname(__file__))
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
+    ) as proc:
+        try:
+            worker = psutil.Process(int(proc.stdout.readline()))
+            os.kill(proc.pid, signal.SIGKILL)  # the driver alone
+            proc.wait(timeout=10)
+            _, alive = psutil.wait_procs([worker], timeout=5)
+        finally:
+            _kill_group(proc)
+    assert not alive
+
+
 SLOW_TERM = textwrap.dedent("""
 import os, sys, time
 sys.path.insert(0, {tests!r})

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import queue
+import select
 import signal
 import sys
 import threading
@@ -695,12 +696,17 @@ class _Worker:
 def _watch_driver(job: Job) -> None:
     """Die as soon as the driver process is gone.
 
-    A thread waits on the lifeline, a pipe whose other end only the driver holds:
-    it reads end-of-file when the driver exits or is killed, whichever of its
-    threads started the run (Linux's parent-death signal would fire when that
-    thread exits, with the driver alive)."""
+    The lifeline is a pipe whose writing end only the driver holds: it reaches
+    end-of-file when the driver exits or is killed, whichever of its threads
+    started the run (Linux's parent-death signal would fire when that thread
+    exits, with the driver alive).  The kernel turns that end-of-file into a
+    SIGKILL for this process (``O_ASYNC``), so no thread has to wait for it and a
+    call that holds the GIL dies too.  Where that cannot be set up, a thread
+    waits on the pipe instead."""
     if job.lifeline_writer is not None:
         job.lifeline_writer.close()  # inherited by fork: only the driver keeps it
+    if _signal_on_hangup(job.lifeline.fileno()):
+        return
 
     def watch() -> None:
         with contextlib.suppress(EOFError, OSError):
@@ -708,6 +714,32 @@ def _watch_driver(job: Job) -> None:
         os.kill(os.getpid(), signal.SIGKILL)  # nobody is left to report to
 
     threading.Thread(target=watch, name="flowdsl-lifeline", daemon=True).start()
+
+
+_F_SETSIG = 10  # Linux's fcntl command; the fcntl module does not name it
+
+
+def _signal_on_hangup(fd: int) -> bool:
+    """Have the kernel SIGKILL this process when the pipe ``fd`` reads has no
+    writer left; False where it cannot (not Linux)."""
+    try:
+        import fcntl
+
+        # A description of our own: the workers share the inherited one, and a
+        # description signals one owner only.
+        own = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    except (ImportError, OSError):
+        return False
+    try:
+        fcntl.fcntl(own, fcntl.F_SETOWN, os.getpid())
+        fcntl.fcntl(own, _F_SETSIG, signal.SIGKILL)
+        fcntl.fcntl(own, fcntl.F_SETFL, fcntl.fcntl(own, fcntl.F_GETFL) | os.O_ASYNC)
+    except OSError:
+        os.close(own)
+        return False
+    if select.select([own], [], [], 0)[0]:  # the driver died before we asked
+        os.kill(os.getpid(), signal.SIGKILL)
+    return True  # ``own`` stays open for the life of the process
 
 
 def _stray_threads() -> list[Any]:
