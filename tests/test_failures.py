@@ -10,7 +10,9 @@ import sys
 import textwrap
 import threading
 import time
+import types
 
+import multiprocess
 import psutil
 import pytest
 from helpers import fail_on, fragile, ignore, inc, numbers
@@ -362,6 +364,42 @@ def test_a_worker_in_a_call_that_holds_the_gil_dies_with_the_driver():
         finally:
             _kill_group(proc)
     assert not alive
+
+
+def _watched(lifeline, writer, ready, go, fallback):
+    from flowdsl.executors import _worker
+
+    if fallback:  # as where the kernel cannot signal: a thread waits instead
+        _worker._signal_on_hangup = lambda fd: False
+    writer.close()  # as a worker does: only the driver keeps the writing end
+    go.recv_bytes()
+    _worker._watch_driver(types.SimpleNamespace(lifeline=lifeline, lifeline_writer=None))
+    ready.send_bytes(b"watching")
+    time.sleep(60)
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["signal", "thread"])
+@pytest.mark.parametrize("late", [False, True], ids=["while-watching", "before-watching"])
+def test_a_worker_dies_once_the_lifeline_has_no_writer(fallback, late):
+    ctx = multiprocess.get_context("fork")
+    reader, writer = ctx.Pipe(duplex=False)
+    ready, watching = ctx.Pipe(duplex=False)
+    wait, go = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_watched, args=(reader, writer, watching, wait, fallback))
+    child.start()
+    try:
+        if late:  # the driver died before the worker set its watch up
+            writer.close()
+            go.send_bytes(b"go")
+        else:
+            go.send_bytes(b"go")
+            assert ready.poll(10)
+            writer.close()
+        child.join(5)
+        assert child.exitcode == -signal.SIGKILL
+    finally:
+        child.kill()
+        child.join()
 
 
 SLOW_TERM = textwrap.dedent("""
