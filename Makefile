@@ -35,9 +35,12 @@ test: $(RAY_STAMP)
 	$(PY) -m pytest --start-method=spawn $(SPAWN_TESTS)
 
 # soak: what make test runs, for much longer (not in CI): twenty times the
-# hypothesis examples, and 500 runs of each loop body shape on the process executor
+# hypothesis examples, and 500 runs of each loop body shape on the process executor;
+# a test may take minutes, so the traceback dump of a slow test waits as long as
+# the timeout does (a dump while a test runs can itself crash the interpreter)
 soak: $(RAY_STAMP)
-	FLOWDSL_SOAK=1 FLOWDSL_LOOP_RUNS=500 $(PY) -m pytest --timeout=3600 tests/test_machines.py \
+	FLOWDSL_SOAK=1 FLOWDSL_LOOP_RUNS=500 $(PY) -m pytest --timeout=3600 -o faulthandler_timeout=3600 \
+		tests/test_machines.py \
 		tests/test_loop.py tests/test_properties.py tests/test_faults.py tests/test_resilience.py
 
 demo: $(STAMP)
