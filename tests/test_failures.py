@@ -4,6 +4,7 @@ import contextlib
 import itertools
 import logging
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -366,6 +367,20 @@ def test_a_worker_in_a_call_that_holds_the_gil_dies_with_the_driver():
     assert not alive
 
 
+def test_a_driver_with_many_open_files_runs_its_flow(request):
+    # workers inherit the driver's files, so theirs are numbered past 1024 too
+    # (where select() cannot go)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    request.addfinalizer(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
+    files = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert (numbers(100) >> inc).collect() == list(range(1, 101))
+    finally:
+        for fd in files:
+            os.close(fd)
+
+
 def _watched(lifeline, writer, ready, go, fallback):
     from flowdsl.executors import _worker
 
@@ -374,7 +389,8 @@ def _watched(lifeline, writer, ready, go, fallback):
     writer.close()  # as a worker does: only the driver keeps the writing end
     go.recv_bytes()
     _worker._watch_driver(types.SimpleNamespace(lifeline=lifeline, lifeline_writer=None))
-    ready.send_bytes(b"watching")
+    threads = {t.name for t in threading.enumerate()}
+    ready.send_bytes(b"thread" if "flowdsl-lifeline" in threads else b"signal")
     time.sleep(60)
 
 
@@ -394,6 +410,7 @@ def test_a_worker_dies_once_the_lifeline_has_no_writer(fallback, late):
         else:
             go.send_bytes(b"go")
             assert ready.poll(10)
+            assert ready.recv_bytes() == (b"thread" if fallback else b"signal")
             writer.close()
         child.join(5)
         assert child.exitcode == -signal.SIGKILL

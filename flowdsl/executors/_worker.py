@@ -716,28 +716,33 @@ def _watch_driver(job: Job) -> None:
     threading.Thread(target=watch, name="flowdsl-lifeline", daemon=True).start()
 
 
-_F_SETSIG = 10  # Linux's fcntl command; the fcntl module does not name it
-
-
 def _signal_on_hangup(fd: int) -> bool:
     """Have the kernel SIGKILL this process when the pipe ``fd`` reads has no
     writer left; False where it cannot (not Linux)."""
-    try:
-        import fcntl
+    if not sys.platform.startswith("linux"):
+        return False
+    import fcntl
 
+    setsig = getattr(fcntl, "F_SETSIG", None)
+    if setsig is None:
+        return False
+    try:
         # A description of our own: the workers share the inherited one, and a
         # description signals one owner only.
         own = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
-    except (ImportError, OSError):
+    except OSError:
         return False
     try:
         fcntl.fcntl(own, fcntl.F_SETOWN, os.getpid())
-        fcntl.fcntl(own, _F_SETSIG, signal.SIGKILL)
+        fcntl.fcntl(own, setsig, signal.SIGKILL)
         fcntl.fcntl(own, fcntl.F_SETFL, fcntl.fcntl(own, fcntl.F_GETFL) | os.O_ASYNC)
+        poll = select.poll()  # not select(): a worker may inherit fds past 1024
+        poll.register(own, select.POLLIN)
+        gone = bool(poll.poll(0))  # the driver died before we asked
     except OSError:
         os.close(own)
         return False
-    if select.select([own], [], [], 0)[0]:  # the driver died before we asked
+    if gone:
         os.kill(os.getpid(), signal.SIGKILL)
     return True  # ``own`` stays open for the life of the process
 
