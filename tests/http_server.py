@@ -52,30 +52,35 @@ class _Handler(BaseHTTPRequestHandler):
             if server.active == server.announce:
                 print("running", flush=True)
         try:
-            url = urlparse(self.path)
-            kind, _, value = url.path.strip("/").partition("/")
-            delay = float(parse_qs(url.query).get("delay", ["0"])[0])
-            if delay:
-                time.sleep(delay)
-            status = 200
-            if kind == "fail":
-                status = 500
-            elif kind == "flaky":
-                with server.lock:
-                    first = value not in server.seen
-                    server.seen.add(value)
-                status = 500 if first else 200
-            elif kind == "stats":
-                value = f"{server.served} {server.peak}"
-            body = value.encode()
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            status, body = self._answer(server)
         finally:
+            # done before the client can read the answer: it may send its next
+            # request at once, which must not find this one still counted
             with server.lock:
                 server.active -= 1
                 server.served += 1
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _answer(self, server):
+        url = urlparse(self.path)
+        kind, _, value = url.path.strip("/").partition("/")
+        delay = float(parse_qs(url.query).get("delay", ["0"])[0])
+        if delay:
+            time.sleep(delay)
+        status = 200
+        if kind == "fail":
+            status = 500
+        elif kind == "flaky":
+            with server.lock:
+                first = value not in server.seen
+                server.seen.add(value)
+            status = 500 if first else 200
+        elif kind == "stats":
+            value = f"{server.served} {server.peak}"
+        return status, value.encode()
 
     def log_message(self, *args):  # quiet
         pass

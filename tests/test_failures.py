@@ -1,5 +1,6 @@
 """Failures end the run promptly, raise in the driver, and leave nothing behind."""
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -19,6 +20,7 @@ import pytest
 from helpers import fail_on, fragile, ignore, inc, numbers
 
 from flowdsl import ProcessExecutor, StageError, WorkerDied, merge, source, transform
+from flowdsl._waits import readable
 
 
 @transform
@@ -367,15 +369,39 @@ def test_a_worker_in_a_call_that_holds_the_gil_dies_with_the_driver():
     assert not alive
 
 
-def test_a_driver_with_many_open_files_runs_its_flow(request):
-    # workers inherit the driver's files, so theirs are numbered past 1024 too
-    # (where select() cannot go)
+@transform(concurrency=4)
+async def nap(x):
+    await asyncio.sleep(0.001)
+    return x
+
+
+@pytest.fixture
+def many_files():
+    """Room for 4096 open files (the soft limit is often 1024)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
-    request.addfinalizer(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_descriptor_past_1024_can_be_waited_on(many_files):
+    r, w = os.pipe()
+    high = os.dup2(r, 2000)
+    try:
+        assert not readable(high, 0.01)
+        os.write(w, b"x")
+        assert readable(high, None)
+    finally:
+        for fd in (r, w, high):
+            os.close(fd)
+
+
+def test_a_driver_with_many_open_files_runs_its_flow(many_files):
+    # workers inherit the driver's files, so theirs are numbered past 1024 too
+    # (where select() cannot go): the lifeline's and an IO-bound stage's waits
     files = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
     try:
-        assert (numbers(100) >> inc).collect() == list(range(1, 101))
+        assert sorted((numbers(100) >> inc >> nap).collect()) == list(range(1, 101))
     finally:
         for fd in files:
             os.close(fd)

@@ -19,13 +19,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import select
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
+
+from .._waits import readable
 
 if TYPE_CHECKING:
     import asyncio
@@ -197,8 +198,7 @@ class Calls:
             with self._lock:
                 if self._finished or not self._running:
                     return
-            readable, _, _ = select.select([self._wake_r], [], [], TICK)
-            if readable:
+            if readable(self._wake_r, TICK):
                 return
             if self.check is not None:
                 self.check()

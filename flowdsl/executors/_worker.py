@@ -15,7 +15,6 @@ import contextlib
 import logging
 import os
 import queue
-import select
 import signal
 import sys
 import threading
@@ -33,6 +32,7 @@ from .._core.records import portable, portable_error, route_logging
 from .._core.runner import Cancelled
 from .._plan import NodeSpec
 from .._report import FIGURES
+from .._waits import readable
 from ..errors import StageError
 from ._channel import TICK, Cancel, Channel, ControlPipe, Notice
 
@@ -736,9 +736,7 @@ def _signal_on_hangup(fd: int) -> bool:
         fcntl.fcntl(own, fcntl.F_SETOWN, os.getpid())
         fcntl.fcntl(own, setsig, signal.SIGKILL)
         fcntl.fcntl(own, fcntl.F_SETFL, fcntl.fcntl(own, fcntl.F_GETFL) | os.O_ASYNC)
-        poll = select.poll()  # not select(): a worker may inherit fds past 1024
-        poll.register(own, select.POLLIN)
-        gone = bool(poll.poll(0))  # the driver died before we asked
+        gone = readable(own, 0)  # the driver died before we asked
     except OSError:
         os.close(own)
         return False

@@ -42,7 +42,6 @@ import copy
 import enum
 import logging
 import os
-import select
 import socket
 import sys
 import time
@@ -59,6 +58,7 @@ from .._core.order import Reorder
 from .._core.records import restored_error
 from .._plan import DEFAULT_BUFFER, DRIVER, Plan
 from .._report import StageStats, stage_figures
+from .._waits import readable
 from ..errors import FlowTimeout, GraphError, StageError, WorkerDied
 from ._base import Execution, Executor
 
@@ -1018,7 +1018,7 @@ def _wait_exit(pid: int, end: float) -> None:
             time.sleep(0.01)
         return
     try:
-        select.select([fd], [], [], max(0.0, end - time.monotonic()))
+        readable(fd, max(0.0, end - time.monotonic()))
     finally:
         os.close(fd)
 
