@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, final, overload
 
 from ._types import check_edge
-from .errors import GraphError, StopFlow
+from .errors import GraphError, NotAStage, StopFlow
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVar
@@ -209,9 +209,9 @@ class Composable(Generic[In, Out]):
     def __rshift__(self, other: Any) -> Flow[Any, Any]:
         refuse_stop_flow(other, "a stage")
         if not _composable(other):
-            if hasattr(type(other), "__rrshift__"):
-                return NotImplemented  # let the other operand decide
-            raise TypeError(_not_a_stage(other))
+            if inspect.isfunction(getattr(type(other), "__rrshift__", None)):
+                return NotImplemented  # a class that composes with flows itself decides
+            raise NotAStage(_not_a_stage(other, left=False))
         return connect(self, other)
 
     @overload
@@ -226,7 +226,7 @@ class Composable(Generic[In, Out]):
     def __rrshift__(self, other: Any) -> Flow[Any, Any]:
         refuse_stop_flow(other, "a stage")
         if not _composable(other):
-            raise TypeError(_not_a_stage(other))
+            raise NotAStage(_not_a_stage(other))
         return connect(other, self)
 
     # -- running (all delegate to the executor layer) --------------------------------
@@ -501,9 +501,11 @@ def refuse_stop_flow(obj: Any, where: str) -> None:
         )
 
 
-def _not_a_stage(obj: Any) -> str:
+def _not_a_stage(obj: Any, left: bool = True) -> str:
+    """Why ``obj`` cannot stand beside ``>>``; on the ``left``, an iterable was
+    likely meant as the items of a source."""
     hint = ""
-    if isinstance(obj, Iterable) and not isinstance(obj, (str, bytes)):
+    if left and isinstance(obj, Iterable) and not isinstance(obj, (str, bytes)):
         hint = " To read from an iterable, make it a source: Source(items) or @source."
     return (
         f"{obj!r} cannot be connected with '>>': it is not a stage, a function or an "
@@ -526,6 +528,8 @@ def _bundle(obj: Any) -> Flow:
         return as_flow(obj)
     if not obj:
         raise GraphError("an empty list cannot be connected")
+    if not any(_composable(o) for o in obj):  # values, not stages
+        raise NotAStage(_not_a_stage(obj))
     flows = [as_flow(o) for o in obj]
     groups: list[tuple[Port, ...]] = []
     for f in flows:
@@ -544,6 +548,8 @@ def _fanout(obj: Any) -> Flow:
         return as_flow(obj)
     if not obj:
         raise GraphError("an empty list cannot be connected")
+    if not any(_composable(o) for o in obj):  # values, not stages
+        raise NotAStage(_not_a_stage(obj, left=False))
     flows = [as_flow(o) for o in obj]
     return Flow.union(
         flows,

@@ -44,7 +44,8 @@ class GraphError(FlowError, ValueError):
     """Raised while building or validating a flow, before any process starts.
 
     The message names the stage at fault and says how to fix it. It is a
-    ``ValueError`` too, for code that expects one for bad input.
+    ``ValueError`` too, for code that expects one for bad input (and a
+    ``TypeError`` when an operand of ``>>`` is not a stage at all).
 
     Examples:
         >>> from flowdsl import GraphError, source, transform
@@ -60,6 +61,12 @@ class GraphError(FlowError, ValueError):
         ...     print(error)  # doctest: +ELLIPSIS
         transform 'add' ...
     """
+
+
+class NotAStage(GraphError, TypeError):
+    """An operand of ``>>`` that is not a stage: a :class:`GraphError`, and a
+    ``TypeError`` as well, as Python's own operators raise for operands they
+    cannot combine."""
 
 
 class StageError(FlowError):
