@@ -10,6 +10,7 @@ import logging as _logging
 
 from . import _diagram, _flow
 from ._batching import batch, unbatch
+from ._core.records import StageFields as _StageFields
 from ._flow import Flow, merge
 from ._loop import loop
 from ._minipipe import PipeLine, PipeSystem, Stream
@@ -76,6 +77,7 @@ __all__ = [
 ]
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
+_logging.getLogger(__name__).addFilter(_StageFields())
 
 
 def _fix_module(names: list[str]) -> None:

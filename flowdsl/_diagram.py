@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["diagram", "mimebundle", "render", "render_svg", "to_text"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("flowdsl")
 
 RENDER_TIMEOUT = 20.0  # seconds for the fallback renderer; a diagram is small
 PURE = "graphviz-pure"

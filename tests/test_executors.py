@@ -420,6 +420,48 @@ def test_user_logging_in_workers_reaches_driver(executor, caplog):
     assert sorted(r.getMessage() for r in caplog.records if r.name == "myapp") == ["saw 0", "saw 1"]
 
 
+def test_records_made_in_a_worker_name_its_stage_and_worker(caplog):
+    @transform(workers=2)
+    def chatty(x):
+        logging.getLogger("myapp").warning("saw %s", x)
+        return x
+
+    caplog.set_level(logging.WARNING)
+    (numbers(4) >> chatty >> ignore).run()
+    mine = [r for r in caplog.records if r.name == "myapp"]
+    assert len(mine) == 4
+    assert {r.stage for r in mine} == {"chatty"} and {r.worker for r in mine} <= {0, 1}
+
+
+class _Formatted(logging.Handler):
+    """Formats every record, and fails the test where a record cannot be."""
+
+    def __init__(self, fmt):
+        super().__init__()
+        self.setFormatter(logging.Formatter(fmt))
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+    def handleError(self, record):
+        raise
+
+
+def test_the_guides_format_fits_every_record_of_the_flowdsl_logger(executor):
+    handler = _Formatted("%(levelname)s %(stage)s[%(worker)s] %(message)s")
+    logger = logging.getLogger("flowdsl")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        (numbers(2) >> ignore).collect(executor=executor)  # warns, from the driver
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    assert any(line.startswith("WARNING None[None] ") for line in handler.lines)
+    assert "INFO numbers[0] End of stream" in handler.lines
+
+
 def test_unknown_executor():
     with pytest.raises(ValueError, match="unknown executor"):
         (numbers(1) >> inc).collect(executor="threads")

@@ -268,7 +268,9 @@ def test_records_made_in_actors_reach_driver_handlers(caplog):
 
     caplog.set_level(logging.INFO)
     (numbers(2) >> chatty >> ignore).run(executor="ray", timeout=30)
-    assert sorted(r.getMessage() for r in caplog.records if r.name == "myapp") == ["saw 0", "saw 1"]
+    mine = [r for r in caplog.records if r.name == "myapp"]
+    assert sorted(r.getMessage() for r in mine) == ["saw 0", "saw 1"]
+    assert {(r.stage, r.worker) for r in mine} == {("chatty", 0)}
     messages = [(r.getMessage(), getattr(r, "stage", None)) for r in caplog.records]
     assert ("End of stream", "numbers") in messages
     assert ("Local termination", "ignore") in messages

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import StageError
 
-__all__ = ["portable", "portable_error", "restored_error", "route_logging"]
+__all__ = ["StageFields", "portable", "portable_error", "restored_error", "route_logging"]
 
 
 def portable_error(error: StageError) -> tuple[StageError, BaseException | None]:
@@ -36,15 +36,30 @@ def restored_error(payload: Any) -> StageError:
     return error  # type: ignore[no-any-return]
 
 
-def portable(record: logging.LogRecord, worker: int) -> logging.LogRecord:
+def portable(record: logging.LogRecord, stage: str, worker: int) -> logging.LogRecord:
     """``record`` made picklable (message formatted, no exception object) and
-    named after the stage worker that made it."""
+    marked with the stage worker that made it: ``stage`` and ``worker``
+    attributes, which the user's own records lack."""
     if record.args:
         record.msg = record.getMessage()
         record.args = None
     record.exc_info = None
-    record.processName = f"{getattr(record, 'stage', '')}-{worker}"
+    fields = record.__dict__
+    fields.setdefault("stage", stage)
+    fields.setdefault("worker", worker)
+    record.processName = f"{fields['stage']}-{worker}"
     return record
+
+
+class StageFields(logging.Filter):
+    """Gives a record of flowdsl's that is about no one stage (a warning about
+    the whole flow) ``stage`` and ``worker`` attributes of ``None``, so a format
+    that shows them works for every record of the ``flowdsl`` logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.setdefault("stage", None)
+        record.__dict__.setdefault("worker", None)
+        return True
 
 
 def route_logging(handler: logging.Handler, levels: dict[str, int]) -> None:

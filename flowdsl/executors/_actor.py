@@ -286,7 +286,8 @@ class _Collect(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            record = portable(record, self.actor.worker)
+            name = getattr(getattr(self.actor.machine, "node", None), "name", "?")
+            record = portable(record, name, self.actor.worker)
             pickle.dumps(record)  # fails here, not in the reply
             self.actor.records.append(record)
         except Exception:

@@ -805,19 +805,20 @@ def _pump(ch: Channel, port: int, events: Any, credit: Any) -> None:
 class _ForwardHandler(logging.Handler):
     """Sends log records to the driver, which hands them to its own handlers."""
 
-    def __init__(self, control: ControlPipe, node: int, worker: int) -> None:
+    def __init__(self, control: ControlPipe, node: NodeSpec, worker: int) -> None:
         super().__init__()
         self.control, self.node, self.worker = control, node, worker
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.control.send(Notice.LOG, self.node, self.worker, portable(record, self.worker))
+            record = portable(record, self.node.name, self.worker)
+            self.control.send(Notice.LOG, self.node.id, self.worker, record)
         except Exception:
             self.handleError(record)
 
 
 def _forward_logging(job: Job) -> None:
-    route_logging(_ForwardHandler(job.control, job.node.id, job.worker), job.log_levels)
+    route_logging(_ForwardHandler(job.control, job.node, job.worker), job.log_levels)
     os.environ.setdefault("FLOWDSL_WORKER", f"{job.node.name}:{job.worker}")
 
 
