@@ -457,7 +457,18 @@ def _silence_stdout() -> None:
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level), format="%(levelname)s %(name)s%(where)s: %(message)s"
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_where)
+
+
+def _where(record: logging.LogRecord) -> bool:
+    """Name the stage worker that made ``record`` (`` numbers[0]``), if one did."""
+    stage = getattr(record, "stage", None)
+    record.where = "" if stage is None else f" {stage}[{getattr(record, 'worker', None)}]"
+    return True
 
 
 # -- failures --------------------------------------------------------------------------

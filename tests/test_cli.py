@@ -191,7 +191,7 @@ def test_log_level_shows_records_on_stderr(work):
     quiet = cli(work, "run", "flows:squares", "--executor", "serial")
     loud = cli(work, "run", "flows:squares", "--executor", "serial", "--log-level", "info")
     assert "End of stream" not in quiet.stderr
-    assert "INFO flowdsl: End of stream" in loud.stderr
+    assert "INFO flowdsl numbers[0]: End of stream" in loud.stderr
 
 
 def test_options_reach_the_run(work, monkeypatch):
