@@ -50,14 +50,16 @@ class StageStats:
         items_in: Items it received.
         items_out: Items it emitted.
         errors: Items that failed and were skipped or sent to the dead letters.
-        busy_seconds: Time spent in the stage's own code.
+        busy_seconds: Time spent in the stage's own code; for a stage with
+            ``concurrency=N``, the seconds of its calls over N (all N places
+            busy all the time is busy all the time).
         blocked_in_seconds: Time spent waiting for input (upstream too slow).
         blocked_out_seconds: Time spent waiting for room downstream (downstream
             too slow).
         left_over: A zip's items that arrived on an input and were never paired.
         dropped: Items that arrived after the stage had stopped.
-        in_flight: A concurrent stage's calls in flight now (for progress).
-        max_in_flight: The most calls in flight at once, per worker, summed.
+        in_flight: A concurrent stage's calls running now (for progress).
+        max_in_flight: The most calls running at once, per worker, summed.
         timeouts: Calls that ran longer than the stage's ``timeout``.
         restarts: Workers that died and were replaced.
         replaced: Workers replaced after ``max_items_per_worker`` items.

@@ -1,7 +1,9 @@
 """A real HTTP server on localhost, for the tests of IO-bound stages.
 
 ``GET /echo/X?delay=S`` answers ``X`` after ``S`` seconds; ``/fail/X`` answers
-500; ``/flaky/X`` fails the first request for each ``X`` and answers the next.
+500; ``/flaky/X`` fails the first request for each ``X`` and answers the next;
+``/after/K`` answers ``K`` once the server has served ``K`` other requests (504
+if that takes over 10 s).
 The server counts the requests it is serving at once (``peak``) and has served
 (``served``), so a test can see how many calls a stage really had in flight.
 """
@@ -20,6 +22,7 @@ class Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.announce = announce  # print "running" when this many are served at once
         self.lock = threading.Lock()
+        self.served_more = threading.Condition(self.lock)
         self.active = 0
         self.peak = 0
         self.served = 0
@@ -59,6 +62,7 @@ class _Handler(BaseHTTPRequestHandler):
             with server.lock:
                 server.active -= 1
                 server.served += 1
+                server.served_more.notify_all()
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -78,6 +82,10 @@ class _Handler(BaseHTTPRequestHandler):
                 first = value not in server.seen
                 server.seen.add(value)
             status = 500 if first else 200
+        elif kind == "after":
+            with server.lock:
+                if not server.served_more.wait_for(lambda: server.served >= int(value), 10):
+                    status = 504
         elif kind == "stats":
             value = f"{server.served} {server.peak}"
         return status, value.encode()

@@ -67,6 +67,16 @@ def test_n_calls_are_in_flight_at_once_and_never_more(http, executor, client):
         assert http.peak == 1  # the reference runs one item at a time
 
 
+@pytest.mark.parametrize("client", [fetch, get], ids=["async", "threads"])
+def test_an_ordered_stage_runs_other_calls_while_a_slow_one_holds_the_order(http, client):
+    # The first call answers only once the server has served the 39 after it:
+    # they must run, and wait for their turn, without taking its place.
+    items = [(39, 0, "after"), *range(1, 40)]
+    flow = listed(items) >> client(http, 4)
+    assert flow.collect(timeout=30) == [39, *range(1, 40)]  # in order
+    assert http.peak <= 4  # the held calls did not run on
+
+
 @pytest.mark.parametrize("ordered", [True, False])
 def test_workers_each_keep_n_calls_in_flight(http, ordered):
     flow = numbers(96) >> fetch(http, 8, delay=0.05).options(workers=3, ordered=ordered)

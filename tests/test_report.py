@@ -1,5 +1,6 @@
 """RunReport: per-stage figures, where time went, the bottleneck, drawing and export."""
 
+import asyncio
 import dataclasses
 import json
 import pickle
@@ -161,3 +162,22 @@ def test_items_a_stage_never_used_are_listed_under_the_table():
     page = report._repr_html_()
     assert "<p>pair: 990 left over (never paired)</p>" in page and "ok:" not in page
     assert report.to_dict()["stages"]["cut"]["dropped"] == 5
+
+
+def test_a_concurrent_stage_is_busy_by_the_share_of_its_places_in_use():
+    # fetch overlaps its calls (30 ms each, one item every 20 ms) yet uses few of
+    # its 8 places: parse, one worker busy all the time, is the bottleneck
+    @transform
+    def parse(x):
+        time.sleep(0.02)
+        return x
+
+    @transform(concurrency=8)
+    async def fetch(x):
+        await asyncio.sleep(0.03)
+        return x
+
+    report = (numbers(60) >> parse >> fetch >> drop).run()
+    assert report.bottleneck == "parse"
+    share = report["fetch"].busy_seconds / report.seconds
+    assert 0.05 < share < 0.5  # 60 calls x 30 ms / 8 places, over 1.2 s or more

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["Calls", "EventLoop"]
 
 TICK = 0.01  # seconds between looks at the executor's cancel while waiting
+HOLD = 16  # finished calls an ordered stage may hold for their turn, per call it runs
 
 
 class EventLoop:
@@ -97,10 +98,13 @@ class EventLoop:
 
 
 class Calls:
-    """Up to ``limit`` calls in flight, each a future with the item it is for.
+    """Up to ``limit`` calls running, each a future with the item it is for.
 
     ``loop`` runs coroutines; without one, calls run on ``limit`` threads.
-    ``check`` is called while waiting (it raises to leave the wait).
+    ``check`` is called while waiting (it raises to leave the wait).  Where the
+    results leave in order, a call that finished waits for those started before
+    it without taking a running call's place, so one slow call does not stop the
+    others; up to ``HOLD * limit`` calls are held or running at once.
     """
 
     def __init__(
@@ -121,16 +125,18 @@ class Calls:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._next = 0
-        self.max_in_flight = 0
-        self.busy_seconds = 0.0  # wall time with at least one call in flight
-        self._busy_since: float | None = None
+        self.running = 0  # calls started and not finished
+        self.max_in_flight = 0  # the most running at once
+        self._began: dict[int, float] = {}  # key: when its call started
+        self._call_seconds = 0.0  # of the calls that have finished
 
     def __len__(self) -> int:
+        """Calls not handed back yet: running, or finished and waiting."""
         return len(self._running)
 
     @property
     def full(self) -> bool:
-        return len(self._running) >= self.limit
+        return self.running >= self.limit or len(self._running) >= HOLD * self.limit
 
     def fileno(self) -> int:
         """Readable once a call has finished (for an executor's wait)."""
@@ -142,16 +148,21 @@ class Calls:
         if key is None:
             key, self._next = self._next, self._next + 1
             self._order.append(key)
+        with self._lock:
+            self.running += 1
+            self._began[key] = time.perf_counter()
+        self.max_in_flight = max(self.max_in_flight, self.running)
         future = self.loop.submit(call()) if self.loop is not None else self._pool.submit(call)  # type: ignore[union-attr]
-        if not self._running and self._busy_since is None:
-            self._busy_since = time.perf_counter()
         self._running[key] = (item, future)
-        self.max_in_flight = max(self.max_in_flight, len(self._running))
         future.add_done_callback(functools.partial(self._done, key))
         return key
 
     def _done(self, key: int, _: Any = None) -> None:
         with self._lock:
+            began = self._began.pop(key, None)
+            if began is not None:
+                self.running -= 1
+                self._call_seconds += time.perf_counter() - began
             self._finished.append(key)
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
@@ -172,10 +183,7 @@ class Calls:
             if out:
                 taken = set(out)
                 self._order = deque(k for k in self._order if k not in taken)
-        result = [(k, *self._running.pop(k)) for k in out]
-        if not self._running:
-            self._idle()
-        return result
+        return [(k, *self._running.pop(k)) for k in out]
 
     def again(
         self,
@@ -219,7 +227,6 @@ class Calls:
         self._order.clear()
         with self._lock:
             self._finished.clear()
-        self._idle()
         return items
 
     def close(self) -> None:
@@ -232,11 +239,10 @@ class Calls:
                 os.close(fd)
 
     def busy(self) -> float:
-        """Seconds so far with at least one call in flight."""
-        since = self._busy_since
-        return self.busy_seconds + (time.perf_counter() - since if since is not None else 0.0)
-
-    def _idle(self) -> None:
-        if self._busy_since is not None:
-            self.busy_seconds += time.perf_counter() - self._busy_since
-            self._busy_since = None
+        """The seconds of calls so far, over ``limit``: how long the worker's
+        ``limit`` call places were busy, on average, so that a worker whose
+        places are all busy all the time counts as busy all the time."""
+        now = time.perf_counter()
+        with self._lock:
+            seconds = self._call_seconds + sum(now - t for t in self._began.values())
+        return seconds / self.limit

@@ -360,13 +360,14 @@ class Machine:
 
     @property
     def call_figures(self) -> tuple[int, int]:
-        """Calls in flight now, and at most (a concurrent stage's)."""
+        """Calls running now, and at most (a concurrent stage's)."""
         calls = self.runner.calls
-        return (len(calls), calls.max_in_flight) if calls is not None else (0, 0)
+        return (calls.running, calls.max_in_flight) if calls is not None else (0, 0)
 
     def busy(self, own: float) -> float:
         """Busy seconds: ``own`` (the executor's measure of time in events), or
-        for a concurrent stage the time with calls in flight, if longer."""
+        for a concurrent stage its calls' seconds over its concurrency, if
+        longer."""
         calls = self.runner.calls
         return max(own, calls.busy()) if calls is not None else own
 
