@@ -462,6 +462,21 @@ def test_the_guides_format_fits_every_record_of_the_flowdsl_logger(executor):
     assert "INFO numbers[0] End of stream" in handler.lines
 
 
+@pytest.mark.parametrize(
+    "timeout, error",
+    [
+        ("5", TypeError),
+        (True, TypeError),
+        (0, ValueError),
+        (-1, ValueError),
+        (float("nan"), ValueError),
+    ],
+)
+def test_a_run_timeout_that_is_not_a_positive_number_is_refused_by_name(timeout, error):
+    with pytest.raises(error, match="timeout must be"):
+        (numbers(1) >> inc).collect(executor="serial", timeout=timeout)
+
+
 def test_unknown_executor():
     with pytest.raises(ValueError, match="unknown executor"):
         (numbers(1) >> inc).collect(executor="threads")

@@ -52,8 +52,11 @@ def execute(
     want_results: bool = True,
 ) -> Any:
     """Compile ``flow``, start it on ``executor`` and yield the execution."""
-    if timeout is not None and timeout <= 0:
-        raise ValueError(f"timeout must be positive, got {timeout!r}")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
+        if not timeout > 0:  # NaN too
+            raise ValueError(f"timeout must be positive, got {timeout!r}")
     runner = resolve_executor(executor)
     plan = compile_flow(flow, want_results=want_results)
     execution: Execution = runner.start(plan, timeout=timeout)
