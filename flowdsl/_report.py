@@ -33,6 +33,7 @@ FIGURES = (
     "max_in_flight",
     "timeouts",
 )
+BUSY = FIGURES.index("busy_seconds")
 
 
 @dataclass

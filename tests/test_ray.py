@@ -888,6 +888,7 @@ def test_a_timed_out_item_goes_to_the_dead_letters_and_its_actor_is_replaced(tmp
     stats = report["Marked"]
     assert (stats.timeouts, stats.restarts, stats.errors) == (1, 0, 1)
     assert stats.items_in == 12 and stats.items_out == 11
+    assert stats.busy_seconds >= 0.5  # the call cut short was busy until then
 
 
 def test_a_timeout_raises_stage_timeout_by_default(tmp_path):

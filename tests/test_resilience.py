@@ -51,6 +51,7 @@ def test_a_timed_out_item_is_skipped_and_its_worker_replaced(tmp_path):
     stats = report["Marked"]
     assert (stats.timeouts, stats.restarts, stats.errors) == (1, 0, 1)
     assert stats.items_in == 12 and stats.items_out == 11
+    assert stats.busy_seconds >= 0.5  # the call cut short was busy until then
 
 
 def test_a_timed_out_item_goes_to_the_dead_letters(tmp_path):

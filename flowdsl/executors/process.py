@@ -37,7 +37,7 @@ from .._core.codec import EOS, Codec, encode
 from .._core.machine import loop_weights
 from .._core.records import restored_error
 from .._plan import Plan
-from .._report import FIGURES, StageStats, stage_figures
+from .._report import BUSY, FIGURES, StageStats, stage_figures
 from ..errors import FlowError, FlowTimeout, GraphError, WorkerDied
 from ._base import Execution, Executor
 from ._channel import Cancel, Channel, ControlPipe, Notice
@@ -355,7 +355,11 @@ class _ProcessExecution(Execution):
         ):
             if not timed_out:
                 self.restarted[node_id] += 1
-            self.calls[self.slots[key]] = 0.0
+            slot = self.slots[key]
+            # the call that ended with the worker was busy until then: its
+            # replacement goes on from these figures
+            self.figures[slot * len(FIGURES) + BUSY] += time.monotonic() - self.calls[slot]
+            self.calls[slot] = 0.0
             self.control.release_for(proc.pid)
             self._replace(
                 sentinel, node, worker, "timeout" if timed_out else f"exit code {proc.exitcode}"

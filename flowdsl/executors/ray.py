@@ -57,7 +57,7 @@ from .._core.machine import loop_weights
 from .._core.order import Reorder
 from .._core.records import restored_error
 from .._plan import DEFAULT_BUFFER, DRIVER, Plan
-from .._report import StageStats, stage_figures
+from .._report import BUSY, FIGURES, StageStats, stage_figures
 from .._waits import readable
 from ..errors import FlowTimeout, GraphError, StageError, WorkerDied
 from ._base import Execution, Executor
@@ -819,6 +819,10 @@ class _RayExecution(Execution):
         if key in self.pids:
             self.gone.append(self.pids.pop(key))
         self._keep_figures(key)
+        if held is not None:  # its call was busy until now
+            past = list(self.past.get(key) or (0.0,) * len(FIGURES))
+            past[BUSY] += time.monotonic() - held.started
+            self.past[key] = tuple(past)
         self.busy_calls[nid][w] = 0
         name = self.plan.nodes[nid].name
         log.info("worker %d replaced (%s)", w, reason, extra={"stage": name, "worker": w})
