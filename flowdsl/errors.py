@@ -174,6 +174,10 @@ class WorkerDied(FlowError):
         node: Where the worker ran, on a cluster: the node's id and address.
         node_lost: Whether the worker went with its node (the machine left the
             cluster), rather than alone.
+        item: A ``repr`` of the item it was running, where the executor knows
+            it (a stage with ``restarts``), else ``None``.
+        restarts: The stage's restarts, all spent before this death (0 for a
+            stage without ``restarts``).
 
     Examples:
         >>> import os
@@ -198,21 +202,31 @@ class WorkerDied(FlowError):
         exitcode: int | None = None,
         node: str | None = None,
         node_lost: bool = False,
+        item: str | None = None,
+        restarts: int = 0,
     ) -> None:
         self.stage = stage
         self.worker = worker
         self.exitcode = exitcode
         self.node = node
         self.node_lost = node_lost
-        super().__init__(stage, worker, exitcode, node, node_lost)
+        self.item = item
+        self.restarts = restarts
+        super().__init__(stage, worker, exitcode, node, node_lost, item, restarts)
 
     def __str__(self) -> str:
         who = f"worker {self.worker} of stage {self.stage!r}"
+        on = f" on item {self.item}" if self.item is not None else ""
+        spent = (
+            f"; its {self.restarts} restart{'s' if self.restarts != 1 else ''} were spent"
+            if self.restarts
+            else ""
+        )
         if self.node_lost:
-            return f"{who} was lost with its node, {self.node}, which left the cluster"
+            return f"{who} was lost{on} with its node, {self.node}, which left the cluster{spent}"
         where = f" on node {self.node}" if self.node else ""
         code = f" (exit code {self.exitcode})" if self.exitcode is not None else ""
-        return f"{who} died unexpectedly{where}{code}"
+        return f"{who} died unexpectedly{on}{where}{code}{spent}"
 
 
 class FlowTimeout(FlowError, TimeoutError):

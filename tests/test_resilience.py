@@ -120,8 +120,11 @@ def test_a_worker_killed_from_outside_is_replaced(tmp_path, mp_context):
 
 def test_when_restarts_run_out_the_run_fails_with_worker_died(tmp_path):
     stage = marked(tmp_path, die={1, 2, 3}, restarts=2, on_error="skip")
-    with pytest.raises(WorkerDied, match="'Marked'"):
+    with pytest.raises(WorkerDied, match="'Marked'") as info:
         (numbers(10) >> stage).collect()
+    error = info.value
+    assert (error.item, error.restarts) == ("3", 2)  # the third death, on item 3
+    assert "on item 3" in str(error) and "its 2 restarts were spent" in str(error)
 
 
 def test_items_of_a_loop_survive_a_restart(tmp_path):

@@ -36,7 +36,7 @@ from .._waits import readable
 from ..errors import StageError
 from ._channel import TICK, Cancel, Channel, ControlPipe, Notice
 
-__all__ = ["LINGER", "Job", "Ordering", "worker_main"]
+__all__ = ["LINGER", "Job", "Ordering", "read_journal", "worker_main"]
 
 LINGER = 0.005  # seconds an item may wait in a batch
 PUBLISH = 0.05  # seconds between updates of the live counters
@@ -544,7 +544,7 @@ class _Worker:
     def _recover(self) -> None:
         """Replacing a worker: the item it had in hand fails through the error
         policy (or is tried again, while retries are left)."""
-        held = _read_journal(self.job.journal)
+        held = read_journal(self.job.journal)
         if held is None:
             return
         port, x, seq, attempts = held
@@ -840,7 +840,9 @@ def _write_journal(path: str | None, held: Any) -> None:
     os.replace(tmp, path)
 
 
-def _read_journal(path: str | None) -> Any:
+def read_journal(path: str | None) -> Any:
+    """What :func:`_write_journal` noted last: ``(port, item, seq, attempts)`` of
+    the item in hand, or None."""
     if path is None:
         return None
     try:

@@ -36,12 +36,13 @@ from .._core import shm as _shm
 from .._core.codec import EOS, Codec, encode
 from .._core.machine import loop_weights
 from .._core.records import restored_error
+from .._core.runner import describe
 from .._plan import Plan
 from .._report import BUSY, FIGURES, StageStats, stage_figures
 from ..errors import FlowError, FlowTimeout, GraphError, WorkerDied
 from ._base import Execution, Executor
 from ._channel import Cancel, Channel, ControlPipe, Notice
-from ._worker import MAX_BATCH, Job, Ordering, worker_main
+from ._worker import MAX_BATCH, Job, Ordering, read_journal, worker_main
 
 __all__ = ["ProcessExecutor"]
 
@@ -246,11 +247,7 @@ class _ProcessExecution(Execution):
             tuple(n.name for n in self.plan.nodes),
             self.lifeline[0],
             self.lifeline[1] if self.inherit else None,
-            journal=(
-                os.path.join(self.journals, f"{slot}")
-                if node.stage.supervised and self.journals is not None
-                else None
-            ),
+            journal=self._journal(node, w),
             calls=self.calls,
             recover=recover,
         )
@@ -259,6 +256,12 @@ class _ProcessExecution(Execution):
             proc.start()
         self.procs[proc.sentinel] = (node.id, w, proc)
         self.alive[proc.sentinel] = (node.id, w, proc)
+
+    def _journal(self, node: Any, w: int) -> str | None:
+        """Where worker ``w`` of a supervised stage notes the item in its hands."""
+        if not node.stage.supervised or self.journals is None:
+            return None
+        return os.path.join(self.journals, f"{self.slots[node.id, w]}")
 
     # -- supervision -----------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
@@ -365,6 +368,15 @@ class _ProcessExecution(Execution):
                 sentinel, node, worker, "timeout" if timed_out else f"exit code {proc.exitcode}"
             )
             return
+        if node.stage.supervised and in_call:  # its restarts are spent
+            held = read_journal(self._journal(node, worker))
+            raise WorkerDied(
+                node.name,
+                worker,
+                proc.exitcode,
+                item=None if held is None else describe(held[1]),
+                restarts=node.stage.restarts,
+            )
         raise WorkerDied(node.name, worker, proc.exitcode)
 
     def _replace(self, sentinel: Any, node: Any, worker: int, reason: str) -> None:

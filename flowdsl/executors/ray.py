@@ -689,7 +689,8 @@ class _RayExecution(Execution):
             if self._may_replace(call):
                 self._replace(key, "died")
                 return
-            raise self._died(key) from exc
+            spent = node.stage.restarts if key in self.held else 0  # died in a call
+            raise self._died(key, restarts=spent) from exc
         except self.ray.exceptions.RayError as exc:
             raise StageError(
                 node.name, None, call.worker, str(exc), f"internal error: {type(exc).__name__}"
@@ -834,13 +835,14 @@ class _RayExecution(Execution):
         self.probes[key] = 0
         self._submit(nid, w, Event.OPEN, ordered=False)
 
-    def _died(self, key: tuple[int, int]) -> WorkerDied:
-        """The error for the actor of ``key``, gone for good: where it ran, and
-        whether its node went with it."""
+    def _died(self, key: tuple[int, int], restarts: int = 0) -> WorkerDied:
+        """The error for the actor of ``key``, gone for good (its stage's
+        ``restarts`` spent, if any): where it ran, and whether its node went
+        with it."""
         nid, w = key
         where = self.where.get(key)
         if where is None:
-            return WorkerDied(self.plan.nodes[nid].name, w)
+            return WorkerDied(self.plan.nodes[nid].name, w, restarts=restarts)
         node_id, address = where
         try:
             nodes = self.ray.nodes()  # type: ignore[no-untyped-call]
@@ -852,6 +854,7 @@ class _RayExecution(Execution):
             w,
             node=f"{node_id[:12]} at {address}",
             node_lost=node_id not in alive,
+            restarts=restarts,
         )
 
     def _keep_figures(self, key: tuple[int, int]) -> None:
