@@ -601,7 +601,12 @@ def _check_arity(stage: Stage, n: int) -> None:
         return
     problem = stage.bind_error(n)
     if problem:
-        hint = f" (it is fed by a zip of {n} upstreams, one argument each)" if n > 1 else ""
+        hint = (
+            f" (it is fed by a zip of {n} upstreams, one argument each)"
+            if n > 1
+            else " (an item is passed whole, as one argument: a function of a tuple item "
+            "takes the tuple and unpacks it, and a zip of upstreams gives one argument each)"
+        )
         raise GraphError(problem + hint)
 
 

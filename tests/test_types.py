@@ -370,7 +370,9 @@ def test_one_upstream_into_a_stage_that_needs_two_is_refused_when_built():
     message = _error(lambda: numbers(2) >> pair)
     assert message == (
         "transform 'pair' cannot be called with 1 item argument(s): "
-        "missing a required argument: 'b'"
+        "missing a required argument: 'b' (an item is passed whole, as one argument: a "
+        "function of a tuple item takes the tuple and unpacks it, and a zip of upstreams "
+        "gives one argument each)"
     )
     assert (numbers(2) >> pair("x")).collect(executor="serial") == ["x0", "x1"]  # b bound
 
