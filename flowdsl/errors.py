@@ -217,11 +217,10 @@ class WorkerDied(FlowError):
     def __str__(self) -> str:
         who = f"worker {self.worker} of stage {self.stage!r}"
         on = f" on item {self.item}" if self.item is not None else ""
-        spent = (
-            f"; its {self.restarts} restart{'s' if self.restarts != 1 else ''} were spent"
-            if self.restarts
-            else ""
-        )
+        spent = ""
+        if self.restarts:
+            plural = "restart was" if self.restarts == 1 else "restarts were"
+            spent = f"; its {self.restarts} {plural} spent"
         if self.node_lost:
             return f"{who} was lost{on} with its node, {self.node}, which left the cluster{spent}"
         where = f" on node {self.node}" if self.node else ""

@@ -897,13 +897,6 @@ def test_a_timeout_raises_stage_timeout_by_default(tmp_path):
     assert (info.value.stage, info.value.item) == ("Marked", "5")
 
 
-def test_when_restarts_run_out_the_run_fails_with_worker_died(tmp_path):
-    stage = marked(tmp_path, die={1, 2, 3}, restarts=2, on_error="skip")
-    with pytest.raises(WorkerDied, match="its 2 restarts were spent") as info:
-        (numbers(10) >> stage).collect(executor="ray", timeout=60)
-    assert (info.value.stage, info.value.restarts) == ("Marked", 2)
-
-
 @pytest.mark.parametrize("workers, ordered", [(1, True), (2, True), (2, False)])
 def test_an_actor_that_dies_is_replaced_and_only_its_item_fails(tmp_path, workers, ordered):
     stage = marked(
@@ -933,10 +926,11 @@ def test_a_death_that_happens_once_loses_nothing_with_a_retry(tmp_path):
 
 
 def test_when_restarts_run_out_the_ray_run_fails_with_worker_died(tmp_path):
-    with pytest.raises(WorkerDied, match="'Marked'"):
+    with pytest.raises(WorkerDied, match=r"'Marked'.*its 1 restart was spent") as info:
         (numbers(10) >> marked(tmp_path, die={1, 2}, restarts=1, on_error="skip")).collect(
             executor="ray", timeout=60
         )
+    assert info.value.restarts == 1
 
 
 @pytest.mark.parametrize("workers", [1, 2])
