@@ -125,14 +125,20 @@ class Calls:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._next = 0
-        self.running = 0  # calls started and not finished
         self.max_in_flight = 0  # the most running at once
-        self._began: dict[int, float] = {}  # key: when its call started
+        # the calls running, by future (a retry reuses its key, while the done
+        # callback of its first call may still be on its way): when each began
+        self._began: dict[Future[Any], float] = {}
         self._call_seconds = 0.0  # of the calls that have finished
 
     def __len__(self) -> int:
         """Calls not handed back yet: running, or finished and waiting."""
         return len(self._running)
+
+    @property
+    def running(self) -> int:
+        """Calls started and not finished."""
+        return len(self._began)
 
     @property
     def full(self) -> bool:
@@ -148,21 +154,18 @@ class Calls:
         if key is None:
             key, self._next = self._next, self._next + 1
             self._order.append(key)
-        with self._lock:
-            self.running += 1
-            self._began[key] = time.perf_counter()
-        self.max_in_flight = max(self.max_in_flight, self.running)
+        began = time.perf_counter()
         future = self.loop.submit(call()) if self.loop is not None else self._pool.submit(call)  # type: ignore[union-attr]
+        with self._lock:  # before its callback, which may run at once
+            self._began[future] = began
+        self.max_in_flight = max(self.max_in_flight, self.running)
         self._running[key] = (item, future)
         future.add_done_callback(functools.partial(self._done, key))
         return key
 
-    def _done(self, key: int, _: Any = None) -> None:
+    def _done(self, key: int, future: Future[Any]) -> None:
         with self._lock:
-            began = self._began.pop(key, None)
-            if began is not None:
-                self.running -= 1
-                self._call_seconds += time.perf_counter() - began
+            self._call_seconds += time.perf_counter() - self._began.pop(future)
             self._finished.append(key)
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")

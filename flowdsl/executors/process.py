@@ -359,9 +359,9 @@ class _ProcessExecution(Execution):
             if not timed_out:
                 self.restarted[node_id] += 1
             slot = self.slots[key]
-            # the call that ended with the worker was busy until then: its
-            # replacement goes on from these figures
-            self.figures[slot * len(FIGURES) + BUSY] += time.monotonic() - self.calls[slot]
+            if in_call:  # the call that ended with the worker was busy until then:
+                # its replacement goes on from these figures
+                self.figures[slot * len(FIGURES) + BUSY] += time.monotonic() - self.calls[slot]
             self.calls[slot] = 0.0
             self.control.release_for(proc.pid)
             self._replace(
