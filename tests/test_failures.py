@@ -106,19 +106,13 @@ CTRL_C = textwrap.dedent("""
 
 
 def test_ctrl_c_to_process_group_ends_run_with_keyboard_interrupt():
-    code = CTRL_C.format(tests=os.path.dirname(__file__))
-    with subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
-    ) as proc:
-        try:
-            assert [proc.stdout.readline().strip() for _ in range(2)] == ["running"] * 2
-            helpers = _helpers_in_group(proc.pid)
-            start = time.monotonic()
-            os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole group
-            out, _ = proc.communicate(timeout=10)
-            elapsed = time.monotonic() - start
-        finally:
-            _kill_group(proc)
+    with _driver(CTRL_C) as proc:
+        assert [proc.stdout.readline().strip() for _ in range(2)] == ["running"] * 2
+        helpers = _helpers_in_group(proc.pid)
+        start = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole group
+        out, _ = proc.communicate(timeout=10)
+        elapsed = time.monotonic() - start
     assert "interrupted" in out
     assert elapsed < 2
     assert _group_members(proc.pid) <= helpers
@@ -128,6 +122,20 @@ def _kill_group(proc):
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+@contextlib.contextmanager
+def _driver(script, **fields):
+    """Run ``script`` as a driver in a process group of its own (its stdout
+    piped), and kill the group afterwards, whatever the test did."""
+    code = script.format(tests=os.path.dirname(__file__), **fields)
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
+    ) as proc:
+        try:
+            yield proc
+        finally:
+            _kill_group(proc)
 
 
 def _group_members(pgid):
@@ -317,23 +325,17 @@ def announce(x):
 
 
 def test_workers_die_with_a_driver_killed_outright():
-    code = DRIVER.format(tests=os.path.dirname(__file__))
-    with subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
-    ) as proc:
-        try:
-            assert proc.stdout.readline().strip() == "running"
-            # items flow before the driver has started every worker: wait for all
-            # five (numbers, two of announce, inc, ignore)
-            end = time.monotonic() + 10
-            while len(workers := psutil.Process(proc.pid).children(recursive=True)) < 5:
-                assert time.monotonic() < end, f"{len(workers)} workers started"
-                time.sleep(0.01)
-            os.kill(proc.pid, signal.SIGKILL)  # the driver alone
-            proc.wait(timeout=10)
-            _, alive = psutil.wait_procs(workers, timeout=5)
-        finally:
-            _kill_group(proc)
+    with _driver(DRIVER) as proc:
+        assert proc.stdout.readline().strip() == "running"
+        # items flow before the driver has started every worker: wait for all
+        # five (numbers, two of announce, inc, ignore)
+        end = time.monotonic() + 10
+        while len(workers := psutil.Process(proc.pid).children(recursive=True)) < 5:
+            assert time.monotonic() < end, f"{len(workers)} workers started"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone
+        proc.wait(timeout=10)
+        _, alive = psutil.wait_procs(workers, timeout=5)
     assert not alive
 
 
@@ -355,17 +357,11 @@ def hold_the_gil(x):
 def test_a_worker_in_a_call_that_holds_the_gil_dies_with_the_driver():
     # No thread of the worker can run while the call holds the GIL: the kernel
     # must end it, not the worker's own code.
-    code = GIL_DRIVER.format(tests=os.path.dirname(__file__))
-    with subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
-    ) as proc:
-        try:
-            worker = psutil.Process(int(proc.stdout.readline()))
-            os.kill(proc.pid, signal.SIGKILL)  # the driver alone
-            proc.wait(timeout=10)
-            _, alive = psutil.wait_procs([worker], timeout=5)
-        finally:
-            _kill_group(proc)
+    with _driver(GIL_DRIVER) as proc:
+        worker = psutil.Process(int(proc.stdout.readline()))
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone
+        proc.wait(timeout=10)
+        _, alive = psutil.wait_procs([worker], timeout=5)
     assert not alive
 
 
@@ -478,16 +474,10 @@ def test_ctrl_c_to_the_group_lets_every_local_term_finish(tmp_path):
     """Workers ignore SIGINT, so a terminal's Ctrl-C (to the whole group) reaches
     only the driver, whose cancel lets every local_term run to its end."""
     path = tmp_path / "terms"
-    code = SLOW_TERM.format(tests=os.path.dirname(__file__), path=str(path))
-    with subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True
-    ) as proc:
-        try:
-            assert [proc.stdout.readline().strip() for _ in range(2)] == ["running"] * 2
-            os.killpg(proc.pid, signal.SIGINT)
-            out, _ = proc.communicate(timeout=10)
-        finally:
-            _kill_group(proc)
+    with _driver(SLOW_TERM, path=str(path)) as proc:
+        assert [proc.stdout.readline().strip() for _ in range(2)] == ["running"] * 2
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=10)
     assert "interrupted" in out
     assert len(path.read_text().split()) == 2  # both workers' local_term ran to the end
 
