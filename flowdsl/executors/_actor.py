@@ -172,6 +172,11 @@ class StageActor:
             if self.error is None:
                 self._fail(exc)
 
+    @property
+    def stage(self) -> str:
+        """The name of its stage ("?" before ``open`` has loaded it)."""
+        return getattr(getattr(self.machine, "node", None), "name", "?")
+
     def _fail(self, exc: BaseException) -> None:
         if self.error is not None:
             return
@@ -179,9 +184,8 @@ class StageActor:
             self.error = "interrupt"
             return
         if not isinstance(exc, StageError):
-            name = getattr(getattr(self.machine, "node", None), "name", "?")
             wrapped = StageError(
-                name,
+                self.stage,
                 None,
                 self.worker,
                 traceback.format_exc(),
@@ -286,8 +290,7 @@ class _Collect(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            name = getattr(getattr(self.actor.machine, "node", None), "name", "?")
-            record = portable(record, name, self.actor.worker)
+            record = portable(record, self.actor.stage, self.actor.worker)
             pickle.dumps(record)  # fails here, not in the reply
             self.actor.records.append(record)
         except Exception:

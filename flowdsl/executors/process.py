@@ -368,7 +368,8 @@ class _ProcessExecution(Execution):
                 sentinel, node, worker, "timeout" if timed_out else f"exit code {proc.exitcode}"
             )
             return
-        if node.stage.supervised and in_call:  # its restarts are spent
+        if node.stage.supervised and in_call:  # no restarts, or all spent: its journal
+            # names the item in hand
             held = read_journal(self._journal(node, worker))
             raise WorkerDied(
                 node.name,
