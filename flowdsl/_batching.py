@@ -15,6 +15,7 @@ from typing import Any
 
 from ._sentinel import Sentinel
 from ._stages import Regulator, transform
+from .errors import GraphError
 
 __all__ = ["FLUSH", "Batch", "batch", "unbatch"]
 
@@ -80,11 +81,11 @@ class Batch(Regulator):
 
     def __init__(self, n: int, *, wait: float | None = None, name: str | None = None) -> None:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"batch: n must be an integer >= 1, got {n!r}")
+            raise GraphError(f"batch: n must be an integer >= 1, got {n!r}")
         if wait is not None and (
             isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait > 0
         ):
-            raise ValueError(f"batch: wait must be a number of seconds > 0, got {wait!r}")
+            raise GraphError(f"batch: wait must be a number of seconds > 0, got {wait!r}")
         super().__init__(Batcher(n), name=name or "batch")
         self.n, self.wait = n, wait
 
@@ -120,8 +121,8 @@ def batch(n: int, *, wait: float | None = None, name: str | None = None) -> Batc
         A transform making lists.
 
     Raises:
-        ValueError: ``n`` is not a positive integer, or ``wait`` is not a
-            positive number.
+        GraphError: ``n`` is not a positive integer, or ``wait`` is not a
+            positive number (a ``ValueError``).
 
     A batch stage runs in one worker (it fills its lists in order).
 

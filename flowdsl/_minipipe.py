@@ -74,7 +74,7 @@ class Stream:
         monitor: minipipe's option, accepted for compatibility.
 
     Raises:
-        ValueError: ``buffer_size`` is not a positive integer.
+        GraphError: ``buffer_size`` is not a positive integer (a ``ValueError``).
 
     Examples:
         >>> from flowdsl import PipeSystem, Sink, Source, Stream
@@ -100,7 +100,7 @@ class Stream:
         monitor: bool = False,
     ) -> None:
         if not isinstance(buffer_size, int) or buffer_size < 1:
-            raise ValueError(f"stream {name!r}: buffer_size must be an integer >= 1")
+            raise GraphError(f"stream {name!r}: buffer_size must be an integer >= 1")
         self.name = name
         self.buffer_size = buffer_size
         self.timeout = timeout

@@ -153,8 +153,7 @@ class Stage(Composable[In, Out]):
     Raises:
         TypeError: ``functor_obj`` is already a stage, or a stage class not yet
             called.
-        ValueError: An option is invalid (most are reported as ``GraphError``,
-            a ``ValueError``).
+        GraphError: An option is invalid (a ``ValueError``).
 
     Examples:
         >>> from flowdsl import Stage, transform
@@ -212,11 +211,11 @@ class Stage(Composable[In, Out]):
         self.downstreams = list(downstreams or [])
         self.ignore_exceptions = tuple(ignore_exceptions or ())
         self.init_kwargs = dict(init_kwargs or {})
-        self.workers = _check_workers(self.name, workers)
-        self.buffer = _check_buffer(self.name, buffer)
+        self.workers = workers
+        self.buffer = buffer
         self.ordered = ordered
-        self.on_error = _check_on_error(self.name, self.kind, on_error)
-        self.retries = _check_retries(self.name, retries)
+        self.on_error = on_error
+        self.retries = retries
         self.concurrency: int = concurrency  # type: ignore[assignment]  # checked below
         self.timeout = timeout
         self.restarts = restarts
@@ -229,19 +228,23 @@ class Stage(Composable[In, Out]):
         self._check_options()
 
     def _check_options(self) -> None:
+        """Every option checked against its type and against what the stage is:
+        a bad value is a ``GraphError`` naming the stage and the option."""
+        _whole(self, "workers", 1)
+        _whole(self, "buffer", 1, optional=True)
+        _whole(self, "retries", 0)
         if self.kind == "source" and self.workers != 1:
-            raise ValueError(f"source {self.name!r}: a source runs in exactly one worker")
+            raise GraphError(f"source {self.name!r}: a source runs in exactly one worker")
+        self.on_error = _check_on_error(self.name, self.kind, self.on_error)
         self.concurrency = _check_concurrency(self)
         _check_resilience(self)
         _check_batch(self)
-        if not isinstance(self.ordered, bool):
-            raise ValueError(
-                f"stage {self.name!r}: ordered must be True or False, got {self.ordered!r}"
-            )
-        if not isinstance(self.check_types, bool):
-            raise GraphError(
-                f"stage {self.name!r}: check_types must be True or False, got {self.check_types!r}"
-            )
+        for flag in ("ordered", "check_types"):
+            if not isinstance(getattr(self, flag), bool):
+                raise GraphError(
+                    f"{self.kind} {self.name!r}: {flag} must be True or False, "
+                    f"got {getattr(self, flag)!r}"
+                )
         if self.check_types and self.kind == "source":
             raise GraphError(
                 f"source {self.name!r}: check_types applies to what a stage "
@@ -334,7 +337,7 @@ class Stage(Composable[In, Out]):
 
         Raises:
             TypeError: An option is unknown.
-            ValueError: A value is invalid for this stage.
+            GraphError: A value is invalid for this stage.
         """
         new = copy.copy(self)
         new.upstreams, new.downstreams = list(self.upstreams), list(self.downstreams)
@@ -344,10 +347,6 @@ class Stage(Composable[In, Out]):
             setattr(new, key, value)
         new.ignore_exceptions = tuple(new.ignore_exceptions or ())
         new.init_kwargs = dict(new.init_kwargs or {})
-        new.workers = _check_workers(new.name, new.workers)
-        new.buffer = _check_buffer(new.name, new.buffer)
-        new.on_error = _check_on_error(new.name, new.kind, new.on_error)
-        new.retries = _check_retries(new.name, new.retries)
         new._check_options()
         return new
 
@@ -674,7 +673,8 @@ def source(
         A source stage, or, for a class, a callable that builds one per call.
 
     Raises:
-        ValueError: ``workers`` is not 1 (a source has exactly one worker).
+        GraphError: An option is invalid for a source (``workers`` other than 1,
+            ``concurrency``, ``timeout``, ...); a ``ValueError``.
         TypeError: The bound arguments do not fit the function's signature.
 
     Examples:
@@ -775,9 +775,9 @@ def transform(
         A transform stage, or, for a class, a callable that builds one per call.
 
     Raises:
-        ValueError: An option is invalid for this stage (``workers < 1``, an
-            unknown ``on_error``, ``concurrency`` on a generator, ...); most
-            are reported as ``GraphError``, a ``ValueError``.
+        GraphError: An option is invalid for this stage (``workers < 1``, an
+            unknown ``on_error``, ``concurrency`` on a generator, ...); a
+            ``ValueError``.
         TypeError: The bound arguments do not fit the function's signature.
 
     Examples:
@@ -869,8 +869,7 @@ def sink(
         A sink stage, or, for a class, a callable that builds one per call.
 
     Raises:
-        ValueError: An option is invalid for this stage (most are reported as
-            ``GraphError``, a ``ValueError``).
+        GraphError: An option is invalid for this stage (a ``ValueError``).
         TypeError: The bound arguments do not fit the function's signature.
 
     Examples:
@@ -979,30 +978,36 @@ def _max_positional(sig: inspect.Signature) -> int:
     )
 
 
-def _check_workers(name: str, workers: Any) -> int:
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise ValueError(f"stage {name!r}: workers must be an integer >= 1, got {workers!r}")
-    return workers
+def _whole(stage: Stage, option: str, minimum: int, optional: bool = False) -> None:
+    """Refuse ``stage.<option>`` unless it is an integer >= ``minimum`` (or None,
+    when ``optional``)."""
+    n = getattr(stage, option)
+    if n is None and optional:
+        return
+    if not isinstance(n, int) or isinstance(n, bool) or n < minimum:
+        raise GraphError(
+            f"{stage.kind} {stage.name!r}: {option} must be an integer >= {minimum}, got {n!r}"
+        )
 
 
 def _check_on_error(name: str, kind: str, on_error: Any) -> Any:
     refuse_stop_flow(on_error, f"on_error of stage {name!r}")
     if on_error in ("raise", "skip"):
         if on_error == "skip" and kind == "source":
-            raise ValueError(
+            raise GraphError(
                 f"source {name!r}: a generator that raised cannot go on, so "
                 f"on_error='skip' is for transforms and sinks"
             )
         return on_error
     if isinstance(on_error, Stage) and on_error.kind == "transform" and kind == "sink":
-        raise ValueError(
+        raise GraphError(
             f"sink {name!r}: what a dead-letter transform makes would rejoin "
             f"the sink's output, and a sink has none; use a sink for on_error"
         )
     if isinstance(on_error, Stage) and on_error.kind in ("transform", "sink"):
         return on_error
-    raise ValueError(
-        f"stage {name!r}: on_error must be 'raise', 'skip' or a sink or "
+    raise GraphError(
+        f"{kind} {name!r}: on_error must be 'raise', 'skip' or a sink or "
         f"transform stage to receive the failures, got {on_error!r}"
     )
 
@@ -1025,9 +1030,8 @@ def _check_concurrency(stage: Stage) -> int:
     """``concurrency`` (default 1) checked against what the stage is."""
     n, name, kind = stage.concurrency, stage.name, stage.kind
     if n is None:
-        n = 1
-    elif not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise GraphError(f"{kind} {name!r}: concurrency must be an integer >= 1, got {n!r}")
+        n = stage.concurrency = 1
+    _whole(stage, "concurrency", 1)
     is_async = stage.is_async
     if n > 1 and kind == "source":
         raise GraphError(
@@ -1066,8 +1070,7 @@ def _check_batch(stage: Stage) -> None:
     n, kind, name = stage.batch, stage.kind, stage.name
     if n is None:
         return
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise GraphError(f"{kind} {name!r}: batch must be an integer >= 1, got {n!r}")
+    _whole(stage, "batch", 1)
     if kind == "source" or isinstance(stage, Regulator):
         raise GraphError(
             f"{kind} {name!r}: batch=n is for transforms and sinks (a source "
@@ -1087,14 +1090,8 @@ def _check_resilience(stage: Stage) -> None:
     t = stage.timeout
     if t is not None and (not isinstance(t, (int, float)) or isinstance(t, bool) or t <= 0):
         raise GraphError(f"{kind} {name!r}: timeout must be a number of seconds > 0, got {t!r}")
-    r = stage.restarts
-    if not isinstance(r, int) or isinstance(r, bool) or r < 0:
-        raise GraphError(f"{kind} {name!r}: restarts must be an integer >= 0, got {r!r}")
-    m = stage.max_items_per_worker
-    if m is not None and (not isinstance(m, int) or isinstance(m, bool) or m < 1):
-        raise GraphError(
-            f"{kind} {name!r}: max_items_per_worker must be an integer >= 1, got {m!r}"
-        )
+    _whole(stage, "restarts", 0)
+    _whole(stage, "max_items_per_worker", 1, optional=True)
     if not stage.supervised:
         return
     if kind == "source":
@@ -1114,18 +1111,6 @@ def _check_resilience(stage: Stage) -> None:
             f"Regulator {name!r}: its coroutine holds items between calls, "
             f"which a replaced worker would lose"
         )
-
-
-def _check_retries(name: str, retries: Any) -> int:
-    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-        raise ValueError(f"stage {name!r}: retries must be an integer >= 0, got {retries!r}")
-    return retries
-
-
-def _check_buffer(name: str, buffer: Any) -> int | None:
-    if buffer is not None and (not isinstance(buffer, int) or buffer < 1):
-        raise ValueError(f"stage {name!r}: buffer must be an integer >= 1, got {buffer!r}")
-    return buffer
 
 
 def _reroute(obj: Any, attr: str) -> tuple[str, str] | None:

@@ -58,6 +58,36 @@ def test_workers_must_be_positive_int(bad):
         transform(workers=bad)(lambda x: x)
 
 
+@pytest.mark.parametrize(
+    ("option", "bad", "says"),
+    [
+        ("workers", "2", "workers must be an integer >= 1, got '2'"),
+        ("buffer", 0, "buffer must be an integer >= 1, got 0"),
+        ("buffer", True, "buffer must be an integer >= 1, got True"),
+        ("retries", -1, "retries must be an integer >= 0, got -1"),
+        ("concurrency", 0, "concurrency must be an integer >= 1, got 0"),
+        ("restarts", 1.5, "restarts must be an integer >= 0, got 1.5"),
+        ("max_items_per_worker", 0, "max_items_per_worker must be an integer >= 1"),
+        ("batch", 0, "batch must be an integer >= 1, got 0"),
+        ("timeout", "5", "timeout must be a number of seconds > 0, got '5'"),
+        ("ordered", "yes", "ordered must be True or False, got 'yes'"),
+        ("check_types", 1, "check_types must be True or False, got 1"),
+        ("on_error", "ignore", "on_error must be 'raise', 'skip' or a sink"),
+    ],
+)
+@pytest.mark.parametrize("how", ["decorator", "options"])
+def test_a_bad_option_is_a_graph_error_naming_the_stage_and_the_option(option, bad, says, how):
+    """One kind of error, one form of message, whichever option and whichever
+    way it was given."""
+    with pytest.raises(flowdsl.GraphError) as caught:
+        if how == "decorator":
+            transform(**{option: bad})(inc.func)
+        else:
+            inc.options(**{option: bad})
+    assert str(caught.value).startswith("transform 'inc': " + says)
+    assert isinstance(caught.value, ValueError)  # what code catching ValueError relies on
+
+
 def test_class_decorator_constructs_instance_in_driver():
     @sink
     class Collect:
