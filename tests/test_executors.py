@@ -669,6 +669,23 @@ def test_an_item_whose_repr_raises_is_shown_as_such(executor):
     assert info.value.item == "<unrepresentable BadRepr: RuntimeError: no repr>"
 
 
+def test_an_item_whose_repr_spans_lines_is_shown_on_the_errors_first_line(executor):
+    """A numpy array prints over several lines; the error's first line, which says
+    where it failed and why, must stay one line."""
+    import numpy as np
+
+    with pytest.raises(StageError) as info:
+        (listed([np.arange(12.0).reshape(3, 4)]) >> always_fails).collect(
+            executor=executor, timeout=20
+        )
+    assert info.value.item == (
+        "array([[ 0.,  1.,  2.,  3.], [ 4.,  5.,  6.,  7.], [ 8.,  9., 10., 11.]])"
+    )
+    first = str(info.value).splitlines()[0]
+    assert first.startswith("stage 'always_fails' (worker 0) on item array([[ 0.")
+    assert first.endswith("failed: ValueError: boom")
+
+
 def test_an_exception_whose_str_raises_is_reported_like_any_other(executor):
     with pytest.raises(StageError) as info:
         (numbers(3) >> raises_bad_str).collect(executor=executor, timeout=20)

@@ -12,6 +12,7 @@ import copy
 import inspect
 import logging
 import pickle
+import re
 import time
 import traceback
 from collections.abc import Iterator
@@ -735,11 +736,18 @@ def _text(exc: BaseException) -> str:
 
 
 def _repr(item: Any, limit: int = 200) -> str:
+    """``repr(item)`` on one line (a numpy array's or a DataFrame's spans several,
+    which would split the error's first line), cut at ``limit`` characters."""
     try:
         text = repr(item)
     except Exception as exc:  # a broken __repr__ (or one too deep) must not hide the error
         text = f"<unrepresentable {type(item).__name__}: {type(exc).__name__}: {_text(exc)}>"
+    if "\n" in text:
+        text = _LINE_BREAK.sub(" ", text.strip())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_LINE_BREAK = re.compile(r"\s*\n\s*")
 
 
 async def _gather(generator: Any) -> list[Any]:
