@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import examples
 from helpers import (
@@ -403,12 +404,14 @@ def test_vanished_actor_raises_worker_died():
 
 
 def dies_once(marker):
-    """A stateless transform whose actor is killed at item 5, the first time only."""
+    """A stateless transform whose actor is killed at item 5, the first time only
+    (``marker`` then holds the pid that died)."""
 
     @transform
     def once(x):
         if x == 5 and not os.path.exists(marker):
-            open(marker, "w").close()
+            with open(marker, "w") as f:
+                f.write(str(os.getpid()))
             os.kill(os.getpid(), signal.SIGKILL)
         return 2 * x
 
@@ -420,8 +423,12 @@ def test_a_restarted_stateless_stage_redoes_the_dead_actors_batches(tmp_path):
     flow = numbers(40) >> dies_once(str(tmp_path / "died"))
     with execute(flow, executor=ray_executor, timeout=60) as execution:
         got = list(execution)
+        # the new life told the driver its process, which teardown then waits for
+        names = [node.name for node in execution.plan.nodes]
+        ((_, pid),) = [p for (nid, _), p in execution.pids.items() if names[nid] == "once"]
     assert got == [2 * x for x in range(40)]  # none lost, none twice, in order
-    assert (tmp_path / "died").exists()
+    assert pid != int((tmp_path / "died").read_text())
+    assert not psutil.pid_exists(pid)
     assert execution.report["once"].items_out == 40
 
 

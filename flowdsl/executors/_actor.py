@@ -58,6 +58,7 @@ class StageActor:
         self.cost = 0.0  # seconds per item of the last call
         self.item_bytes = 0.0  # serialised size of an output item, last measured
         self.restarted = False  # a new life after a death: opened by its first call
+        self.announced = False  # this life's process and node are sent in its first reply
         self.termed = False  # local_term has run
         self.life = os.urandom(6).hex()  # tells this life from one Ray restarted
         self._capture_logging()
@@ -66,17 +67,9 @@ class StageActor:
     def open(self) -> Any:
         """Unpickle the stage and run ``local_init`` (a gate lets its seed in);
         an actor whose stage has ended stays so."""
-        if self.termed:
-            return self._reply(pid=(socket.gethostname(), os.getpid()), node=_node())
-        try:
-            node, loops, names = dill.loads(self.code)
-            self.origin = (node.id, self.worker)
-            self.codec = Codec(None, self.origin, names=names, where=f"stage {node.name!r}")
-            self.machine = Machine(node, self.worker, loops=loops)
-            self.machine.open()
-        except BaseException as exc:
-            self._fail(exc)
-        return self._reply(pid=(socket.gethostname(), os.getpid()), node=_node())
+        if not self.termed:
+            self._open()
+        return self._reply()
 
     def pull(self, n: int) -> Any:
         """A source's next batch: up to ``n`` items, or what came within ``LINGER``."""
@@ -145,9 +138,19 @@ class StageActor:
         return self._meta(pid=(socket.gethostname(), os.getpid()))
 
     # -- helpers ---------------------------------------------------------------------------
+    def _open(self) -> None:
+        try:
+            node, loops, names = dill.loads(self.code)
+            self.origin = (node.id, self.worker)
+            self.codec = Codec(None, self.origin, names=names, where=f"stage {node.name!r}")
+            self.machine = Machine(node, self.worker, loops=loops)
+            self.machine.open()
+        except BaseException as exc:
+            self._fail(exc)
+
     def _machine(self) -> Machine:
         if self.machine is None:  # Ray restarted this actor: a stateless stage, open it
-            self.open()
+            self._open()  # what it logs and makes goes out with this call's reply
             self.restarted = True
         assert self.machine is not None
         return self.machine
@@ -252,6 +255,9 @@ class StageActor:
             "life": self.life,
             **extra,
         }
+        if not self.announced:  # the driver waits for this process at teardown
+            self.announced = True
+            meta.update(pid=(socket.gethostname(), os.getpid()), node=_node())
         self.records = []
         self.restarted = False
         return meta
