@@ -92,8 +92,8 @@ class Batch(Regulator):
     def _check_options(self) -> None:
         super()._check_options()
         if self.workers != 1:
-            raise ValueError(
-                f"batch {self.name!r}: a batch runs in exactly one worker "
+            raise GraphError(
+                f"transform {self.name!r}: a batch runs in exactly one worker "
                 f"(it fills one list at a time); give the stage after it "
                 f"the workers"
             )

@@ -230,21 +230,28 @@ class Stage(Composable[In, Out]):
     def _check_options(self) -> None:
         """Every option checked against its type and against what the stage is:
         a bad value is a ``GraphError`` naming the stage and the option."""
-        _whole(self, "workers", 1)
-        _whole(self, "buffer", 1, optional=True)
-        _whole(self, "retries", 0)
-        if self.kind == "source" and self.workers != 1:
-            raise GraphError(f"source {self.name!r}: a source runs in exactly one worker")
-        self.on_error = _check_on_error(self.name, self.kind, self.on_error)
-        self.concurrency = _check_concurrency(self)
-        _check_resilience(self)
-        _check_batch(self)
+        # each option on its own first, then how they fit the stage and each other
+        if self.concurrency is None:
+            self.concurrency = 1
+        for option, minimum in _WHOLE:
+            _whole(self, option, minimum)
+        t = self.timeout
+        if t is not None and (not isinstance(t, (int, float)) or isinstance(t, bool) or not t > 0):
+            raise GraphError(
+                f"{self.kind} {self.name!r}: timeout must be a number of seconds > 0, got {t!r}"
+            )
         for flag in ("ordered", "check_types"):
             if not isinstance(getattr(self, flag), bool):
                 raise GraphError(
                     f"{self.kind} {self.name!r}: {flag} must be True or False, "
                     f"got {getattr(self, flag)!r}"
                 )
+        self.on_error = _check_on_error(self.name, self.kind, self.on_error)
+        if self.kind == "source" and self.workers != 1:
+            raise GraphError(f"source {self.name!r}: a source runs in exactly one worker")
+        _check_concurrency(self)
+        _check_resilience(self)
+        _check_batch(self)
         if self.check_types and self.kind == "source":
             raise GraphError(
                 f"source {self.name!r}: check_types applies to what a stage "
@@ -978,11 +985,25 @@ def _max_positional(sig: inspect.Signature) -> int:
     )
 
 
-def _whole(stage: Stage, option: str, minimum: int, optional: bool = False) -> None:
-    """Refuse ``stage.<option>`` unless it is an integer >= ``minimum`` (or None,
-    when ``optional``)."""
+# the options that take a whole number, and their least value (None: the default)
+_WHOLE = (
+    ("workers", 1),
+    ("buffer", 1),
+    ("retries", 0),
+    ("concurrency", 1),
+    ("restarts", 0),
+    ("max_items_per_worker", 1),
+    ("batch", 1),
+)
+
+
+_OPTIONAL = ("buffer", "max_items_per_worker", "batch")
+
+
+def _whole(stage: Stage, option: str, minimum: int) -> None:
+    """Refuse ``stage.<option>`` unless it is None or an integer >= ``minimum``."""
     n = getattr(stage, option)
-    if n is None and optional:
+    if n is None and option in _OPTIONAL:
         return
     if not isinstance(n, int) or isinstance(n, bool) or n < minimum:
         raise GraphError(
@@ -1026,12 +1047,9 @@ def _rejoin(
     return ((*outlets[0], *letters[0]),)
 
 
-def _check_concurrency(stage: Stage) -> int:
-    """``concurrency`` (default 1) checked against what the stage is."""
+def _check_concurrency(stage: Stage) -> None:
+    """``concurrency`` checked against what the stage is."""
     n, name, kind = stage.concurrency, stage.name, stage.kind
-    if n is None:
-        n = stage.concurrency = 1
-    _whole(stage, "concurrency", 1)
     is_async = stage.is_async
     if n > 1 and kind == "source":
         raise GraphError(
@@ -1062,7 +1080,6 @@ def _check_concurrency(stage: Stage) -> int:
                     f"is not; make run async too (both run on the worker's "
                     f"event loop)"
                 )
-    return n
 
 
 def _check_batch(stage: Stage) -> None:
@@ -1070,7 +1087,6 @@ def _check_batch(stage: Stage) -> None:
     n, kind, name = stage.batch, stage.kind, stage.name
     if n is None:
         return
-    _whole(stage, "batch", 1)
     if kind == "source" or isinstance(stage, Regulator):
         raise GraphError(
             f"{kind} {name!r}: batch=n is for transforms and sinks (a source "
@@ -1087,11 +1103,6 @@ def _check_resilience(stage: Stage) -> None:
     """``timeout``, ``restarts`` and ``max_items_per_worker``, checked against
     each other and against what the stage is."""
     name, kind = stage.name, stage.kind
-    t = stage.timeout
-    if t is not None and (not isinstance(t, (int, float)) or isinstance(t, bool) or t <= 0):
-        raise GraphError(f"{kind} {name!r}: timeout must be a number of seconds > 0, got {t!r}")
-    _whole(stage, "restarts", 0)
-    _whole(stage, "max_items_per_worker", 1, optional=True)
     if not stage.supervised:
         return
     if kind == "source":

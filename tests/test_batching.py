@@ -104,9 +104,9 @@ def test_unbatch_undoes_batch_on_processes(items, n):
 @pytest.mark.parametrize(
     "make, error, message",
     [
-        (lambda: batch(0), ValueError, "n must be an integer >= 1"),
-        (lambda: batch(2, wait=0), ValueError, "wait must be a number of seconds > 0"),
-        (lambda: batch(2).options(workers=2), ValueError, "exactly one worker"),
+        (lambda: batch(0), GraphError, "n must be an integer >= 1"),
+        (lambda: batch(2, wait=0), GraphError, "wait must be a number of seconds > 0"),
+        (lambda: batch(2).options(workers=2), GraphError, "'batch': a batch runs in exactly"),
         (lambda: transform(batch=0)(lambda xs: xs), GraphError, "batch must be an integer"),
         (lambda: source(batch=2), TypeError, "batch"),
         (

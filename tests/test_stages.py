@@ -70,6 +70,7 @@ def test_workers_must_be_positive_int(bad):
         ("max_items_per_worker", 0, "max_items_per_worker must be an integer >= 1"),
         ("batch", 0, "batch must be an integer >= 1, got 0"),
         ("timeout", "5", "timeout must be a number of seconds > 0, got '5'"),
+        ("timeout", float("nan"), "timeout must be a number of seconds > 0, got nan"),
         ("ordered", "yes", "ordered must be True or False, got 'yes'"),
         ("check_types", 1, "check_types must be True or False, got 1"),
         ("on_error", "ignore", "on_error must be 'raise', 'skip' or a sink"),
@@ -86,6 +87,17 @@ def test_a_bad_option_is_a_graph_error_naming_the_stage_and_the_option(option, b
             inc.options(**{option: bad})
     assert str(caught.value).startswith("transform 'inc': " + says)
     assert isinstance(caught.value, ValueError)  # what code catching ValueError relies on
+
+
+def test_a_bad_value_is_reported_before_a_rule_between_options():
+    """concurrency on a generator is refused too, but the value that can never
+    work is the first thing to fix."""
+
+    def pairs(x):
+        yield x
+
+    with pytest.raises(flowdsl.GraphError, match="timeout must be a number of seconds > 0"):
+        transform(concurrency=2, timeout=0)(pairs)
 
 
 def test_class_decorator_constructs_instance_in_driver():

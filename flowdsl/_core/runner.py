@@ -12,7 +12,6 @@ import copy
 import inspect
 import logging
 import pickle
-import re
 import time
 import traceback
 from collections.abc import Iterator
@@ -742,12 +741,10 @@ def _repr(item: Any, limit: int = 200) -> str:
         text = repr(item)
     except Exception as exc:  # a broken __repr__ (or one too deep) must not hide the error
         text = f"<unrepresentable {type(item).__name__}: {type(exc).__name__}: {_text(exc)}>"
-    if "\n" in text:
-        text = _LINE_BREAK.sub(" ", text.strip())
+    lines = text[: 4 * limit].splitlines()  # what is cut off would not be shown
+    if len(lines) > 1:
+        text = " ".join(line.strip() for line in lines if line.strip()) or text
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-_LINE_BREAK = re.compile(r"\s*\n\s*")
 
 
 async def _gather(generator: Any) -> list[Any]:

@@ -58,7 +58,7 @@ class StageActor:
         self.cost = 0.0  # seconds per item of the last call
         self.item_bytes = 0.0  # serialised size of an output item, last measured
         self.restarted = False  # a new life after a death: opened by its first call
-        self.announced = False  # this life's process and node are sent in its first reply
+        self.place: dict[str, Any] = {}  # this life's pid and node, sent with every reply
         self.termed = False  # local_term has run
         self.life = os.urandom(6).hex()  # tells this life from one Ray restarted
         self._capture_logging()
@@ -135,7 +135,7 @@ class StageActor:
     def terminate(self) -> Any:
         """The run is being cancelled: ``local_term`` if it has not run yet."""
         self._term()
-        return self._meta(pid=(socket.gethostname(), os.getpid()))
+        return self._meta()
 
     # -- helpers ---------------------------------------------------------------------------
     def _open(self) -> None:
@@ -198,20 +198,20 @@ class StageActor:
             exc = wrapped
         self.error = portable_error(exc)
 
-    def _reply(self, **extra: Any) -> Any:
+    def _reply(self) -> Any:
         """The meta, then each output port's items as codec bytes.  The in-flight
         change travels in the meta, which the driver applies before it hands the
         items on."""
         m = self.machine
         if m is None:
-            return self._meta(**extra)
+            return self._meta()
         data = [self._encode(o) for o in m.out]
         counts = [len(o) for o in m.out]
         for o in m.out:
             o.clear()
         if m.status is not RUNNING:
             self._term()  # local_term as soon as the stage has ended
-        meta = self._meta(**extra)
+        meta = self._meta()
         meta.update(
             counts=counts,
             delta=m.take_delta(),
@@ -240,7 +240,7 @@ class StageActor:
         self.item_bytes = size / len(items)
         return data
 
-    def _meta(self, **extra: Any) -> dict[str, Any]:
+    def _meta(self) -> dict[str, Any]:
         m = self.machine
         figures = (0, 0, 0) if m is None else m.figures
         tail = (0, 0, 0, 0, 0) if m is None else m.tail
@@ -253,11 +253,12 @@ class StageActor:
             "logs": self.records,
             "restarted": self.restarted,
             "life": self.life,
-            **extra,
         }
-        if not self.announced:  # the driver waits for this process at teardown
-            self.announced = True
-            meta.update(pid=(socket.gethostname(), os.getpid()), node=_node())
+        # in every reply, as any of them may be the first the driver reads of a life
+        # Ray restarted: teardown waits for the process it names
+        if not self.place:
+            self.place = {"pid": (socket.gethostname(), os.getpid()), "node": _node()}
+        meta.update(self.place)
         self.records = []
         self.restarted = False
         return meta
