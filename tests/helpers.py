@@ -1,7 +1,13 @@
 """Stages shared by the tests (module level, so spawn can import them)."""
 
+import contextlib
 import os
+import random
+import signal
+import threading
 import time
+
+import psutil
 
 from flowdsl import Failure, Transform, sink, source, transform
 
@@ -308,3 +314,44 @@ def letters_to(path):
             f.write(f"{failure.item} {type(failure.exception).__name__}\n")
 
     return dead
+
+
+# -- stress --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def workers_paused_at_random(seed):
+    """While the block runs, stop a random child process of this one (SIGSTOP)
+    for up to 10 ms, again and again: it makes the interleavings of workers,
+    gates and the driver that a loaded machine makes only now and then."""
+    done = threading.Event()
+    rnd = random.Random(seed)
+
+    def pause():
+        me = psutil.Process()
+        while not done.is_set():
+            kids = [p.pid for p in me.children() if "forkserver" not in " ".join(_cmdline(p))]
+            if not kids:
+                done.wait(0.001)
+                continue
+            pid = rnd.choice(kids)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                try:
+                    done.wait(rnd.random() * 0.01)
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+            done.wait(rnd.random() * 0.003)
+
+    pauser = threading.Thread(target=pause, daemon=True)
+    pauser.start()
+    try:
+        yield
+    finally:
+        done.set()
+        pauser.join()
+
+
+def _cmdline(p):
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []

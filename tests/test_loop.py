@@ -5,7 +5,7 @@ import time
 
 import pytest
 from conftest import examples
-from helpers import ignore, inc, listed, numbers
+from helpers import ignore, inc, listed, numbers, workers_paused_at_random
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -291,6 +291,17 @@ def test_loop_bodies_lose_nothing_on_the_process_executor(shape):
         if sorted(flow.collect(executor="process", timeout=20)) != want
     ]
     assert not lost, f"{len(lost)} of {LOOP_RUNS} runs lost items"
+
+
+@pytest.mark.parametrize("shape", sorted(LOOP_SHAPES))
+def test_loops_lose_nothing_and_end_while_their_workers_are_paused_at_random(shape):
+    body, starts = LOOP_SHAPES[shape]
+    first = body if hasattr(body, "func") else one_out_one_round
+    want = _reference(first, starts, _at_most_zero)
+    flow = listed(starts) >> loop(body, until=_at_most_zero)
+    with workers_paused_at_random(seed=shape):
+        got = [sorted(flow.collect(executor="process", timeout=20)) for _ in range(LOOP_RUNS // 2)]
+    assert all(g == want for g in got)
 
 
 @transform

@@ -4,6 +4,8 @@ agree with the process executor on random chains and DAGs (see ``strategies.py``
 from collections import Counter
 
 import pytest
+from conftest import examples
+from helpers import workers_paused_at_random
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from strategies import (
@@ -157,6 +159,16 @@ def test_graphs_with_loops_give_the_same_results_everywhere(dag):
     expected = Counter(dag.expected())
     for name, got in _collect_all(flow).items():
         assert Counter(got) == expected, name
+
+
+def test_the_seeded_loop_into_a_narrow_loop_ends_while_workers_are_paused_at_random():
+    """The graph above, run again and again while its workers are stopped for a
+    few milliseconds at a time, at random: a schedule that could hang its loop
+    counts turns up here far more often than under load."""
+    flow, expected = SEEDED_INTO_NARROW_LOOP.flow(), Counter(SEEDED_INTO_NARROW_LOOP.expected())
+    with workers_paused_at_random(seed=0):
+        for _ in range(examples(10)):
+            assert Counter(flow.collect(executor="process", timeout=HANG)) == expected
 
 
 @given(
