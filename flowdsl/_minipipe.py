@@ -99,8 +99,10 @@ class Stream:
         timeout: float | None = None,
         monitor: bool = False,
     ) -> None:
-        if not isinstance(buffer_size, int) or buffer_size < 1:
-            raise GraphError(f"stream {name!r}: buffer_size must be an integer >= 1")
+        if not isinstance(buffer_size, int) or isinstance(buffer_size, bool) or buffer_size < 1:
+            raise GraphError(
+                f"stream {name!r}: buffer_size must be an integer >= 1, got {buffer_size!r}"
+            )
         self.name = name
         self.buffer_size = buffer_size
         self.timeout = timeout

@@ -73,6 +73,12 @@ def test_pipeline_rejects_parallel_source():
         mp.PipeLine().add(mp.Source(iter(range(3))), n_processes=2)
 
 
+@pytest.mark.parametrize("bad", [0, True, 2.5])
+def test_a_stream_buffer_must_be_a_whole_number_of_items(bad):
+    with pytest.raises(GraphError, match=f"buffer_size must be an integer >= 1, got {bad!r}"):
+        mp.Stream(buffer_size=bad)
+
+
 def test_upstreams_zip_and_downstreams_split_by_position(tmp_path):
     a, b, evens, odds = mp.Stream(), mp.Stream(), mp.Stream(), mp.Stream()
     lo, hi = tmp_path / "lo", tmp_path / "hi"
