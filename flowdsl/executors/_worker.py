@@ -819,7 +819,6 @@ class _ForwardHandler(logging.Handler):
 
 def _forward_logging(job: Job) -> None:
     route_logging(_ForwardHandler(job.control, job.node, job.worker), job.log_levels)
-    os.environ.setdefault("FLOWDSL_WORKER", f"{job.node.name}:{job.worker}")
 
 
 class _Retire(Exception):
