@@ -233,8 +233,8 @@ class Stage(Composable[In, Out]):
         # each option on its own first, then how they fit the stage and each other
         if self.concurrency is None:
             self.concurrency = 1
-        for option, minimum in _WHOLE:
-            _whole(self, option, minimum)
+        for option, minimum, optional in _WHOLE:
+            _whole(self, option, minimum, optional)
         t = self.timeout
         if t is not None and (not isinstance(t, (int, float)) or isinstance(t, bool) or not t > 0):
             raise GraphError(
@@ -985,25 +985,24 @@ def _max_positional(sig: inspect.Signature) -> int:
     )
 
 
-# the options that take a whole number, and their least value (None: the default)
+# the options that take a whole number: their least value, and whether None (not
+# set) is allowed
 _WHOLE = (
-    ("workers", 1),
-    ("buffer", 1),
-    ("retries", 0),
-    ("concurrency", 1),
-    ("restarts", 0),
-    ("max_items_per_worker", 1),
-    ("batch", 1),
+    ("workers", 1, False),
+    ("buffer", 1, True),
+    ("retries", 0, False),
+    ("concurrency", 1, False),
+    ("restarts", 0, False),
+    ("max_items_per_worker", 1, True),
+    ("batch", 1, True),
 )
 
 
-_OPTIONAL = ("buffer", "max_items_per_worker", "batch")
-
-
-def _whole(stage: Stage, option: str, minimum: int) -> None:
-    """Refuse ``stage.<option>`` unless it is None or an integer >= ``minimum``."""
+def _whole(stage: Stage, option: str, minimum: int, optional: bool) -> None:
+    """Refuse ``stage.<option>`` unless it is an integer >= ``minimum`` (or None,
+    where ``optional``)."""
     n = getattr(stage, option)
-    if n is None and option in _OPTIONAL:
+    if n is None and optional:
         return
     if not isinstance(n, int) or isinstance(n, bool) or n < minimum:
         raise GraphError(

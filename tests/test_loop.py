@@ -278,12 +278,17 @@ LOOP_SHAPES = {
 }
 
 
+def _shape(name):
+    """The flow of loop shape ``name``, and what it must give."""
+    body, starts = LOOP_SHAPES[name]
+    first = body if hasattr(body, "func") else one_out_one_round
+    flow = listed(starts) >> loop(body, until=_at_most_zero)
+    return flow, _reference(first, starts, _at_most_zero)
+
+
 @pytest.mark.parametrize("shape", sorted(LOOP_SHAPES))
 def test_loop_bodies_lose_nothing_on_the_process_executor(shape):
-    body, starts = LOOP_SHAPES[shape]
-    first = body if hasattr(body, "func") else one_out_one_round
-    want = _reference(first, starts, _at_most_zero)
-    flow = listed(starts) >> loop(body, until=_at_most_zero)
+    flow, want = _shape(shape)
     assert sorted(flow.collect(executor="serial")) == want
     lost = [
         run
@@ -295,10 +300,7 @@ def test_loop_bodies_lose_nothing_on_the_process_executor(shape):
 
 @pytest.mark.parametrize("shape", sorted(LOOP_SHAPES))
 def test_loops_lose_nothing_and_end_while_their_workers_are_paused_at_random(shape):
-    body, starts = LOOP_SHAPES[shape]
-    first = body if hasattr(body, "func") else one_out_one_round
-    want = _reference(first, starts, _at_most_zero)
-    flow = listed(starts) >> loop(body, until=_at_most_zero)
+    flow, want = _shape(shape)
     with workers_paused_at_random(seed=shape):
         got = [sorted(flow.collect(executor="process", timeout=20)) for _ in range(LOOP_RUNS // 2)]
     assert all(g == want for g in got)
