@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -430,6 +431,33 @@ def test_a_restarted_stateless_stage_redoes_the_dead_actors_batches(tmp_path):
     assert pid != int((tmp_path / "died").read_text())
     assert not psutil.pid_exists(pid)
     assert execution.report["once"].items_out == 40
+
+
+def test_an_actor_restarted_after_its_last_reply_is_waited_for_too():
+    """Its stage has ended when its process dies and Ray starts it again: the
+    driver has had no reply from the new life, and asks for one at teardown."""
+    executor = RayExecutor(restarts={"inc": 1})
+    with execute(numbers(5) >> inc, executor=executor, timeout=60) as execution:
+        assert list(execution) == [1, 2, 3, 4, 5]
+        names = [node.name for node in execution.plan.nodes]
+        ((_, dead),) = [p for (nid, _), p in execution.pids.items() if names[nid] == "inc"]
+        known = {p.pid for p in psutil.Process().children(recursive=True)}
+        os.kill(dead, signal.SIGKILL)
+        (actor,) = execution.actors[names.index("inc")]
+        deadline = time.monotonic() + 30
+        while True:  # until Ray has started it again (a call may still reach the dead one)
+            try:
+                ray.get(actor.__ray_ready__.remote(), timeout=30)
+                break
+            except ray.exceptions.ActorUnavailableError:
+                assert time.monotonic() < deadline, "Ray did not restart the actor"
+        (new,) = [
+            p.pid
+            for p in psutil.Process().children(recursive=True)
+            if p.pid not in known and p.name().startswith("ray::StageActor")
+        ]
+    assert (socket.gethostname(), new) in execution.pids.values()
+    assert not psutil.pid_exists(new)
 
 
 def test_without_restarts_the_same_death_is_worker_died(tmp_path):

@@ -966,9 +966,10 @@ class _RayExecution(Execution):
 
     # -- teardown ----------------------------------------------------------------------
     def close(self) -> None:
-        """Give the actors that have not ended ``grace`` seconds to run
-        ``local_term`` (an ended one ran it before its last reply), then kill
-        every actor of the run and wait until their processes are gone."""
+        """Give the actors ``grace`` seconds to run ``local_term`` (an ended one ran
+        it before its last reply), then kill every actor of the run and wait until
+        their processes are gone.  Ended actors are asked too: one that Ray
+        restarted since its last reply names its new process only in its answer."""
         if self.closed:
             return
         self.closed = True
@@ -978,7 +979,6 @@ class _RayExecution(Execution):
                 handles[w].terminate.remote(): (nid, w)
                 for nid, handles in enumerate(self.actors)
                 for w in range(len(handles))
-                if self.running[nid][w] or self.busy_calls[nid][w]  # not ended, as far as we know
             }
             if pending:
                 ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=self.grace)
