@@ -680,8 +680,8 @@ def source(
         A source stage, or, for a class, a callable that builds one per call.
 
     Raises:
-        GraphError: An option is invalid for a source (``workers`` other than 1,
-            ``concurrency``, ``timeout``, ...); a ``ValueError``.
+        GraphError: ``workers`` is not 1 (a source runs in exactly one worker), or
+            ``buffer`` is not a positive integer; a ``ValueError``.
         TypeError: The bound arguments do not fit the function's signature.
 
     Examples:
