@@ -460,6 +460,29 @@ def test_an_actor_restarted_after_its_last_reply_is_waited_for_too():
     assert not psutil.pid_exists(new)
 
 
+def test_teardown_waits_until_an_exited_actor_process_is_reaped():
+    """A process that has exited stays in the process table until its parent (for
+    an actor, Ray's raylet) reaps it; the wait for an actor's process lasts until
+    then, as a process table that still lists it has not let it go."""
+    from flowdsl.executors.ray import _reaped, _wait_exit
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    fd = os.pidfd_open(child.pid)
+    try:
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped
+        assert _reaped(fd) is False
+        start = time.monotonic()
+        _wait_exit(child.pid, start + 0.2)
+        assert time.monotonic() - start >= 0.2  # it waited for the reaping, to the end
+        child.wait()
+        assert _reaped(fd) is True
+        start = time.monotonic()
+        _wait_exit(child.pid, start + 30)
+        assert time.monotonic() - start < 5
+    finally:
+        os.close(fd)
+
+
 def test_without_restarts_the_same_death_is_worker_died(tmp_path):
     with pytest.raises(WorkerDied, match="once"):
         (numbers(40) >> dies_once(str(tmp_path / "died"))).collect(executor="ray", timeout=60)

@@ -42,6 +42,7 @@ import copy
 import enum
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -1014,8 +1015,10 @@ class _RayExecution(Execution):
 
 
 def _wait_exit(pid: int, end: float) -> None:
-    """Return once process ``pid`` has exited, or at monotonic time ``end``: woken
-    by the exit itself where Linux offers a pidfd, else looking every 10 ms."""
+    """Return once process ``pid`` is gone, or at monotonic time ``end``: woken by
+    its exit where Linux offers a pidfd (else looking every 10 ms), then looking
+    every millisecond until its parent, Ray's raylet, has reaped it, which takes
+    a moment more: until then it is still in the process table."""
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -1026,8 +1029,22 @@ def _wait_exit(pid: int, end: float) -> None:
         return
     try:
         readable(fd, max(0.0, end - time.monotonic()))
+        while time.monotonic() < end and _reaped(fd) is False:
+            time.sleep(0.001)
     finally:
         os.close(fd)
+
+
+def _reaped(pidfd: int) -> bool | None:
+    """Whether the process of ``pidfd`` is out of the process table (None: cannot
+    tell).  Unlike its pid, a pidfd cannot come to name another process."""
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except ProcessLookupError:
+        return True
+    except (AttributeError, OSError):
+        return None
+    return False
 
 
 def _alive(pid: int) -> bool:
