@@ -79,7 +79,9 @@ def test_an_ordered_stage_runs_other_calls_while_a_slow_one_holds_the_order(http
 
 @pytest.mark.parametrize("ordered", [True, False])
 def test_workers_each_keep_n_calls_in_flight(http, ordered):
-    flow = numbers(96) >> fetch(http, 8, delay=0.05).options(workers=3, ordered=ordered)
+    # calls of 0.2 s: one worker alone would take 2.4 s, longer than the other two
+    # take to start even as fresh interpreters, so their calls overlap in time
+    flow = numbers(96) >> fetch(http, 8, delay=0.2).options(workers=3, ordered=ordered)
     got = flow.collect()
     assert got == list(range(96)) if ordered else sorted(got) == list(range(96))
     assert 8 < http.peak <= 24
